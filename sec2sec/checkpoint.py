@@ -1,0 +1,144 @@
+"""Checkpoints: the model's weights plus everything needed to rebuild it and to judge its outputs.
+
+A checkpoint is a plain dict of tensors, strings, numbers, lists and dicts, read back with
+`torch.load(weights_only=True)`, so a file with code in its pickle is refused rather than run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sec2sec.config import ModelConfig, from_dict, to_dict
+from sec2sec.model import Sec2Sec
+
+FORMAT = "sec2sec-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint holds besides the weights."""
+
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    pretrained: dict[str, bool]
+    trained: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | Path, model: Sec2Sec, trained: bool, meta: dict[str, Any] | None = None) -> None:
+    """Write model + config + flags; written to a temporary name first, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": to_dict(model.config),
+        "outputs": list(model.config.heads.outputs),
+        "task": model.config.heads.task,
+        "clip_seconds": model.config.clip_seconds,
+        "pretrained": model.pretrained,
+        "trained": trained,
+        "meta": meta or {},
+        "state_dict": model.state_dict(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; give the path of a .pt file made by `sec2sec train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it holds objects other than tensors and plain data ({first[:160]}); "
+            "only load checkpoints made by `sec2sec train`"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable checkpoint (truncated or another format: {reason})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a sec2sec checkpoint (no '{FORMAT}' marker)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {payload.get('format_version')}; "
+            f"this sec2sec reads version {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint file without building the model."""
+    path = Path(path)
+    payload = _read(path)
+    try:
+        config = from_dict(ModelConfig, payload["config"], "model")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} holds an invalid model config: {exc}") from None
+    return Checkpoint(
+        config=config,
+        state_dict=payload["state_dict"],
+        pretrained=dict(payload.get("pretrained", {})),
+        trained=bool(payload.get("trained", False)),
+        meta=dict(payload.get("meta", {})),
+    )
+
+
+def load_model(path: str | Path, expect: ModelConfig | None = None) -> tuple[Sec2Sec, Checkpoint]:
+    """Rebuild the model a checkpoint was made for and load its weights.
+
+    `expect`: a config the caller intends to use; a checkpoint made for another task or other outputs
+    is refused with both named.
+    """
+    ckpt = read_checkpoint(path)
+    if expect is not None and (expect.heads != ckpt.config.heads):
+        raise CheckpointError(
+            f"checkpoint {path} predicts {ckpt.config.heads.task} {list(ckpt.config.heads.outputs)} but the config "
+            f"asks for {expect.heads.task} {list(expect.heads.outputs)}; use a matching --config or checkpoint"
+        )
+    no_download = _without_pretrained_weights(ckpt.config)
+    model = Sec2Sec(no_download)
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} does not fit its own config ({first})") from None
+    for name, encoder in (("video", model.video_encoder), ("audio", model.audio_encoder)):
+        if encoder is not None:
+            encoder.pretrained = ckpt.pretrained.get(name, False)
+    return model, ckpt
+
+
+def _without_pretrained_weights(config: ModelConfig) -> ModelConfig:
+    """The checkpoint carries the encoder weights, so building the model must not look for any."""
+    return replace(
+        config,
+        video=replace(config.video, weights="none", weights_path=""),
+        audio=replace(config.audio, weights="none", weights_path=""),
+    )
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file (for recording which checkpoint produced a run)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,59 @@
+"""`sec2sec`: offline commands (describe the model; extract, train, evaluate, compare on datasets).
+
+Each subcommand lives in its own module exposing `register(subparsers)`, which adds its parser and sets
+`func(args) -> int`. User errors (ValueError and subclasses) become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+SUBCOMMAND_MODULES = (
+    "sec2sec.describe",
+    "sec2sec.extract",
+    "sec2sec.train",
+    "sec2sec.evaluate",
+    "sec2sec.compare",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sec2sec",
+        description="Sec2Sec co-attention transformer: model inspection, feature extraction, training, evaluation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that subcommand is not part of this installation
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

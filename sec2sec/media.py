@@ -1,0 +1,215 @@
+"""Media files -> timestamped video frames and audio chunks (PyAV; a plain generator, no threads, no pacing).
+
+Time is integer: video frames carry nanoseconds since the file's origin (the earliest stream start), audio
+chunks carry the index of their first sample at the source rate, counted from that same origin, so sample
+`s` lies at `s * 1e9 / sample_rate` ns on the video clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from sec2sec.config import NANOS_PER_SECOND
+
+
+class MediaError(ValueError):
+    """A file that cannot be read as audio/video; the message says what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One RGB frame: `rgb` is uint8 (H, W, 3); `t_ns` its presentation time in integer nanoseconds."""
+
+    rgb: np.ndarray
+    t_ns: int
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Mono float32 samples in [-1, 1], shape (n,); `first_sample` indexes the first at `sample_rate`."""
+
+    samples: np.ndarray
+    first_sample: int
+    sample_rate: int
+
+    @property
+    def end_sample(self) -> int:
+        return self.first_sample + len(self.samples)
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a file holds, as probed when it is opened."""
+
+    path: str
+    has_video: bool
+    has_audio: bool
+    duration_ns: int
+    fps: float
+    width: int
+    height: int
+    sample_rate: int
+
+
+def _seconds(pts: int, time_base: Fraction) -> Fraction:
+    return Fraction(pts) * time_base
+
+
+def _to_ns(t: Fraction) -> int:
+    return round(t * NANOS_PER_SECOND)
+
+
+def _import_av():
+    import av
+
+    return av
+
+
+class MediaReader:
+    """Decode a file's first video and first audio stream together, in presentation order per stream.
+
+    Use as an iterator of `VideoFrame | AudioChunk`; `skipped` counts packets that failed to decode
+    (corrupted data is skipped and reported, never fatal once the file opened).
+    """
+
+    def __init__(self, path: str | Path, audio_tolerance_ms: int = 5) -> None:
+        self.path = Path(path)
+        av = _import_av()
+        if not self.path.exists():
+            raise MediaError(f"{self.path}: no such file; check the path given to --replay")
+        if self.path.is_dir() or self.path.stat().st_size == 0:
+            raise MediaError(f"{self.path}: the file is empty (0 bytes); give a video or audio file")
+        try:
+            self._container = av.open(str(self.path), metadata_errors="ignore")
+        except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
+            raise MediaError(
+                f"{self.path}: not a readable audio/video file ({type(exc).__name__}: {exc}); "
+                "give an mp4/mkv/webm/mov/mpg/wav file, or re-encode it with ffmpeg"
+            ) from None
+        self._video = self._container.streams.video[0] if self._container.streams.video else None
+        self._audio = self._container.streams.audio[0] if self._container.streams.audio else None
+        if self._video is None and self._audio is None:
+            self._container.close()
+            raise MediaError(f"{self.path}: the file has neither a video nor an audio stream")
+        self._origin = self._stream_origin()
+        self._tolerance_ms = audio_tolerance_ms
+        self.skipped = 0
+        self.info = self._probe()
+
+    def _stream_origin(self) -> Fraction:
+        starts = [
+            _seconds(s.start_time, s.time_base)
+            for s in (self._video, self._audio)
+            if s is not None and s.start_time is not None and s.time_base is not None
+        ]
+        return min(starts) if starts else Fraction(0)
+
+    def _probe(self) -> MediaInfo:
+        v, a = self._video, self._audio
+        duration = 0
+        if self._container.duration is not None:
+            duration = self._container.duration * 1000  # microseconds -> ns
+        return MediaInfo(
+            path=str(self.path),
+            has_video=v is not None,
+            has_audio=a is not None,
+            duration_ns=int(duration),
+            fps=float(v.average_rate) if v is not None and v.average_rate else 0.0,
+            width=v.codec_context.width if v is not None else 0,
+            height=v.codec_context.height if v is not None else 0,
+            sample_rate=a.codec_context.sample_rate if a is not None else 0,
+        )
+
+    def __enter__(self) -> MediaReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __iter__(self) -> Iterator[VideoFrame | AudioChunk]:
+        av = _import_av()
+        streams = [s for s in (self._video, self._audio) if s is not None]
+        resampler = None
+        if self._audio is not None:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.info.sample_rate)
+        next_sample: int | None = None
+        packets = self._container.demux(*streams)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError:
+                self.skipped += 1
+                if self.skipped > 10_000:
+                    break
+                continue
+            try:
+                frames = packet.decode()
+            except (av.error.FFmpegError, ValueError):
+                self.skipped += 1
+                continue
+            for frame in frames:
+                if packet.stream.type == "video":
+                    item = self._video_frame(frame)
+                    if item is not None:
+                        yield item
+                else:
+                    for chunk in self._audio_chunks(frame, resampler, next_sample):
+                        next_sample = chunk.end_sample
+                        yield chunk
+        if resampler is not None:
+            for chunk in self._audio_chunks(None, resampler, next_sample):
+                next_sample = chunk.end_sample
+                yield chunk
+
+    def _video_frame(self, frame) -> VideoFrame | None:
+        if frame.pts is None or frame.time_base is None:
+            return None
+        t_ns = _to_ns(_seconds(frame.pts, frame.time_base) - self._origin)
+        rgb = frame.to_ndarray(format="rgb24")
+        rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        if rotation in (
+            90,
+            180,
+            270,
+        ):  # display-matrix rotation (e.g. phone videos): show it upright
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=-(rotation // 90)))
+        return VideoFrame(rgb=rgb, t_ns=t_ns)
+
+    def _audio_chunks(self, frame, resampler, next_sample: int | None) -> Iterator[AudioChunk]:
+        """Resample one decoded frame to mono float32; keep chunks contiguous unless the timestamps jump."""
+        rate = self.info.sample_rate
+        for out in resampler.resample(frame):
+            samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            if samples.size == 0:
+                continue
+            first = next_sample if next_sample is not None else 0
+            if out.pts is not None and out.time_base is not None:
+                stamped = round((_seconds(out.pts, out.time_base) - self._origin) * rate)
+                if next_sample is None or abs(stamped - next_sample) * 1000 > self._tolerance_ms * rate:
+                    first = stamped
+            if next_sample is not None and first < next_sample:
+                samples = samples[next_sample - first :]  # overlapping timestamps: keep time monotonic
+                first = next_sample
+            if samples.size:
+                yield AudioChunk(
+                    samples=np.clip(samples, -1.0, 1.0),
+                    first_sample=max(first, 0),
+                    sample_rate=rate,
+                )
+                next_sample = first + samples.size
+
+
+def read_media(path: str | Path) -> Iterator[VideoFrame | AudioChunk]:
+    """Every frame and chunk of a file, in decode order (video and audio interleaved)."""
+    with MediaReader(path) as reader:
+        yield from reader

@@ -1,0 +1,155 @@
+"""AffectStream: one-second windows in, affect estimates out, with the recurrent state held in between.
+
+The step path reuses the model's batch layers: with a horizon H it re-runs the temporal model over the
+last H fused features (the model was trained on clips of about H seconds, so a state carried for an hour
+would be out of distribution); with horizon 0 it carries the recurrent state forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sec2sec.config import ModelConfig
+from sec2sec.model import Sec2Sec
+from sec2sec.temporal import State
+from sec2sec.windows import Window
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The model's output for window `index`: sigmoid value per named output, per-second attribution
+    over the horizon (oldest first; empty for models without attention), input flags, and timings."""
+
+    index: int
+    outputs: dict[str, float]
+    attribution: tuple[float, ...]
+    video_ok: bool
+    audio_ok: bool
+    frames_seen: int
+    audio_coverage: float
+    compute_ns: int
+    gap: int = 0  # windows missing right before this one (dropped or never closed)
+    latency_ns: int | None = None  # window close -> estimate, set by the pipeline
+    dropped_total: int = 0  # set by the pipeline
+
+    @property
+    def start_s(self) -> float:
+        return float(self.index)
+
+    @property
+    def end_s(self) -> float:
+        return float(self.index + 1)
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; "cuda" without a GPU is an error that says so."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not allowed; use auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def check_window(window: Window, config: ModelConfig) -> None:
+    """Refuse a window this model cannot take; the message says what came and what is allowed."""
+    rate = config.audio.sample_rate
+    if window.sample_rate != rate:
+        raise ValueError(f"window audio is at {window.sample_rate} Hz; this model takes {rate} Hz")
+    audio = window.audio
+    if audio.ndim != 1 or audio.shape[0] != rate:
+        raise ValueError(f"window audio must be ({rate},) float32 (one second); got shape {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise ValueError("window audio contains NaN or inf; give finite samples in [-1, 1]")
+    if window.frames is not None:
+        m, frames = config.video.frames_per_window, window.frames
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"window frames must be uint8 (m, H, W, 3) RGB; got {frames.dtype} {frames.shape}")
+        if frames.shape[0] != m:
+            raise ValueError(f"window has {frames.shape[0]} frames; this model takes m = {m}")
+
+
+class AffectStream:
+    """`step(window) -> Estimate`; `reset()` forgets the past. `horizon`: seconds of history the estimate
+    covers (default: the training clip length stored with the model); 0 carries the state forever."""
+
+    def __init__(self, model: Sec2Sec, horizon: int | None = None, device: str | torch.device = "cpu") -> None:
+        if horizon is not None and horizon < 0:
+            raise ValueError(f"horizon = {horizon}; use 0 (carry state forever) or a number of seconds >= 1")
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.horizon = self.config.clip_seconds if horizon is None else horizon
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every past window (history, recurrent state, gap tracking)."""
+        span = self.horizon if self.horizon > 0 else 1
+        self._history: deque[torch.Tensor] = deque(maxlen=span)
+        self._state: State | None = None
+        self._last_index: int | None = None
+
+    @torch.inference_mode()
+    def features(self, window: Window) -> torch.Tensor:
+        """One window -> fused feature F (1, feature_width)."""
+        check_window(window, self.config)
+        frames = None if window.frames is None else torch.from_numpy(window.frames).to(self.device)[None]
+        audio = torch.from_numpy(window.audio).to(self.device)[None] if window.audio_ok else None
+        video_tokens, audio_tokens = self.model.encode(frames, audio)
+        return self.model.fuse(
+            video_tokens,
+            audio_tokens,
+            video_ok=torch.tensor([window.video_ok], device=self.device),
+            audio_ok=torch.tensor([window.audio_ok], device=self.device),
+        )
+
+    @torch.inference_mode()
+    def step_features(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Advance by one fused feature (1, D) -> logits (n_outputs,), attribution (t,) or None."""
+        if self.horizon == 0:
+            summary, weights, self._state = self.model.temporal.step(feature, self._state)
+            logits = self.model.heads(summary)
+        else:
+            self._history.append(feature[0])
+            sequence = torch.stack(list(self._history))[None]
+            lengths = torch.tensor([sequence.shape[1]], device=self.device)
+            logits, weights = self.model.forward_features(sequence, lengths)
+        return logits[0], None if weights is None else weights[0]
+
+    def step(self, window: Window) -> Estimate:
+        """One closed window -> its Estimate (outputs cover the last `horizon` seconds up to this one)."""
+        started = time.perf_counter_ns()
+        gap = 0 if self._last_index is None else max(0, window.index - self._last_index - 1)
+        self._last_index = window.index
+        logits, weights = self.step_features(self.features(window))
+        return Estimate(
+            index=window.index,
+            outputs=self.model.heads.named(logits),
+            attribution=() if weights is None else tuple(float(w) for w in weights.tolist()),
+            video_ok=window.video_ok,
+            audio_ok=window.audio_ok,
+            frames_seen=window.frames_seen,
+            audio_coverage=window.audio_coverage,
+            compute_ns=time.perf_counter_ns() - started,
+            gap=gap,
+        )
+
+    def warm_up(self, height: int = 240, width: int = 320) -> None:
+        """Run every stage once on a blank window (first-call allocations, lazy init), then forget it."""
+        m, rate = self.config.video.frames_per_window, self.config.audio.sample_rate
+        blank = Window(
+            index=0,
+            frames=np.zeros((m, height, width, 3), dtype=np.uint8),
+            audio=np.zeros(rate, dtype=np.float32),
+            sample_rate=rate,
+            frames_seen=m,
+            samples_seen=rate,
+        )
+        self.step(blank)
+        self.reset()

@@ -1,0 +1,216 @@
+"""Timestamped frames and audio chunks -> exact one-second windows (pure, integer time, no threads).
+
+Window i covers [i, i+1) s of the shared clock: video frames with `i*1e9 <= t_ns < (i+1)*1e9`, and audio
+samples `[i*sr, (i+1)*sr)` of every source rate `sr`. Each window keeps `m` frame slots at the centres of
+`m` equal sub-intervals and fills each with the nearest frame inside the window, so a slow camera repeats
+frames and a fast one is subsampled evenly, with only `m` frames ever held per open window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from sec2sec.config import NANOS_PER_SECOND
+from sec2sec.media import AudioChunk, VideoFrame
+
+
+@dataclass(frozen=True)
+class Window:
+    """One second of input. `frames`: uint8 (m, H, W, 3) or None when no frame fell inside;
+    `audio`: float32 (sample_rate,) at the model rate, zero where nothing was heard."""
+
+    index: int
+    frames: np.ndarray | None
+    audio: np.ndarray
+    sample_rate: int
+    frames_seen: int
+    samples_seen: int  # at the model rate
+    closed_ns: int | None = None  # pipeline clock when the window closed (for latency)
+
+    @property
+    def start_ns(self) -> int:
+        return self.index * NANOS_PER_SECOND
+
+    @property
+    def end_ns(self) -> int:
+        return (self.index + 1) * NANOS_PER_SECOND
+
+    @property
+    def video_ok(self) -> bool:
+        return self.frames is not None
+
+    @property
+    def audio_ok(self) -> bool:
+        return self.samples_seen > 0
+
+    @property
+    def audio_coverage(self) -> float:
+        return self.samples_seen / self.sample_rate
+
+
+def sample_frame_times(index: int, m: int) -> list[int]:
+    """Centres (ns) of the m equal sub-intervals of window `index`: where the m frames are sampled."""
+    start = index * NANOS_PER_SECOND
+    return [start + (2 * k + 1) * NANOS_PER_SECOND // (2 * m) for k in range(m)]
+
+
+def pick_frames(times_ns: list[int], index: int, m: int) -> list[int]:
+    """For frames stamped `times_ns` (any order), the position of the nearest in-window frame per slot.
+
+    Returns m positions into `times_ns` (repeats allowed); empty when no time lies inside window `index`.
+    """
+    start, end = index * NANOS_PER_SECOND, (index + 1) * NANOS_PER_SECOND
+    inside = [p for p, t in enumerate(times_ns) if start <= t < end]
+    if not inside:
+        return []
+    return [min(inside, key=lambda p: (abs(times_ns[p] - c), times_ns[p])) for c in sample_frame_times(index, m)]
+
+
+@dataclass
+class _OpenWindow:
+    slots: list[VideoFrame | None]
+    seen: int = 0
+
+
+@dataclass
+class Windower:
+    """Push frames and chunks in; pull closed windows out.
+
+    A window closes when every expected stream has passed its end, or, given `now_ns`, once `grace_ns`
+    has passed since its end (a silent camera or microphone never stalls the output). `finish()` closes
+    everything up to the end of the data, the last partial window included.
+    """
+
+    frames_per_window: int
+    sample_rate: int
+    expect_video: bool = True
+    expect_audio: bool = True
+    grace_ns: int = 500_000_000
+    next_index: int = 0
+    late_frames: int = 0
+    late_samples: int = 0
+    _open: dict[int, _OpenWindow] = field(default_factory=dict)
+    _chunks: list[AudioChunk] = field(default_factory=list)
+    _video_end_ns: int = -1  # time of the newest frame
+    _audio_end_ns: int = -1  # time just past the newest sample
+
+    def __post_init__(self) -> None:
+        if self.frames_per_window < 1:
+            raise ValueError(f"frames_per_window = {self.frames_per_window}; it must be >= 1")
+        if self.sample_rate < 1:
+            raise ValueError(f"sample_rate = {self.sample_rate}; it must be >= 1")
+
+    def push_frame(self, frame: VideoFrame) -> None:
+        """Take one frame; a frame for an already closed window (or before time 0) is counted as late."""
+        if frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3 or frame.rgb.dtype != np.uint8:
+            raise ValueError(f"video frame must be uint8 (H, W, 3) RGB, got {frame.rgb.dtype} {frame.rgb.shape}")
+        index = frame.t_ns // NANOS_PER_SECOND
+        self._video_end_ns = max(self._video_end_ns, frame.t_ns)
+        if frame.t_ns < 0 or index < self.next_index:
+            self.late_frames += 1
+            return
+        window = self._open.setdefault(index, _OpenWindow(slots=[None] * self.frames_per_window))
+        window.seen += 1
+        for k, centre in enumerate(sample_frame_times(index, self.frames_per_window)):
+            held = window.slots[k]
+            if held is None or abs(frame.t_ns - centre) < abs(held.t_ns - centre):
+                window.slots[k] = frame
+
+    def push_audio(self, chunk: AudioChunk) -> None:
+        """Take mono float32 samples; samples before the first open window are counted as late."""
+        if chunk.samples.ndim != 1 or chunk.samples.dtype != np.float32:
+            raise ValueError(f"audio chunk must be float32 mono (n,), got {chunk.samples.dtype} {chunk.samples.shape}")
+        if chunk.sample_rate < 1 or chunk.samples.size == 0:
+            return
+        first_allowed = self.next_index * chunk.sample_rate
+        if chunk.first_sample < first_allowed:
+            cut = min(first_allowed - chunk.first_sample, chunk.samples.size)
+            self.late_samples += cut
+            chunk = AudioChunk(chunk.samples[cut:], chunk.first_sample + cut, chunk.sample_rate)
+            if chunk.samples.size == 0:
+                return
+        self._chunks.append(chunk)
+        end_ns = chunk.end_sample * NANOS_PER_SECOND // chunk.sample_rate
+        self._audio_end_ns = max(self._audio_end_ns, end_ns)
+
+    def _passed(self, end_ns: int) -> bool:
+        video = not self.expect_video or self._video_end_ns >= end_ns
+        audio = not self.expect_audio or self._audio_end_ns >= end_ns
+        return video and audio
+
+    def ready(self, now_ns: int | None = None) -> list[Window]:
+        """Close every window whose end both clocks have passed (or whose grace ran out at `now_ns`)."""
+        out = []
+        while True:
+            end_ns = (self.next_index + 1) * NANOS_PER_SECOND
+            timed_out = now_ns is not None and now_ns >= end_ns + self.grace_ns
+            if not (self._passed(end_ns) or timed_out):
+                return out
+            out.append(self._close(now_ns))
+
+    def finish(self) -> list[Window]:
+        """Close all windows up to the end of the data (the last one may be partial)."""
+        last_ns = max(self._video_end_ns, self._audio_end_ns - 1)
+        out = []
+        while self.next_index * NANOS_PER_SECOND <= last_ns:
+            out.append(self._close(None))
+        return out
+
+    def _close(self, now_ns: int | None) -> Window:
+        index = self.next_index
+        opened = self._open.pop(index, None)
+        frames = None
+        if opened is not None and opened.seen:
+            frames = np.stack([slot.rgb for slot in _fill_slots(opened.slots)])
+        audio, seen = self._window_audio(index)
+        self.next_index += 1
+        return Window(
+            index=index,
+            frames=frames,
+            audio=audio,
+            sample_rate=self.sample_rate,
+            frames_seen=opened.seen if opened else 0,
+            samples_seen=seen,
+            closed_ns=now_ns,
+        )
+
+    def _window_audio(self, index: int) -> tuple[np.ndarray, int]:
+        """Samples of window `index` at the model rate, and how many of them were heard."""
+        out = np.zeros(self.sample_rate, dtype=np.float32)
+        covered = np.zeros(self.sample_rate, dtype=bool)
+        for rate, first, samples in _contiguous_runs(self._chunks, index):
+            offset = (first - index * rate) * self.sample_rate // rate
+            if rate != self.sample_rate:
+                samples = AF.resample(torch.from_numpy(samples), rate, self.sample_rate).numpy()
+            n = min(samples.size, self.sample_rate - offset)
+            out[offset : offset + n] = samples[:n]
+            covered[offset : offset + n] = True
+        keep_from = [c for c in self._chunks if c.end_sample > (index + 1) * c.sample_rate]
+        self._chunks = keep_from
+        return out, int(covered.sum())
+
+
+def _fill_slots(slots: list[VideoFrame | None]) -> list[VideoFrame]:
+    """Slots left empty (a frame near only some centres cannot leave gaps: each slot takes the nearest)."""
+    present = [s for s in slots if s is not None]
+    return [s if s is not None else present[0] for s in slots]
+
+
+def _contiguous_runs(chunks: list[AudioChunk], index: int) -> list[tuple[int, int, np.ndarray]]:
+    """(rate, first_sample, samples) runs of window `index`, joining chunks that follow each other."""
+    runs: list[tuple[int, int, list[np.ndarray]]] = []
+    for c in chunks:
+        lo, hi = index * c.sample_rate, (index + 1) * c.sample_rate
+        a, b = max(lo, c.first_sample), min(hi, c.end_sample)
+        if a >= b:
+            continue
+        part = c.samples[a - c.first_sample : b - c.first_sample]
+        if runs and runs[-1][0] == c.sample_rate and runs[-1][1] + sum(p.size for p in runs[-1][2]) == a:
+            runs[-1][2].append(part)
+        else:
+            runs.append((c.sample_rate, a, [part]))
+    return [(rate, first, np.concatenate(parts)) for rate, first, parts in runs]
