@@ -214,3 +214,35 @@ def _contiguous_runs(chunks: list[AudioChunk], index: int) -> list[tuple[int, in
         else:
             runs.append((c.sample_rate, a, [part]))
     return [(rate, first, np.concatenate(parts)) for rate, first, parts in runs]
+
+
+def file_windows(path: str, frames_per_window: int, sample_rate: int) -> tuple[list[Window], dict[str, int]]:
+    """Every window of a media file, read exactly as replay reads it (MediaReader -> Windower).
+
+    Returns the windows (the last may be partial) and a report: skipped packets, late frames/samples,
+    whether the file had video/audio.
+    """
+    from sec2sec.media import MediaReader
+
+    with MediaReader(path) as reader:
+        windower = Windower(
+            frames_per_window,
+            sample_rate,
+            expect_video=reader.info.has_video,
+            expect_audio=reader.info.has_audio,
+        )
+        windows: list[Window] = []
+        for item in reader:
+            if isinstance(item, VideoFrame):
+                windower.push_frame(item)
+            else:
+                windower.push_audio(item)
+            windows.extend(windower.ready())
+        windows.extend(windower.finish())
+        report = {
+            "skipped_packets": reader.skipped,
+            "late_frames": windower.late_frames,
+            "has_video": int(reader.info.has_video),
+            "has_audio": int(reader.info.has_audio),
+        }
+    return windows, report
