@@ -1,0 +1,121 @@
+"""The windower: exact one-second windows from timestamps with jitter, gaps, VFR, silence, rate changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sec2sec.media import AudioChunk, VideoFrame
+from sec2sec.windows import Windower, pick_frames
+
+S = 1_000_000_000
+
+
+def frame(t_ns: int, value: int = 0) -> VideoFrame:
+    return VideoFrame(rgb=np.full((8, 8, 3), value % 256, dtype=np.uint8), t_ns=t_ns)
+
+
+def chunk(first: int, n: int, rate: int = 16_000, value: float = 0.5) -> AudioChunk:
+    return AudioChunk(samples=np.full(n, value, dtype=np.float32), first_sample=first, sample_rate=rate)
+
+
+def feed(w: Windower, times: list[int], audio_rate: int = 16_000, audio_seconds: int = 3) -> None:
+    for i, t in enumerate(times):
+        w.push_frame(frame(t, i))
+    for k in range(audio_seconds * 10):
+        w.push_audio(chunk(k * audio_rate // 10, audio_rate // 10, audio_rate))
+
+
+def test_jittered_frames_fill_exact_windows_with_the_nearest_frames() -> None:
+    rng = np.random.default_rng(1)
+    times = [int(i * S / 25 + rng.integers(-8_000_000, 8_000_000)) for i in range(1, 75)]
+    w = Windower(frames_per_window=5, sample_rate=16_000)
+    feed(w, times)
+    windows = w.ready() + w.finish()
+    assert [x.index for x in windows] == [0, 1, 2]
+    for win in windows:
+        expected = pick_frames(times, win.index, 5)
+        assert win.frames[:, 0, 0, 0].tolist() == [p % 256 for p in expected]
+        assert win.frames_seen == sum(win.index * S <= t < (win.index + 1) * S for t in times)
+        assert win.audio.shape == (16_000,) and win.samples_seen == 16_000 and win.audio_ok
+
+
+def test_a_gap_in_video_marks_that_window_and_keeps_the_others() -> None:
+    times = [t for t in range(0, 3 * S, S // 10) if not S <= t < 2 * S]
+    w = Windower(frames_per_window=4, sample_rate=16_000)
+    feed(w, times)
+    windows = w.ready() + w.finish()
+    assert [(x.index, x.video_ok, x.frames_seen) for x in windows] == [(0, True, 10), (1, False, 0), (2, True, 10)]
+    assert windows[1].frames is None and windows[1].audio_ok
+
+
+def test_variable_frame_rate_repeats_where_sparse() -> None:
+    times = [0, 100_000_000, 150_000_000, 900_000_000]  # dense then sparse
+    w = Windower(frames_per_window=4, sample_rate=16_000, expect_audio=False)
+    for i, t in enumerate(times):
+        w.push_frame(frame(t, i))
+    (win,) = w.finish()
+    assert win.frames[:, 0, 0, 0].tolist() == [1, 2, 3, 3]  # centres 125, 375, 625, 875 ms
+    assert not win.audio_ok and win.audio_coverage == 0.0
+
+
+def test_window_waits_for_both_clocks_then_closes() -> None:
+    w = Windower(frames_per_window=2, sample_rate=16_000)
+    w.push_frame(frame(500_000_000))
+    w.push_frame(frame(1_100_000_000))  # video passed the end of window 0
+    assert w.ready() == []  # audio has not
+    w.push_audio(chunk(0, 16_000))
+    (win,) = w.ready()
+    assert win.index == 0 and win.samples_seen == 16_000
+
+
+def test_silent_microphone_closes_after_the_grace_timeout() -> None:
+    w = Windower(frames_per_window=2, sample_rate=16_000, grace_ns=300_000_000)
+    for t in range(0, 2 * S, S // 10):
+        w.push_frame(frame(t))
+    assert w.ready(now_ns=S + 200_000_000) == []
+    (win,) = w.ready(now_ns=S + 300_000_000)
+    assert win.index == 0 and win.video_ok and not win.audio_ok
+    assert win.closed_ns == S + 300_000_000
+
+
+def test_sample_rate_change_mid_stream_is_resampled_per_run() -> None:
+    w = Windower(frames_per_window=1, sample_rate=16_000, expect_video=False)
+    w.push_audio(chunk(0, 22_050, rate=44_100, value=0.25))  # first half second at 44.1 kHz
+    w.push_audio(chunk(24_000, 24_000, rate=48_000, value=-0.5))  # second half at 48 kHz
+    (win,) = w.ready()
+    assert win.samples_seen == 16_000
+    assert np.allclose(win.audio[1000:7000], 0.25, atol=0.01)
+    assert np.allclose(win.audio[9000:15000], -0.5, atol=0.01)
+
+
+def test_last_partial_window_reports_its_coverage() -> None:
+    w = Windower(frames_per_window=2, sample_rate=16_000)
+    for t in range(0, 1_400_000_000, 100_000_000):
+        w.push_frame(frame(t))
+    w.push_audio(chunk(0, 22_400))  # 1.4 s
+    windows = w.ready() + w.finish()
+    assert [x.index for x in windows] == [0, 1]
+    assert windows[1].frames_seen == 4 and windows[1].audio_coverage == pytest.approx(0.4)
+    assert np.all(windows[1].audio[6400:] == 0)
+
+
+def test_late_data_is_counted_not_misplaced() -> None:
+    w = Windower(frames_per_window=2, sample_rate=16_000)
+    feed(w, list(range(0, 2 * S, S // 10)), audio_seconds=2)
+    assert [x.index for x in w.ready()] == [0]  # the video clock is at 1.9 s: window 1 stays open
+    w.push_frame(frame(500_000_000))
+    w.push_audio(chunk(8_000, 100))
+    assert w.late_frames == 1 and w.late_samples == 100
+    (last,) = w.finish()
+    assert last.index == 1 and last.frames_seen == 10 and last.samples_seen == 16_000
+
+
+def test_bad_pushes_are_refused() -> None:
+    w = Windower(frames_per_window=2, sample_rate=16_000)
+    with pytest.raises(ValueError, match="uint8 \\(H, W, 3\\)"):
+        w.push_frame(VideoFrame(rgb=np.zeros((4, 4), dtype=np.uint8), t_ns=0))
+    with pytest.raises(ValueError, match="float32 mono"):
+        w.push_audio(AudioChunk(samples=np.zeros((4, 2), dtype=np.float32), first_sample=0, sample_rate=16_000))
+    with pytest.raises(ValueError, match="frames_per_window = 0"):
+        Windower(frames_per_window=0, sample_rate=16_000)
