@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,10 @@ def test_default_toml_equals_dataclass_defaults() -> None:
 @pytest.mark.parametrize(
     ("name", "check"),
     [
-        ("first_impressions", lambda c: c.model.heads.outputs[0] == "extraversion" and c.model.heads.task == "regression"),
+        (
+            "first_impressions",
+            lambda c: c.model.heads.outputs[0] == "extraversion" and c.model.heads.task == "regression",
+        ),
         ("audio_only", lambda c: c.model.fusion.modalities == "audio" and not c.model.uses_video),
         ("vision_only", lambda c: c.model.fusion.modalities == "video" and not c.model.uses_audio),
         ("sa_sa", lambda c: c.model.fusion.mode == "self"),
@@ -27,7 +31,7 @@ def test_default_toml_equals_dataclass_defaults() -> None:
         ("gru_transformer", lambda c: c.model.temporal.kind == "gru_transformer"),
     ],
 )
-def test_variant_files(name: str, check) -> None:  # noqa: ANN001
+def test_variant_files(name: str, check: Callable[[Config], bool]) -> None:
     assert check(load_config(CONFIGS / f"{name}.toml"))
 
 
@@ -47,7 +51,7 @@ def test_round_trip_through_dict() -> None:
         ({"model": {"audio": {"n_mfcc": "many"}}}, "[model.audio] n_mfcc must be int, got 'many'"),
         ({"model": {"heads": {"outputs": []}}}, "[model.heads] outputs = [] must be a non-empty list"),
         ({"model": {"audio": {"delta_win": 4}}}, "delta_win = 4 must be odd"),
-        ({"train": {"label_threshold": "mean"}}, '[train] label_threshold = \'mean\'; use "median" or a number'),
+        ({"train": {"label_threshold": "mean"}}, "[train] label_threshold = 'mean'; use \"median\" or a number"),
     ],
 )
 def test_bad_values_name_the_key(doc: dict, message: str) -> None:

@@ -1,0 +1,283 @@
+"""`sec2sec-live`: watch a camera and microphone, or replay a file as if live, and report affect every second.
+
+Exit codes: 0 normal end, 130 Ctrl-C, 143 SIGTERM, 2 bad input (one line on stderr), 1 a failure while
+running (one line on stderr; every row recorded so far is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monitor.dashboard import Dashboard, plain_line
+from monitor.pipeline import Pipeline, Sink, Source
+from monitor.queues import BoundedQueue
+from monitor.recorders import CsvRecorder, JsonlRecorder
+from monitor.replay import CLOCKS, FileReplay
+from sec2sec import __version__
+from sec2sec.checkpoint import file_hash, load_model
+from sec2sec.config import Config, ModelConfig, load_config, to_dict
+from sec2sec.model import Sec2Sec
+from sec2sec.stream import AffectStream, Estimate, resolve_device
+from sec2sec.windows import Windower
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+INPUT_QUEUE = 512  # frames + chunks: ~10 s of 30 fps video with 20 ms audio blocks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sec2sec-live",
+        description="Real-time apparent-affect monitor: one estimate per second from video and audio.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_argument_group("input (one of --camera, --replay, --list-devices)")
+    src.add_argument("--camera", metavar="N|PATH", help="camera index (0, 1, ...) or a device path / stream URL")
+    src.add_argument(
+        "--mic", metavar="N|NAME", default=None, help="microphone by index or name substring (default input)"
+    )
+    src.add_argument("--no-mic", action="store_true", help="video only: record no audio (audio_ok=0)")
+    src.add_argument("--replay", metavar="FILE", help="replay a media file as if it were live")
+    src.add_argument("--clock", choices=CLOCKS, default="realtime", help="replay pacing (see README)")
+    src.add_argument("--speed", type=float, default=1.0, help="replay speed with --clock realtime")
+    src.add_argument("--list-devices", action="store_true", help="list microphones and cameras, then exit")
+    model = p.add_argument_group("model")
+    model.add_argument("--checkpoint", metavar="PATH", help="trained checkpoint (.pt from `sec2sec train`)")
+    model.add_argument("--config", metavar="FILE", help="TOML config (default: the built-in default.toml values)")
+    model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    model.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        help="seconds of history per estimate (0: carry state forever; default: the training clip length)",
+    )
+    model.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
+    out = p.add_argument_group("output")
+    out.add_argument("--csv", metavar="PATH", help="one row per window (+ PATH.json sidecar)")
+    out.add_argument("--jsonl", metavar="PATH", help="one JSON object per window")
+    out.add_argument("--no-ui", action="store_true", help="print one plain line per window instead of the dashboard")
+    out.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of input")
+    return p
+
+
+class PlainPrinter:
+    """`--no-ui`: one line per window on stdout."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+
+    def write(self, estimate: Estimate) -> None:
+        print(plain_line(estimate, self.names), flush=True)
+
+    def close(self, ended_by: str = "end") -> None:
+        sys.stdout.flush()
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse contradictory or out-of-range options with a one-line reason."""
+    if bool(args.camera is not None) == bool(args.replay is not None):
+        raise ValueError("give exactly one input: --camera N (live) or --replay FILE (see --help)")
+    if args.replay is not None and args.mic is not None:
+        raise ValueError("--mic applies to --camera; a replay takes its audio from the file")
+    if args.no_mic and args.mic is not None:
+        raise ValueError("--no-mic and --mic contradict each other; give one")
+    if args.speed <= 0:
+        raise ValueError(f"--speed {args.speed} must be > 0 (1.0 is real time)")
+    if args.duration is not None and args.duration <= 0:
+        raise ValueError(f"--duration {args.duration} must be > 0 seconds")
+    if args.horizon is not None and args.horizon < 0:
+        raise ValueError(f"--horizon {args.horizon} must be 0 (carry state forever) or a number of seconds")
+    if args.threads < 0:
+        raise ValueError(f"--threads {args.threads} must be >= 0 (0: one per core)")
+
+
+def build_model(args: argparse.Namespace) -> tuple[Sec2Sec, bool, dict[str, Any]]:
+    """The model from --checkpoint (trained) or --config (untrained), with what the sidecar records of it."""
+    config: ModelConfig | None = load_config(args.config).model if args.config else None
+    if args.checkpoint:
+        model, ckpt = load_model(args.checkpoint, expect=config)
+        info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_hash(args.checkpoint), "meta": ckpt.meta}
+        return model, ckpt.trained, info
+    model = Sec2Sec(config or Config().model)
+    return model, False, {"checkpoint": None, "checkpoint_sha256": None}
+
+
+def check_streams(model: Sec2Sec, has_video: bool, has_audio: bool, what: str) -> str:
+    """Refuse input the model cannot use at all; return a warning when one modality will be missing."""
+    cfg = model.config
+    if cfg.fusion.modalities == "video" and not has_video:
+        raise ValueError(f"{what} has no video and this model uses video only; give a file with video")
+    if cfg.fusion.modalities == "audio" and not has_audio:
+        raise ValueError(f"{what} has no audio and this model uses audio only; give a file with audio")
+    if cfg.uses_video and not has_video:
+        return f"{what} has no video stream: running audio-only, every window has video_ok=0"
+    if cfg.uses_audio and not has_audio:
+        return f"{what} has no audio: running video-only, every window has audio_ok=0"
+    return ""
+
+
+def open_sources(
+    args: argparse.Namespace, model: Sec2Sec, inputs: BoundedQueue
+) -> tuple[list[Source], Windower, str, int]:
+    """Replay or live sources (opened now, so bad input fails before anything starts), their windower,
+    a warning (or ""), and the origin of their clock (monotonic ns; 0 for a replay's media time)."""
+    cfg = model.config
+    m, rate = cfg.video.frames_per_window, cfg.audio.sample_rate
+    if args.replay is not None:
+        replay = FileReplay(args.replay, inputs, paced=args.clock == "realtime", speed=args.speed)
+        warning = check_streams(model, replay.info.has_video, replay.info.has_audio, args.replay)
+        windower = Windower(m, rate, expect_video=replay.info.has_video, expect_audio=replay.info.has_audio)
+        return [replay], windower, warning, 0
+    from monitor.camera import CameraSource
+
+    origin = time.monotonic_ns()
+    device: int | str = int(args.camera) if str(args.camera).isdigit() else args.camera
+    sources: list[Source] = [CameraSource(device, inputs, origin)]
+    warning = ""
+    if args.no_mic:
+        warning = check_streams(model, True, False, "--no-mic")
+    else:
+        from monitor.microphone import MicrophoneSource
+
+        try:
+            mic_device: int | str | None = int(args.mic) if args.mic and args.mic.isdigit() else args.mic
+            sources.append(MicrophoneSource(mic_device, inputs, origin))
+        except ValueError:
+            sources[0].stop()
+            raise
+    windower = Windower(m, rate, expect_video=True, expect_audio=not args.no_mic)
+    return sources, windower, warning, origin
+
+
+def open_sinks(args: argparse.Namespace, names: tuple[str, ...], sidecar: dict[str, Any]) -> list[Sink]:
+    sinks: list[Sink] = []
+    try:
+        if args.csv:
+            sinks.append(CsvRecorder(args.csv, names, sidecar))
+        if args.jsonl:
+            sinks.append(JsonlRecorder(args.jsonl, names))
+    except ValueError:
+        for sink in sinks:
+            sink.close("error")
+        raise
+    if args.no_ui:
+        sinks.append(PlainPrinter(names))
+    return sinks
+
+
+def sidecar_for(args: argparse.Namespace, model: Sec2Sec, trained: bool, info: dict[str, Any]) -> dict[str, Any]:
+    source = (
+        {"replay": args.replay, "clock": args.clock, "speed": args.speed}
+        if args.replay
+        else {"camera": args.camera, "microphone": None if args.no_mic else (args.mic or "default")}
+    )
+    return {
+        "sec2sec_version": __version__,
+        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "untrained": not trained,
+        "pretrained_encoders": model.pretrained,
+        "config": to_dict(model.config),
+        "horizon_s": model.config.clip_seconds if args.horizon is None else args.horizon,
+        "torch_threads": torch.get_num_threads(),
+        **info,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    device = resolve_device(args.device)
+    model, trained, info = build_model(args)
+    stream = AffectStream(model, horizon=args.horizon, device=device)
+    inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
+    sources, windower, warning, origin_ns = open_sources(args, model, inputs)
+    try:
+        sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info))
+    except ValueError:
+        for source in sources:
+            source.stop()
+        raise
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    stream.warm_up()  # first forward of every stage happens before any window is timed
+    clock = args.clock if args.replay else "live"
+    max_windows = None if args.duration is None else max(1, round(args.duration))
+    title = f"sec2sec-live — {'replay ' + Path(args.replay).name if args.replay else 'camera ' + str(args.camera)}"
+    pipeline = Pipeline(
+        stream,
+        sources,
+        inputs,
+        windower,
+        sinks,
+        clock=clock,
+        origin_ns=origin_ns,
+        max_windows=max_windows,
+        title=title,
+        untrained=not trained,
+    )
+    pipeline.message = warning
+    return _run_pipeline(pipeline, args)
+
+
+def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    dashboard = None if args.no_ui else Dashboard(pipeline.snapshot)
+    previous = signal.signal(signal.SIGTERM, lambda *_: pipeline.request_stop("terminated"))
+    try:
+        if dashboard is not None:
+            dashboard.start()
+        ended_by = pipeline.run()
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
+        signal.signal(signal.SIGTERM, previous)
+    s = pipeline.summary()
+    p50 = "-" if s["latency_p50_ms"] is None else f"{s['latency_p50_ms']:.0f} ms"
+    p99 = "-" if s["latency_p99_ms"] is None else f"{s['latency_p99_ms']:.0f} ms"
+    print(
+        f"{s['windows']} windows, {s['dropped']} dropped, latency p50 {p50} p99 {p99}; ended by {ended_by}",
+        file=sys.stderr,
+    )
+    if ended_by == "interrupted":
+        return EXIT_INTERRUPTED
+    if ended_by == "terminated":
+        return EXIT_TERMINATED
+    if ended_by.startswith("error"):
+        print(f"error: {ended_by.removeprefix('error: ')}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        if args.list_devices:
+            from monitor.microphone import list_devices
+
+            print(list_devices())
+            return EXIT_OK
+        return run(args)
+    except ValueError as exc:
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

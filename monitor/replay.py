@@ -1,0 +1,94 @@
+"""FileReplay: a media file played as if it were live (one thread; sec2sec's decoder underneath).
+
+Clocks: `realtime` sleeps so each item leaves at its presentation time divided by `speed`; `virtual` and
+`offline` do not sleep (the pipeline measures latency as if live, or not at all). Replay never drops
+input: it waits for room in the queue, so the windows equal those of `sec2sec.windows.file_windows`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from monitor.queues import BoundedQueue
+from monitor.sources import SourceEnd, SourceStatus
+from sec2sec.config import NANOS_PER_SECOND
+from sec2sec.media import AudioChunk, MediaReader, VideoFrame
+
+CLOCKS = ("realtime", "virtual", "offline")
+
+
+def item_time_ns(item: VideoFrame | AudioChunk) -> int:
+    """Presentation time of a frame, or of the first sample of a chunk, in ns."""
+    if isinstance(item, VideoFrame):
+        return item.t_ns
+    return item.first_sample * NANOS_PER_SECOND // item.sample_rate
+
+
+class FileReplay:
+    """Decode `path` and put its frames and chunks on `out`, paced when `paced`. Opening happens here, so
+    an unreadable file fails before any thread starts (MediaError, a ValueError)."""
+
+    name = "file"
+
+    def __init__(self, path: str | Path, out: BoundedQueue, *, paced: bool, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError(f"--speed {speed} must be > 0 (1.0 is real time, 2.0 twice as fast)")
+        self.reader = MediaReader(path)
+        self.info = self.reader.info
+        self._out, self._paced, self._speed = out, paced, speed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._items = 0
+        self._position_ns = 0
+        self._error = ""
+        self._done = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="file-replay", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic_ns()
+        error = ""
+        try:
+            for item in self.reader:
+                if self._stop.is_set():
+                    return
+                t_ns = item_time_ns(item)
+                if self._paced:
+                    wait_ns = started + int(t_ns / self._speed) - time.monotonic_ns()
+                    if wait_ns > 0 and self._stop.wait(wait_ns / NANOS_PER_SECOND):
+                        return
+                if not self._out.put_wait(item):
+                    return
+                self._items += 1
+                self._position_ns = max(self._position_ns, t_ns)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure ends the replay with its message
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self._error = error
+        finally:
+            self._done = True
+        self._out.put_wait(SourceEnd(self.name, error=error))
+
+    def stop(self) -> None:
+        """Idempotent: stop decoding, join the thread, close the file."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self._thread is None or not self._thread.is_alive():
+            self.reader.close()
+
+    @property
+    def skipped(self) -> int:
+        return self.reader.skipped
+
+    @property
+    def status(self) -> SourceStatus:
+        total = self.info.duration_ns / NANOS_PER_SECOND
+        detail = f"{Path(self.info.path).name} {self._position_ns / NANOS_PER_SECOND:.1f} / {total:.1f} s"
+        if self.reader.skipped:
+            detail += f", {self.reader.skipped} damaged packets skipped"
+        running = self._thread is not None and self._thread.is_alive()
+        return SourceStatus(self.name, running, self._items, 0, detail, self._error)

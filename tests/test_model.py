@@ -1,0 +1,183 @@
+"""The model: real-token attention learns (query/key gradients, non-uniform maps), temporal models agree
+between batch and step paths, and the assembled stream equals the batch forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import small_config
+
+from sec2sec.config import FusionConfig, TemporalConfig
+from sec2sec.fusion import CoAttentionLayer, Fusion
+from sec2sec.model import Sec2Sec
+from sec2sec.stream import AffectStream
+from sec2sec.temporal import build_temporal
+from sec2sec.windows import Window
+
+KINDS = ("lstm", "attention_lstm", "gru_transformer", "none")
+
+
+def test_co_attention_gets_query_key_gradients_and_attends_unevenly() -> None:
+    torch.manual_seed(0)
+    fusion = Fusion(FusionConfig(width=64, heads=4, ff_width=128, dropout=0.0), (2, 2, 2), (4, 4))
+    video, audio = torch.randn(3, 8, 512), torch.randn(3, 16, 512)
+    fused, maps = fusion(video, audio, return_attention=True)
+    fused.pow(2).sum().backward()
+    layer: CoAttentionLayer = fusion.layers[0]
+    for name in ("v", "a"):
+        w = layer.cross_attn[name].in_proj_weight.grad
+        q, k = w[:64], w[64:128]  # in_proj packs W_q, W_k, W_v
+        assert q.abs().sum() > 0 and k.abs().sum() > 0
+        w = layer.self_attn[name].in_proj_weight.grad
+        assert w[:64].abs().sum() > 0 and w[64:128].abs().sum() > 0
+    cross = maps[0]["video_to_audio"]
+    assert cross.shape == (3, 8, 16)
+    assert torch.allclose(cross.sum(-1), torch.ones(3, 8))
+    assert (cross.max(-1).values - cross.min(-1).values).min() > 1e-3  # not uniform over the 16 audio tokens
+    assert set(maps[0]) == {"self_v", "self_a", "video_to_audio", "audio_to_video"}
+
+
+def test_sa_sa_has_no_cross_attention_and_single_modality_works() -> None:
+    fusion = Fusion(FusionConfig(width=32, heads=2, mode="self"), (2, 2, 2), (4, 4))
+    _, maps = fusion(torch.randn(1, 8, 512), torch.randn(1, 16, 512), return_attention=True)
+    assert set(maps[0]) == {"self_v", "self_a"}
+    audio_only = Fusion(FusionConfig(width=32, heads=2, modalities="audio", feature_width=40), (2, 2, 2), (4, 4))
+    assert audio_only(None, torch.randn(2, 16, 512)).shape == (2, 40)
+
+
+def test_positions_make_token_order_matter() -> None:
+    torch.manual_seed(0)
+    fusion = Fusion(FusionConfig(width=32, heads=2, dropout=0.0), (2, 2, 2), (4, 4)).eval()
+    video, audio = torch.randn(1, 8, 512), torch.randn(1, 16, 512)
+    shuffled = video[:, torch.randperm(8)]
+    assert not torch.allclose(fusion(video, audio), fusion(shuffled, audio), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_temporal_step_path_equals_batch_path(kind: str) -> None:
+    torch.manual_seed(0)
+    model = build_temporal(16, TemporalConfig(kind=kind, hidden=24, transformer_heads=4, dropout=0.0), memory=7).eval()
+    x = torch.randn(2, 7, 16)
+    lengths = torch.tensor([7, 4])
+    with torch.no_grad():
+        batch, batch_weights = model(x, lengths)
+        for b in range(2):
+            state = None
+            for t in range(int(lengths[b])):
+                summary, weights, state = model.step(x[b : b + 1, t], state)
+            assert torch.allclose(summary[0], batch[b], atol=1e-5)
+            if kind == "attention_lstm":
+                n = int(lengths[b])
+                assert torch.allclose(weights[0], batch_weights[b, :n], atol=1e-5)
+                assert torch.all(batch_weights[b, n:] == 0)
+
+
+def test_padding_does_not_change_a_sequence() -> None:
+    torch.manual_seed(0)
+    model = build_temporal(8, TemporalConfig(kind="gru_transformer", hidden=16, dropout=0.0), memory=9).eval()
+    x = torch.randn(1, 5, 8)
+    padded = torch.cat([x, torch.randn(1, 4, 8)], dim=1)
+    with torch.no_grad():
+        short, _ = model(x, torch.tensor([5]))
+        long, _ = model(padded, torch.tensor([5]))
+    assert torch.allclose(short, long, atol=1e-5)
+
+
+def _windows(n: int, m: int, seed: int = 0) -> list[Window]:
+    rng = np.random.default_rng(seed)
+    return [
+        Window(
+            index=i,
+            frames=rng.integers(0, 256, (m, 72, 96, 3), dtype=np.uint8),
+            audio=(0.1 * rng.standard_normal(16_000)).astype(np.float32),
+            sample_rate=16_000,
+            frames_seen=m,
+            samples_seen=16_000,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stepping_a_clip_equals_the_batch_forward(kind: str) -> None:
+    torch.manual_seed(0)
+    model = Sec2Sec(small_config(kind)).eval()
+    windows = _windows(5, model.config.video.frames_per_window)
+    frames = torch.from_numpy(np.stack([w.frames for w in windows]))[None]
+    audio = torch.from_numpy(np.stack([w.audio for w in windows]))[None]
+    with torch.inference_mode():
+        logits, weights = model(frames, audio, torch.tensor([5]))
+    expected = torch.sigmoid(logits[0]).tolist()
+    for horizon in (0, 6):
+        stream = AffectStream(model, horizon=horizon)
+        estimates = [stream.step(w) for w in windows]
+        assert list(estimates[-1].outputs.values()) == pytest.approx(expected, abs=1e-5)
+        if kind == "attention_lstm":
+            assert estimates[-1].attribution == pytest.approx(weights[0].tolist(), abs=1e-5)
+            assert len(estimates[2].attribution) == 3
+        else:
+            assert estimates[-1].attribution == ()
+
+
+def test_horizon_limits_the_history() -> None:
+    torch.manual_seed(0)
+    model = Sec2Sec(small_config("lstm")).eval()
+    windows = _windows(5, model.config.video.frames_per_window)
+    stream = AffectStream(model, horizon=2)
+    last = [stream.step(w) for w in windows][-1]
+    fresh = AffectStream(model, horizon=2)
+    again = [fresh.step(w) for w in windows[3:]][-1]  # the same last two seconds, nothing before
+    assert last.outputs == pytest.approx(again.outputs, abs=1e-6)
+
+
+def test_missing_video_uses_the_imputed_mean_and_is_flagged() -> None:
+    torch.manual_seed(0)
+    model = Sec2Sec(small_config("lstm")).eval()
+    (window,) = _windows(1, model.config.video.frames_per_window)
+    blind = Window(0, None, window.audio, 16_000, frames_seen=0, samples_seen=16_000)
+    stream = AffectStream(model, horizon=0)
+    estimate = stream.step(blind)
+    assert not estimate.video_ok and estimate.audio_ok and estimate.frames_seen == 0
+    with torch.inference_mode():
+        _, audio_tokens = model.encode(None, torch.from_numpy(window.audio)[None])
+        mean = model.fusion.video_norm.mean.expand(1, model.video_tokens, -1)
+        expected = model.fuse(mean, audio_tokens)
+    assert torch.allclose(stream.features(blind), expected, atol=1e-6)
+
+
+def test_reset_forgets_and_gaps_are_counted() -> None:
+    torch.manual_seed(0)
+    model = Sec2Sec(small_config("lstm")).eval()
+    windows = _windows(4, model.config.video.frames_per_window)
+    stream = AffectStream(model, horizon=0)
+    first = stream.step(windows[0])
+    jumped = stream.step(windows[3])
+    assert jumped.gap == 2
+    stream.reset()
+    assert stream.step(windows[0]).outputs == pytest.approx(first.outputs, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"audio": np.zeros(8_000, dtype=np.float32)}, "window audio must be (16000,) float32"),
+        ({"audio": np.full(16_000, np.nan, dtype=np.float32)}, "NaN or inf"),
+        ({"sample_rate": 44_100}, "window audio is at 44100 Hz; this model takes 16000 Hz"),
+        ({"frames": np.zeros((4, 32, 32, 3), dtype=np.float32)}, "window frames must be uint8 (m, H, W, 3)"),
+        ({"frames": np.zeros((3, 32, 32, 3), dtype=np.uint8)}, "window has 3 frames; this model takes m = 4"),
+        ({"frames": np.zeros((0, 32, 32, 3), dtype=np.uint8)}, "window has 0 frames"),
+    ],
+)
+def test_bad_windows_are_refused(change: dict, message: str) -> None:
+    model = Sec2Sec(small_config("lstm")).eval()
+    (window,) = _windows(1, 4)
+    fields = {**window.__dict__, **change}
+    with pytest.raises(ValueError) as err:
+        AffectStream(model).step(Window(**fields))
+    assert message in str(err.value)
+
+
+def test_negative_horizon_is_refused() -> None:
+    with pytest.raises(ValueError, match="horizon = -1; use 0"):
+        AffectStream(Sec2Sec(small_config("none")), horizon=-1)
