@@ -209,15 +209,17 @@ class Pipeline:
         return time.monotonic_ns() - (window.closed_ns or time.monotonic_ns())
 
     def _virtual_drop(self, window: Window) -> bool:
-        """Virtual clock: would this window have been dropped live (more than the queue's size waiting
-        when the model became free)? Such windows are skipped and counted."""
-        arrived_by_then = self._virtual_free_ns // NANOS_PER_SECOND  # windows 0..k-1 had closed
-        waiting = arrived_by_then - window.index
-        if waiting > self.windows.maxsize:
-            with self._lock:
-                self._progress.virtual_dropped += 1
-            return True
-        return False
+        """Virtual clock: would this window have been dropped live? Live, window i is dropped when window
+        i + Q (Q = queue size) closes before the model is free to take i; windows come in index order, so
+        that window exists exactly when Q windows are queued behind i. Such windows are skipped and counted."""
+        q = self.windows.maxsize
+        if (window.index + q + 1) * NANOS_PER_SECOND > self._virtual_free_ns:
+            return False
+        if self.windows.wait_count(q) < q:  # the input ended before window i + Q
+            return False
+        with self._lock:
+            self._progress.virtual_dropped += 1
+        return True
 
     def _publish(self, estimate: Estimate) -> None:
         with self._lock:
@@ -245,9 +247,9 @@ class Pipeline:
             if self._stopped:
                 return
             self._stopped = True
+        self.inputs.close()  # first: wakes a replay blocked on a full queue
         for source in self.sources:
             source.stop()
-        self.inputs.close()
         self.windows.close()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
             self._worker.join(timeout=JOIN_TIMEOUT_S)

@@ -72,6 +72,12 @@ class BoundedQueue(Generic[T]):
                 return item
             raise Closed
 
+    def wait_count(self, n: int, timeout: float | None = None) -> int:
+        """Wait until at least `n` items are queued, the queue closes, or `timeout` s pass; the count."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or len(self._items) >= n, timeout)
+            return len(self._items)
+
     def close(self) -> None:
         """No more puts; wake everyone. Idempotent."""
         with self._cond:
