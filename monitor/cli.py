@@ -14,21 +14,17 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from monitor.replay import CLOCKS
 
-from monitor.dashboard import Dashboard, plain_line
-from monitor.pipeline import Pipeline, Sink, Source
-from monitor.queues import BoundedQueue
-from monitor.recorders import CsvRecorder, JsonlRecorder
-from monitor.replay import CLOCKS, FileReplay
-from sec2sec import __version__
-from sec2sec.checkpoint import file_hash, load_model
-from sec2sec.config import Config, ModelConfig, load_config, to_dict
-from sec2sec.model import Sec2Sec
-from sec2sec.stream import AffectStream, Estimate, resolve_device
-from sec2sec.windows import Windower
+if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
+    from monitor.pipeline import Pipeline, Sink, Source
+    from monitor.queues import BoundedQueue
+    from monitor.replay import FileReplay
+    from sec2sec.model import Sec2Sec
+    from sec2sec.stream import Estimate
+    from sec2sec.windows import Windower
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 INPUT_QUEUE = 512  # frames + chunks: ~10 s of 30 fps video with 20 ms audio blocks
@@ -76,6 +72,8 @@ class PlainPrinter:
         self.names = names
 
     def write(self, estimate: Estimate) -> None:
+        from monitor.dashboard import plain_line
+
         print(plain_line(estimate, self.names), flush=True)
 
     def close(self, ended_by: str = "end") -> None:
@@ -102,6 +100,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 def build_model(args: argparse.Namespace) -> tuple[Sec2Sec, bool, dict[str, Any]]:
     """The model from --checkpoint (trained) or --config (untrained), with what the sidecar records of it."""
+    from sec2sec.checkpoint import file_hash, load_model
+    from sec2sec.config import Config, ModelConfig, load_config
+    from sec2sec.model import Sec2Sec
+
     config: ModelConfig | None = load_config(args.config).model if args.config else None
     if args.checkpoint:
         model, ckpt = load_model(args.checkpoint, expect=config)
@@ -126,14 +128,15 @@ def check_streams(model: Sec2Sec, has_video: bool, has_audio: bool, what: str) -
 
 
 def open_sources(
-    args: argparse.Namespace, model: Sec2Sec, inputs: BoundedQueue
+    args: argparse.Namespace, model: Sec2Sec, inputs: BoundedQueue, replay: FileReplay | None
 ) -> tuple[list[Source], Windower, str, int]:
-    """Replay or live sources (opened now, so bad input fails before anything starts), their windower,
-    a warning (or ""), and the origin of their clock (monotonic ns; 0 for a replay's media time)."""
+    """The opened replay, or live sources opened now (after warm-up, so their clock starts with the run),
+    their windower, a warning (or ""), and the origin of their clock (monotonic ns; 0 for media time)."""
+    from sec2sec.windows import Windower
+
     cfg = model.config
     m, rate = cfg.video.frames_per_window, cfg.audio.sample_rate
-    if args.replay is not None:
-        replay = FileReplay(args.replay, inputs, paced=args.clock == "realtime", speed=args.speed)
+    if replay is not None:
         warning = check_streams(model, replay.info.has_video, replay.info.has_audio, args.replay)
         windower = Windower(m, rate, expect_video=replay.info.has_video, expect_audio=replay.info.has_audio)
         return [replay], windower, warning, 0
@@ -159,6 +162,8 @@ def open_sources(
 
 
 def open_sinks(args: argparse.Namespace, names: tuple[str, ...], sidecar: dict[str, Any]) -> list[Sink]:
+    from monitor.recorders import CsvRecorder, JsonlRecorder
+
     sinks: list[Sink] = []
     try:
         if args.csv:
@@ -175,6 +180,11 @@ def open_sinks(args: argparse.Namespace, names: tuple[str, ...], sidecar: dict[s
 
 
 def sidecar_for(args: argparse.Namespace, model: Sec2Sec, trained: bool, info: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from sec2sec import __version__
+    from sec2sec.config import to_dict
+
     source = (
         {"replay": args.replay, "clock": args.clock, "speed": args.speed}
         if args.replay
@@ -195,23 +205,31 @@ def sidecar_for(args: argparse.Namespace, model: Sec2Sec, trained: bool, info: d
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
+    import torch
+
+    from monitor.pipeline import Pipeline
+    from monitor.queues import BoundedQueue
+    from monitor.replay import FileReplay
+    from sec2sec.stream import AffectStream, resolve_device
+
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = resolve_device(args.device)
-    model, trained, info = build_model(args)
-    stream = AffectStream(model, horizon=args.horizon, device=device)
     inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
-    sources, windower, warning, origin_ns = open_sources(args, model, inputs)
+    # a replay file is opened first: a bad file fails before the model is built
+    replay = FileReplay(args.replay, inputs, paced=args.clock == "realtime", speed=args.speed) if args.replay else None
+    sources: list[Source] = [replay] if replay else []
     try:
+        model, trained, info = build_model(args)
+        stream = AffectStream(model, horizon=args.horizon, device=device)
+        stream.warm_up()  # first forward of every stage happens before any window is timed
+        sources, windower, warning, origin_ns = open_sources(args, model, inputs, replay)
         sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info))
-    except ValueError:
+    except BaseException:
         for source in sources:
             source.stop()
         raise
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    stream.warm_up()  # first forward of every stage happens before any window is timed
-    clock = args.clock if args.replay else "live"
-    max_windows = None if args.duration is None else max(1, round(args.duration))
     title = f"sec2sec-live — {'replay ' + Path(args.replay).name if args.replay else 'camera ' + str(args.camera)}"
     pipeline = Pipeline(
         stream,
@@ -219,9 +237,9 @@ def run(args: argparse.Namespace) -> int:
         inputs,
         windower,
         sinks,
-        clock=clock,
+        clock=args.clock if args.replay else "live",
         origin_ns=origin_ns,
-        max_windows=max_windows,
+        max_windows=None if args.duration is None else max(1, round(args.duration)),
         title=title,
         untrained=not trained,
     )
@@ -230,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    from monitor.dashboard import Dashboard
+
     dashboard = None if args.no_ui else Dashboard(pipeline.snapshot)
     previous = signal.signal(signal.SIGTERM, lambda *_: pipeline.request_stop("terminated"))
     try:
@@ -243,8 +263,10 @@ def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
     s = pipeline.summary()
     p50 = "-" if s["latency_p50_ms"] is None else f"{s['latency_p50_ms']:.0f} ms"
     p99 = "-" if s["latency_p99_ms"] is None else f"{s['latency_p99_ms']:.0f} ms"
+    skipped = sum(getattr(source, "skipped", 0) for source in pipeline.sources)
+    damage = f", {skipped} damaged packets skipped" if skipped else ""
     print(
-        f"{s['windows']} windows, {s['dropped']} dropped, latency p50 {p50} p99 {p99}; ended by {ended_by}",
+        f"{s['windows']} windows, {s['dropped']} dropped{damage}, latency p50 {p50} p99 {p99}; ended by {ended_by}",
         file=sys.stderr,
     )
     if ended_by == "interrupted":

@@ -63,10 +63,14 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
+        with open(path, "rb") as f:
+            is_pickle = f.read(1) == b"\x80"  # the PROTO opcode: a raw pickle, not torch's zip format
+        if not is_pickle:
+            raise CheckpointError(f"checkpoint {path} is not a readable checkpoint (not a torch file)") from None
+        detail = next((line.strip() for line in str(exc).splitlines() if "nsupported" in line), "unsupported data")
         raise CheckpointError(
-            f"checkpoint {path} was refused: it holds objects other than tensors and plain data ({first[:160]}); "
-            "only load checkpoints made by `sec2sec train`"
+            f"checkpoint {path} was refused: it is a pickle holding objects other than tensors and plain data "
+            f"({detail[:120]}); only load checkpoints made by `sec2sec train`"
         ) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file; all mean the same
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]

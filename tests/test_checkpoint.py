@@ -127,15 +127,18 @@ def test_bad_checkpoint_files(tmp_path: Path) -> None:
     text.write_text("hello")
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
-    evil = tmp_path / "evil.pt"
+    evil, evil2 = tmp_path / "evil.pt", tmp_path / "evil2.pt"
     with open(evil, "wb") as f:
         pickle.dump({"format": "sec2sec-checkpoint", "x": _Payload()}, f)
+    with open(evil2, "wb") as f:
+        pickle.dump({"format": "sec2sec-checkpoint", "x": _Payload()}, f, protocol=2)
     cases = {
         tmp_path / "missing.pt": "does not exist",
         truncated: "is not a readable checkpoint",
         text: "is not a readable checkpoint",
         other: "not a sec2sec checkpoint",
-        evil: "was refused: it holds objects other than tensors",
+        evil: "was refused: it is a pickle holding objects other than tensors",
+        evil2: "unsupported GLOBAL posix.system",
     }
     for path, message in cases.items():
         with pytest.raises(CheckpointError) as err:

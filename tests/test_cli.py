@@ -1,0 +1,270 @@
+"""`sec2sec-live` and `sec2sec` as a user runs them: subprocesses, exit codes, one-line errors, files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "samples" / "demo_face.mp4"
+SMALL = """
+[model]
+clip_seconds = 6
+[model.video]
+frames_per_window = 4
+weights = "none"
+[model.audio]
+weights = "none"
+[model.fusion]
+width = 64
+heads = 4
+ff_width = 128
+feature_width = 64
+[model.temporal]
+kind = "attention_lstm"
+hidden = 32
+"""
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def live(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "monitor.cli", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("no_such_file.mp4", "no such file; check the path given to --replay"),
+        ("empty.mp4", "the file is empty (0 bytes)"),
+        ("not_a_video.mp4", "not a readable audio/video file"),
+    ],
+)
+def test_unreadable_replay_files(media: Path, small: Path, name: str, message: str) -> None:
+    started = time.monotonic()
+    result = live("--replay", media / name, "--config", small, "--no-ui")
+    assert result.returncode == 2 and message in error_line(result)
+    assert time.monotonic() - started < 30
+
+
+def test_no_video_stream_runs_audio_only_with_video_ok_0(media: Path, small: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "a.csv"
+    result = live(
+        "--replay",
+        media / "audio_only_no_video_stream.mov",
+        "--config",
+        small,
+        "--clock",
+        "offline",
+        "--no-ui",
+        "--csv",
+        csv,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "has no video stream: running audio-only, every window has video_ok=0" in result.stderr
+    rows = pd.read_csv(csv)
+    assert len(rows) == 8 and rows["video_ok"].eq(0).all() and rows["audio_ok"].eq(1).all()
+    assert rows["frames"].eq(0).all()
+
+
+def test_no_video_stream_is_refused_by_a_vision_only_model(media: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "vision.toml"
+    cfg.write_text(SMALL.replace("feature_width = 64", 'feature_width = 64\nmodalities = "video"'))
+    result = live("--replay", media / "audio_only_no_video_stream.mov", "--config", cfg, "--no-ui")
+    assert result.returncode == 2
+    assert "has no video and this model uses video only" in error_line(result)
+
+
+def test_no_audio_track_runs_with_audio_ok_0(media: Path, small: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "v.csv"
+    result = live(
+        "--replay",
+        media / "carphone_qcif_no_audio.mp4",
+        "--config",
+        small,
+        "--clock",
+        "offline",
+        "--no-ui",
+        "--csv",
+        csv,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "has no audio: running video-only" in result.stderr
+    rows = pd.read_csv(csv)
+    assert len(rows) == 4 and rows["audio_ok"].eq(0).all() and rows["audio_coverage"].eq(0).all()
+
+
+def test_file_shorter_than_a_window_gives_one_partial_row(media: Path, small: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "s.csv"
+    result = live(
+        "--replay", media / "grid_speaker_0.6s.mp4", "--config", small, "--clock", "offline", "--no-ui", "--csv", csv
+    )
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_csv(csv)
+    assert len(rows) == 1 and rows.loc[0, "frames"] == 15 and 0.55 < rows.loc[0, "audio_coverage"] < 0.65
+
+
+@pytest.mark.parametrize(
+    ("name", "rows_at_least"), [("talking_face_truncated_60pct.mp4", 11), ("grid_speaker_corrupted_bytes.mpg", 3)]
+)
+def test_damaged_files_keep_every_row_and_report_the_skip(
+    media: Path, small: Path, tmp_path: Path, name: str, rows_at_least: int
+) -> None:
+    csv = tmp_path / "d.csv"
+    result = live("--replay", media / name, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv)
+    assert result.returncode == 0, result.stderr
+    assert "damaged packets skipped" in result.stderr
+    rows = pd.read_csv(csv)
+    assert len(rows) >= rows_at_least and list(rows["window"]) == list(range(len(rows)))
+    summary = json.loads(Path(str(csv) + ".json").read_text())["summary"]
+    assert summary["windows"] == len(rows)
+
+
+def test_camera_index_that_does_not_exist(small: Path) -> None:
+    started = time.monotonic()
+    result = live("--camera", "97", "--no-mic", "--config", small, "--no-ui")
+    assert result.returncode == 2 and "camera 97 could not be opened" in error_line(result)
+    assert time.monotonic() - started < 30
+
+
+def test_microphone_name_that_matches_nothing(small: Path) -> None:
+    result = live("--camera", DEMO, "--mic", "no-such-microphone-xyz", "--config", small, "--no-ui")
+    assert result.returncode == 2
+    line = error_line(result)
+    assert "no-such-microphone-xyz" in line or "PortAudio" in line or "no audio input device" in line
+
+
+def test_contradictory_options(small: Path) -> None:
+    for args, message in [
+        ((), "give exactly one input"),
+        (("--replay", DEMO, "--camera", "0"), "give exactly one input"),
+        (("--replay", DEMO, "--speed", "0"), "--speed 0.0 must be > 0"),
+        (("--replay", DEMO, "--mic", "1"), "--mic applies to --camera"),
+        (("--replay", DEMO, "--checkpoint", ROOT / "pyproject.toml"), "is not a readable checkpoint (not a torch file)"),
+    ]:
+        result = live(*args, "--config", small, "--no-ui")
+        assert result.returncode == 2 and message in error_line(result), args
+
+
+def test_camera_thread_on_a_video_file_path(small: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "cam.csv"
+    result = live("--camera", DEMO, "--no-mic", "--config", small, "--no-ui", "--csv", csv, "--duration", "3")
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_csv(csv)
+    assert len(rows) >= 1 and rows["video_ok"].eq(1).all() and rows["audio_ok"].eq(0).all()
+
+
+def test_offline_replay_with_every_output(small: Path, tmp_path: Path) -> None:
+    csv, jsonl = tmp_path / "demo.csv", tmp_path / "demo.jsonl"
+    result = live(
+        "--replay",
+        DEMO,
+        "--config",
+        small,
+        "--clock",
+        "offline",
+        "--no-ui",
+        "--csv",
+        csv,
+        "--jsonl",
+        jsonl,
+        "--duration",
+        "5",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_csv(csv)
+    assert list(rows.columns) == [
+        "window",
+        "start_s",
+        "end_s",
+        "valence",
+        "arousal",
+        "attribution",
+        "video_ok",
+        "audio_ok",
+        "frames",
+        "audio_coverage",
+        "latency_ms",
+        "dropped_total",
+    ]
+    assert list(rows["window"]) == [0, 1, 2, 3, 4] and rows["valence"].between(0, 1).all()
+    assert [len(a.split(";")) for a in rows["attribution"]] == [1, 2, 3, 4, 5]
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4]
+    assert records[2]["outputs"]["valence"] == pytest.approx(rows.loc[2, "valence"], abs=1e-6)
+    sidecar = json.loads(Path(str(csv) + ".json").read_text())
+    assert sidecar["untrained"] is True and sidecar["pretrained_encoders"] == {"video": False, "audio": False}
+    assert sidecar["summary"]["ended_by"] == "duration" and sidecar["config"]["video"]["frames_per_window"] == 4
+    assert result.stdout.count("valence") == 5 and "5 windows, 0 dropped" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "ended"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_signals_stop_cleanly_and_keep_rows(small: Path, tmp_path: Path, sig: int, code: int, ended: str) -> None:
+    csv = tmp_path / "sig.csv"
+    cmd = [
+        sys.executable,
+        "-m",
+        "monitor.cli",
+        "--replay",
+        str(DEMO),
+        "--config",
+        str(small),
+        "--no-ui",
+        "--csv",
+        str(csv),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not csv.exists() or len(csv.read_text().splitlines()) < 3):
+        time.sleep(0.1)
+    os.kill(proc.pid, sig)
+    sent = time.monotonic()
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code, stderr
+    assert time.monotonic() - sent < 5
+    rows = pd.read_csv(csv)
+    assert len(rows) >= 2 and list(rows["window"]) == list(range(len(rows)))
+    assert json.loads(Path(str(csv) + ".json").read_text())["summary"]["ended_by"] == ended
+
+
+def test_help_shows_defaults() -> None:
+    result = live("--help")
+    assert result.returncode == 0
+    assert "--clock {realtime,virtual,offline}" in result.stdout and "(default: realtime)" in result.stdout
+
+
+def test_describe_prints_the_real_model(small: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sec2sec.cli", "describe", "--config", str(small)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "video encoder" in result.stdout and "r2plus1d_18" in result.stdout
+    assert "8+16 tokens" in result.stdout and "attention_lstm" in result.stdout
+    assert "video: RANDOM, audio: RANDOM" in result.stdout
