@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds of history per estimate (0: carry state forever; default: the training clip length)",
     )
+    model.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoders (inductor, freezing): ~1.9x faster video encoder after a ~30 s start",
+    )
     model.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
     out = p.add_argument_group("output")
     out.add_argument("--csv", metavar="PATH", help="one row per window (+ PATH.json sidecar)")
@@ -210,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.pipeline import Pipeline
     from monitor.queues import BoundedQueue
     from monitor.replay import FileReplay
-    from sec2sec.stream import AffectStream, resolve_device
+    from sec2sec.stream import AffectStream, compile_encoders, resolve_device
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = resolve_device(args.device)
@@ -220,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     sources: list[Source] = [replay] if replay else []
     try:
         model, trained, info = build_model(args)
-        stream = AffectStream(model, horizon=args.horizon, device=device)
+        stream = AffectStream(compile_encoders(model) if args.compile else model, horizon=args.horizon, device=device)
         stream.warm_up()  # first forward of every stage happens before any window is timed
         sources, windower, warning, origin_ns = open_sources(args, model, inputs, replay)
         sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info))
