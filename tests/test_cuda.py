@@ -1,0 +1,46 @@
+"""The same stream on a CUDA GPU gives the CPU's numbers (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import small_config
+
+from sec2sec.model import Sec2Sec
+from sec2sec.stream import AffectStream, resolve_device
+from sec2sec.windows import Window
+
+
+@pytest.mark.requires_cuda
+def test_cuda_stream_matches_cpu() -> None:
+    torch.manual_seed(0)
+    model = Sec2Sec(small_config("gru_transformer")).eval()
+    rng = np.random.default_rng(0)
+    windows = [
+        Window(
+            i,
+            rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+            rng.standard_normal(16_000).astype(np.float32) * 0.1,
+            16_000,
+            4,
+            16_000,
+        )
+        for i in range(3)
+    ]
+    cpu_stream = AffectStream(model, device="cpu")
+    cpu = [cpu_stream.step(w).outputs for w in windows]
+    gpu_stream = AffectStream(model, device="cuda")  # moves the model to the GPU
+    assert gpu_stream.device.type == "cuda"
+    gpu = [gpu_stream.step(w).outputs for w in windows]
+    for a, b in zip(gpu, cpu, strict=True):
+        assert a == pytest.approx(b, abs=1e-3)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU is available; use --device cpu or auto"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="device 'tpu' is not allowed"):
+        resolve_device("tpu")
