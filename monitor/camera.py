@@ -1,0 +1,242 @@
+"""Camera edge: one daemon thread reads frames from OpenCV, stamps them on the shared monotonic clock and keeps
+the newest in a bounded queue.
+
+A frame's time is `time.monotonic_ns() - origin_ns`, taken right after `grab()` (before the slower decode in
+`retrieve()`), so it is as close to the exposure as OpenCV lets us get. The device may also be a video file path
+(handy for tests): it is read as fast as it decodes, and its end is reported as a normal `SourceEnd`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from monitor.queues import BoundedQueue
+from monitor.sources import SourceEnd, SourceStatus
+from sec2sec.media import VideoFrame
+
+FIRST_FRAME_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 2.0
+
+
+class CameraError(ValueError):
+    """A camera that cannot be opened or gives no frames; the one-line message names the problem and the fix."""
+
+
+def _cv2() -> Any:
+    """OpenCV, imported on first use (keeps `--list-devices` and replay from loading it)."""
+    import cv2
+
+    return cv2
+
+
+def _open_capture(device: int | str) -> Any:
+    """The default capture factory: `cv2.VideoCapture(device)`."""
+    return _cv2().VideoCapture(device)
+
+
+def _is_file(device: int | str) -> bool:
+    return isinstance(device, str) and os.path.isfile(device)
+
+
+def _open_error(device: int | str) -> str:
+    """Why `device` could not be opened, and what to try instead (one line)."""
+    if isinstance(device, int):
+        return (
+            f"camera {device} could not be opened: no such device, or it is busy in another program; "
+            "list cameras with `v4l2-ctl --list-devices` (or `sec2sec-live --list-devices`) or try --camera 0"
+        )
+    if not os.path.exists(device) and ("/" in device or "." in device) and "://" not in device:
+        return f"camera {device!r} could not be opened: no such file or device; check the path or try --camera 0"
+    return (
+        f"camera {device!r} could not be opened by OpenCV; give a camera index (--camera 0), "
+        "a /dev/videoN path or a readable video file"
+    )
+
+
+def camera_note() -> str:
+    """Text for `--list-devices` about cameras: the V4L2 nodes present (no device is opened, so it is fast)."""
+    nodes = sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p))
+    lines = ["Cameras (OpenCV): pick one with --camera N, where N is the number in /dev/videoN, or a path/URL."]
+    if nodes:
+        lines += [f"  {node}" for node in nodes]
+        lines.append("  (a webcam often exposes two nodes; the first one gives the picture)")
+    else:
+        lines.append(
+            "  no /dev/video* device found; `v4l2-ctl --list-devices` lists cameras where v4l-utils is installed"
+        )
+    return "\n".join(lines)
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR (or gray / BGRA) image -> a new contiguous uint8 (H, W, 3) RGB array."""
+    cv2 = _cv2()
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class CameraSource:
+    """Capture frames from an OpenCV device (index, /dev path, URL or file) into `out` with `put_latest`.
+
+    The constructor opens the device and reads one frame (within `first_frame_timeout_s`), so a wrong camera
+    fails here with a `CameraError` rather than later in a thread. That first frame is not lost: `start()`
+    emits it first, with the time it was grabbed. `stop()` is idempotent and joins the thread.
+    """
+
+    def __init__(
+        self,
+        device: int | str,
+        out: BoundedQueue,
+        origin_ns: int,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        capture_factory: Callable[[int | str], Any] | None = None,
+        first_frame_timeout_s: float = FIRST_FRAME_TIMEOUT_S,
+    ) -> None:
+        if isinstance(device, str) and device.strip().isdigit():
+            device = int(device)  # "0" from a command line means camera 0, not a file named 0
+        self.device = device
+        self._out = out
+        self._origin_ns = origin_ns
+        self._is_file = _is_file(device)
+        self._stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._released = False
+        self._abandoned = False
+        self._items = 0
+        self._dropped = 0
+        self._error = ""
+        self._ended = False
+        self._cap = (capture_factory or _open_capture)(device)
+        if not self._cap.isOpened():
+            self._release()
+            raise CameraError(_open_error(device))
+        self._request_size(width, height)
+        self._first: VideoFrame | None = None
+        self._read_first_frame(first_frame_timeout_s)
+        h, w = self._first.rgb.shape[:2]
+        fps = float(self._cap.get(_cv2().CAP_PROP_FPS) or 0.0)
+        self._detail = f"{w}x{h} @ {fps:.1f} fps" if fps > 0 else f"{w}x{h} @ ? fps"
+
+    def _request_size(self, width: int | None, height: int | None) -> None:
+        """Ask the device for a capture size (cameras may pick the nearest they support; files ignore it)."""
+        cv2 = _cv2()
+        if width is not None:
+            self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height is not None:
+            self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+
+    def _read_first_frame(self, timeout_s: float) -> None:
+        """Read one frame in a helper thread so a device that never delivers cannot hang the caller."""
+        probe = threading.Thread(target=self._probe, name="camera-probe", daemon=True)
+        probe.start()
+        probe.join(timeout_s)
+        if probe.is_alive():
+            with self._lock:
+                self._abandoned = True  # the probe releases the device once the driver returns
+            raise CameraError(
+                f"camera {self.device!r} opened but gave no frame within {timeout_s:g} s; "
+                "check that no other program uses it, or try another --camera"
+            )
+        if self._first is None:
+            self._release()
+            raise CameraError(
+                f"camera {self.device!r} opened but its first frame could not be read"
+                f"{' (' + self._error + ')' if self._error else ''}; try another --camera, or check the file"
+            )
+
+    def _probe(self) -> None:
+        """Body of the first-frame helper thread."""
+        try:
+            self._first = self._read_one()
+        except Exception as exc:  # noqa: BLE001 - thread boundary: the constructor reports it as CameraError
+            self._error = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            abandoned = self._abandoned
+        if abandoned:
+            self._release()
+
+    def _read_one(self) -> VideoFrame | None:
+        """Grab, stamp, decode and convert one frame; None when the device or file has no more."""
+        if not self._cap.grab():
+            return None
+        t_ns = time.monotonic_ns() - self._origin_ns
+        ok, image = self._cap.retrieve()
+        if not ok or image is None:
+            return None
+        return VideoFrame(rgb=_to_rgb(image), t_ns=t_ns)
+
+    def start(self) -> None:
+        """Start the capture thread (once)."""
+        if self._thread is not None or self._stop_event.is_set():
+            return
+        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+        self._thread.start()
+
+    def _emit(self, frame: VideoFrame) -> None:
+        self._dropped += self._out.put_latest(frame)
+        self._items += 1
+
+    def _run(self) -> None:
+        """Thread body: emit frames until stopped, the file ends or the device fails; then release the device."""
+        try:
+            frame, self._first = self._first, None
+            while frame is not None and not self._stop_event.is_set():
+                self._emit(frame)
+                frame = self._read_one()
+            if not self._stop_event.is_set():
+                self._finish("" if self._is_file else f"camera {self.device!r} stopped delivering frames")
+        except Exception as exc:  # noqa: BLE001 - thread boundary: every failure becomes a SourceEnd
+            self._finish(f"camera {self.device!r} failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._release()
+
+    def _finish(self, error: str) -> None:
+        """Record the end and tell the pipeline (an end marker must not be lost, so it displaces a frame)."""
+        self._error = error
+        self._ended = True
+        self._dropped += self._out.put_latest(SourceEnd("camera", error=error))
+
+    def _release(self) -> None:
+        """Release the capture exactly once."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._cap.release()
+
+    def stop(self) -> None:
+        """Stop capturing: set the event, join the thread (2 s), release the device. Safe to call twice or early."""
+        self._stop_event.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                self._error = self._error or f"camera thread did not stop within {JOIN_TIMEOUT_S:g} s"
+                return  # it releases the device itself when the driver returns
+        self._release()
+
+    @property
+    def status(self) -> SourceStatus:
+        """A snapshot for the dashboard: running, frames captured, frames dropped, size and rate, last error."""
+        thread = self._thread
+        running = thread is not None and thread.is_alive() and not self._ended and not self._stop_event.is_set()
+        return SourceStatus(
+            name="camera",
+            running=running,
+            items=self._items,
+            dropped=self._dropped,
+            detail=self._detail,
+            error=self._error,
+        )
