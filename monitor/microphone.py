@@ -129,7 +129,7 @@ def list_devices() -> str:
     from monitor.camera import camera_note
 
     devices, default = _query_devices()
-    lines = ["Audio input devices (select one by index or by part of its name; * = default):"]
+    lines = ["Audio input devices (select one with --mic N or --mic NAME-PART; * = default):"]
     for d in devices:
         mark = "*" if d.index == default else " "
         lines.append(f"{mark} {d.index:3d} {d.name} ({d.hostapi}), {d.channels} in, {d.default_samplerate} Hz")
