@@ -1,0 +1,152 @@
+"""`sec2sec compare`: train and evaluate the paper's variants on one cache -> a table like its Tables 1 and 2.
+
+Each variant is a TOML file in `--config-dir` (e.g. configs/audio_only.toml), laid over `--base` when given
+(e.g. configs/first_impressions.toml), so a variant file only says what differs. Every variant is trained
+into OUT/<variant> (resumable, like `sec2sec train`) and scored on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sec2sec.config import Config, parse_config
+from sec2sec.datasets import SPLIT_MODES
+from sec2sec.evaluate import Evaluation, evaluate
+from sec2sec.train import TrainResult, fit
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+PAPER_VARIANTS = ("audio_only", "vision_only", "sa_sa", "no_temporal", "default")
+NAMES = {
+    "audio_only": "audio only",
+    "vision_only": "vision only",
+    "sa_sa": "SA-SA",
+    "no_temporal": "SA-CA, no temporal model",
+    "default": "SA-CA (Sec2Sec)",
+}
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One row of the table: the variant's name, its training outcome and its test evaluation."""
+
+    variant: str
+    training: TrainResult
+    evaluation: Evaluation
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts: `over`'s keys replace `base`'s, tables merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist; --variants names files <name>.toml in --config-dir")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def variant_config(config_dir: str | Path, variant: str, base: str | Path | None) -> Config:
+    """configs/<variant>.toml over the base file (if any) over the built-in defaults."""
+    path = Path(config_dir) / f"{variant}.toml"
+    data = merge(_toml(Path(base)) if base else {}, _toml(path))
+    try:
+        return parse_config(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def compare(
+    config_dir: str | Path,
+    cache: str | Path,
+    out: str | Path,
+    variants: tuple[str, ...] = PAPER_VARIANTS,
+    *,
+    base: str | Path | None = None,
+    split_mode: str = "official",
+    split_seed: int = 0,
+    console: Console | None = None,
+) -> list[VariantResult]:
+    """Train (or resume) and test every variant; configs are all read first, so a typo fails fast."""
+    console = console or Console()
+    configs = {v: variant_config(config_dir, v, base) for v in variants}
+    results = []
+    for variant, config in configs.items():
+        console.print(f"[bold]{variant}[/]: training into {Path(out) / variant}")
+        trained = fit(cache, config, Path(out) / variant, split_mode=split_mode, split_seed=split_seed, console=console)
+        results.append(VariantResult(variant, trained, evaluate(trained.best_path, cache, "test")))
+    return results
+
+
+def comparison_table(results: list[VariantResult]) -> Table:
+    """Binary task: accuracy and F1 per output (paper's Table 1) plus mean balanced accuracy, macro-F1 and the
+    majority baseline; regression: mean accuracy per trait and averaged (Table 2). Both: seconds per epoch."""
+    task = results[0].evaluation.task
+    names = list(results[0].evaluation.scores)
+    table = Table(title="Variants on the test split" + (" (LIRIS-ACCEDE style)" if task == "binary" else ""))
+    table.add_column("method")
+    if task == "binary":
+        for n in names:
+            table.add_column(f"{n} acc", justify="right")
+            table.add_column(f"{n} F1", justify="right")
+        for c in ("bal. acc", "macro-F1", "majority acc"):
+            table.add_column(c, justify="right")
+    else:
+        for n in names:
+            table.add_column(n, justify="right")
+        table.add_column("average", justify="right")
+    table.add_column("s / epoch", justify="right")
+    for r in results:
+        e = r.evaluation
+        if task == "binary":
+            cells = [f"{e.scores[n][m]:.4f}" for n in names for m in ("accuracy", "f1")]
+            cells += [f"{e.average(m):.4f}" for m in ("balanced_accuracy", "macro_f1", "majority_accuracy")]
+        else:
+            cells = [f"{e.scores[n]['mean_accuracy']:.4f}" for n in names] + [f"{e.average('mean_accuracy'):.4f}"]
+        table.add_row(NAMES.get(r.variant, r.variant), *cells, f"{r.training.seconds_per_epoch:.2f}")
+    return table
+
+
+def _run(args: argparse.Namespace) -> int:
+    console = Console()
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    results = compare(
+        args.config_dir,
+        args.cache,
+        args.out,
+        variants,
+        base=args.base or None,
+        split_mode=args.split,
+        split_seed=args.split_seed,
+        console=console,
+    )
+    console.print(comparison_table(results))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("compare", help="train and test the paper's variants and print the comparison table")
+    p.add_argument("--config-dir", default="configs", help="folder of variant TOML files")
+    p.add_argument("--variants", default=",".join(PAPER_VARIANTS), help="comma-separated variant file stems")
+    p.add_argument("--base", default="", help="TOML every variant is laid over (e.g. configs/first_impressions.toml)")
+    p.add_argument("--cache", required=True, help="feature cache made by `sec2sec extract`")
+    p.add_argument("--out", required=True, help="folder for one run folder per variant")
+    p.add_argument("--split", default="official", choices=SPLIT_MODES, help="as for `sec2sec train`")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of --split film")
+    p.set_defaults(func=_run)

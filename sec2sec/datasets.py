@@ -1,0 +1,274 @@
+"""Dataset folders on disk -> clip records (path, film/group, official split, raw targets); splits; labels.
+
+Two datasets, read in the formats their authors publish them (users download them; nothing here can):
+
+- LIRIS-ACCEDE (`liris`): `data/ACCEDE00000.mp4 ...`, `annotations/ACCEDEranking.txt` (tab-separated, header
+  `id name valenceRank arousalRank valenceValue arousalValue valenceVariance arousalVariance`),
+  `annotations/ACCEDEsets.txt` (`id name set`; 0 test, 1 learning, 2 validation: the official split, by film)
+  and `ACCEDEdescription.xml` (per media: id, name, movie, start, end). Targets are `valence` and `arousal`
+  (the *Value columns, about 1.3-4.5); binary labels are made at training time by a threshold.
+- First Impressions, ChaLearn LAP 2016 (`fi`): `train|validation|test/**/*.mp4` and
+  `annotation_training.pkl`, `annotation_validation.pkl`, `annotation_test.pkl` (Python 2 pickles:
+  trait -> {video file name: score in [0, 1]}). The group of a clip is its YouTube video (the name before
+  the first dot), so a group split keeps all clips of one person's video together.
+
+Pickles are read with a restricted unpickler that builds only dicts, strings and numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+import statistics
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATASETS = ("liris", "fi")
+SPLITS = ("train", "validation", "test")
+SPLIT_MODES = ("official", "film")
+LIRIS_SETS = {0: "test", 1: "train", 2: "validation"}  # ACCEDEsets.txt: 0 test, 1 learning, 2 validation
+LIRIS_TARGETS = {"valence": "valenceValue", "arousal": "arousalValue"}
+FI_TRAITS = ("extraversion", "neuroticism", "agreeableness", "conscientiousness", "openness", "interview")
+FI_ANNOTATIONS = {
+    "train": "annotation_training.pkl",
+    "validation": "annotation_validation.pkl",
+    "test": "annotation_test.pkl",
+}
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One clip: `clip_id` (file stem), its file, its group (LIRIS film / FI YouTube video), its official
+    split (train | validation | test) and raw targets by name (LIRIS valence/arousal values, FI traits)."""
+
+    clip_id: str
+    path: Path
+    group: str
+    split: str
+    targets: dict[str, float]
+
+
+def _require(path: Path, fix: str) -> Path:
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; {fix}")
+    return path
+
+
+def _tsv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """A tab-separated file with a header line -> rows as dicts; the header must hold `columns`."""
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path} is empty; expected a tab-separated header with {', '.join(columns)}")
+    header = lines[0].split("\t")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ValueError(f"{path}: header {header} lacks column(s) {', '.join(missing)}; expected {list(columns)}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) < len(header):
+            raise ValueError(f"{path} line {number}: {len(cells)} tab-separated cells, the header has {len(header)}")
+        rows.append(dict(zip(header, cells, strict=False)))
+    return rows
+
+
+def _liris_movies(path: Path) -> dict[str, str]:
+    """ACCEDEdescription.xml -> {clip file name: movie}."""
+    try:
+        tree = ET.parse(path)
+    except ET.ParseError as exc:
+        raise ValueError(f"{path} is not valid XML ({exc}); re-download ACCEDEdescription.xml") from None
+    movies = {}
+    for media in tree.getroot().iter("media"):
+        name, movie = media.findtext("name"), media.findtext("movie")
+        if name and movie:
+            movies[name.strip()] = movie.strip()
+    if not movies:
+        raise ValueError(f"{path} lists no <media> with <name> and <movie>; re-download ACCEDEdescription.xml")
+    return movies
+
+
+def read_liris(root: str | Path) -> list[ClipRecord]:
+    """A LIRIS-ACCEDE folder -> one record per annotated clip (official split, film, valence/arousal values)."""
+    root = Path(root)
+    fix = "download LIRIS-ACCEDE (Discrete) and pass its folder as --root"
+    ranking = _require(root / "annotations" / "ACCEDEranking.txt", fix)
+    sets = _require(root / "annotations" / "ACCEDEsets.txt", fix)
+    description = _require(root / "ACCEDEdescription.xml", fix)
+    movies = _liris_movies(description)
+    split_of = {}
+    for row in _tsv_rows(sets, ("name", "set")):
+        value = int(row["set"])
+        if value not in LIRIS_SETS:
+            raise ValueError(f"{sets}: clip {row['name']} has set {value}; allowed: 0 (test), 1 (learning), 2 (val)")
+        split_of[row["name"].strip()] = LIRIS_SETS[value]
+    records = []
+    for row in _tsv_rows(ranking, ("name", *LIRIS_TARGETS.values())):
+        name = row["name"].strip()
+        if name not in split_of or name not in movies:
+            where = sets.name if name not in split_of else description.name
+            raise ValueError(f"{ranking}: clip {name} is not listed in {where}; the annotation files disagree")
+        targets = {key: float(row[column]) for key, column in LIRIS_TARGETS.items()}
+        path = root / "data" / name
+        records.append(ClipRecord(Path(name).stem, path, movies[name], split_of[name], targets))
+    return records
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings and numbers; numpy scalars of numeric dtype become Python numbers.
+
+    Any other global (a class or function such as os.system) is refused, so a crafted pickle runs no code.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in (("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")):
+            return _numpy_scalar
+        if (module, name) == ("numpy", "dtype"):
+            return _numpy_dtype
+        if (module, name) == ("_codecs", "encode"):  # how Python 3 pickles the bytes inside a numpy scalar
+            return _latin1_bytes
+        raise pickle.UnpicklingError(f"it references {module}.{name}")
+
+
+def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("it calls _codecs.encode with arguments other than (text, 'latin1')")
+    return text.encode("latin1")
+
+
+def _numpy_dtype(code: str, *args: Any) -> np.dtype:
+    dtype = np.dtype(code)
+    if dtype.kind not in "biuf":
+        raise pickle.UnpicklingError(f"it holds a numpy dtype {code!r}; only numeric dtypes are allowed")
+    return dtype
+
+
+def _numpy_scalar(dtype: np.dtype, data: bytes | str) -> float | int:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf":
+        raise pickle.UnpicklingError("it holds a numpy scalar of a non-numeric dtype")
+    raw = data.encode("latin1") if isinstance(data, str) else data
+    return np.frombuffer(raw, dtype=dtype, count=1)[0].item()
+
+
+def load_plain_pickle(path: str | Path) -> Any:
+    """Read a (Python 2, latin1) pickle of plain data; a pickle that references code raises ValueError."""
+    path = Path(path)
+    try:
+        return _PlainDataUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path} was refused: {exc}; only dicts, strings and numbers are allowed (use the original "
+            "ChaLearn annotation file)"
+        ) from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise ValueError(f"{path} is not a readable pickle ({type(exc).__name__}: {exc})") from None
+
+
+def _fi_scores(path: Path) -> dict[str, dict[str, float]]:
+    """annotation_*.pkl -> {trait: {file name: score}}, checked to be that shape."""
+    data = load_plain_pickle(path)
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path} holds a {type(data).__name__}; expected a dict trait -> {{video: score}}")
+    out: dict[str, dict[str, float]] = {}
+    for trait, scores in data.items():
+        if not isinstance(trait, str) or not isinstance(scores, dict):
+            raise ValueError(f"{path}: entry {trait!r} is not a trait name mapped to {{video: score}}")
+        out[trait] = {str(name): float(score) for name, score in scores.items()}
+    return out
+
+
+def read_first_impressions(root: str | Path) -> list[ClipRecord]:
+    """A First Impressions folder -> one record per annotated clip found on disk (official splits)."""
+    root = Path(root)
+    records = []
+    for split, file_name in FI_ANNOTATIONS.items():
+        annotation = _require(
+            root / file_name, "download the ChaLearn First Impressions annotations into the folder given as --root"
+        )
+        scores = _fi_scores(annotation)
+        folder = root / split
+        if not folder.is_dir():
+            raise ValueError(f"{folder} does not exist; extract the {split} videos of First Impressions there")
+        files = {p.name: p for p in sorted(folder.rglob("*.mp4"))}
+        names = sorted(set().union(*(s.keys() for s in scores.values())))
+        for name in names:
+            if name not in files:
+                continue
+            targets = {t: scores[t][name] for t in scores if name in scores[t]}
+            records.append(ClipRecord(Path(name).stem, files[name], name.split(".")[0], split, targets))
+    return records
+
+
+def read_dataset(name: str, root: str | Path) -> list[ClipRecord]:
+    """`liris` or `fi` -> its clip records."""
+    if name == "liris":
+        return read_liris(root)
+    if name == "fi":
+        return read_first_impressions(root)
+    raise ValueError(f"dataset {name!r} is not known; use one of {', '.join(DATASETS)}")
+
+
+def film_split(
+    records: Sequence[ClipRecord], seed: int, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+) -> list[ClipRecord]:
+    """Reassign splits so that every film (group) lies in exactly one split; seeded, about `fractions` of
+    the clips in train / validation / test. Never a clip-level random split (scenes of a film would leak)."""
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"split fractions {fractions} must be three non-negative numbers summing to 1")
+    sizes: dict[str, int] = {}
+    for r in records:
+        sizes[r.group] = sizes.get(r.group, 0) + 1
+    films = sorted(sizes)
+    random.Random(seed).shuffle(films)
+    total, done, split_of = len(records), 0, {}
+    bounds = (fractions[0] * total, (fractions[0] + fractions[1]) * total)
+    for film in films:
+        split_of[film] = "train" if done < bounds[0] else "validation" if done < bounds[1] else "test"
+        done += sizes[film]
+    return [replace(r, split=split_of[r.group]) for r in records]
+
+
+def assign_splits(records: Sequence[ClipRecord], mode: str, seed: int) -> list[ClipRecord]:
+    """`official` keeps the published split; `film` makes a seeded film-disjoint split (groups)."""
+    if mode == "official":
+        return list(records)
+    if mode == "film":
+        return film_split(records, seed)
+    raise ValueError(f"split mode {mode!r} is not allowed; use one of {', '.join(SPLIT_MODES)}")
+
+
+def label_thresholds(records: Sequence[ClipRecord], outputs: Sequence[str], setting: str) -> dict[str, float]:
+    """Binary-label threshold per output: the median of the training-split values (`setting` "median"),
+    or the number `setting` for every output. A clip is positive when its value is > the threshold."""
+    if setting != "median":
+        return {name: float(setting) for name in outputs}
+    train = [r for r in records if r.split == "train"]
+    if not train:
+        raise ValueError("the training split is empty, so no median label threshold can be computed")
+    return {name: float(statistics.median(target_value(r, name) for r in train)) for name in outputs}
+
+
+def target_value(record: ClipRecord, name: str) -> float:
+    """The raw target `name` of a clip, or a ValueError naming what the clip has."""
+    if name not in record.targets:
+        raise ValueError(
+            f"clip {record.clip_id} has no target {name!r}; it has {sorted(record.targets)} "
+            "(set model.heads.outputs to names the dataset provides)"
+        )
+    return record.targets[name]
+
+
+def labels(records: Sequence[ClipRecord], outputs: Sequence[str], thresholds: dict[str, float] | None) -> np.ndarray:
+    """(N, n_outputs) float32 targets: 0/1 above the thresholds (binary), or the raw values (regression)."""
+    values = np.array([[target_value(r, n) for n in outputs] for r in records], dtype=np.float64)
+    values = values.reshape(len(records), len(outputs))
+    if thresholds is None:
+        return values.astype(np.float32)
+    limits = np.array([thresholds[n] for n in outputs], dtype=np.float64)
+    return (values > limits).astype(np.float32)

@@ -1,0 +1,295 @@
+"""Clips -> encoder token maps per one-second window, and the on-disk feature cache that holds them.
+
+A cache folder holds:
+- `index.json`: format, dataset, the model config the tokens were made with, the dtype, the encoder
+  identity (sha256 per encoder), every finished clip (shard, row, group, official split, raw targets,
+  windows read and kept) and every unreadable clip with the reason;
+- `encoders.pt`: the encoder weights used (a state dict per encoder). With random encoders (no pretrained
+  weights available) this file is the only way a trained model can be given the same encoders live, so
+  `train` builds its checkpoints from exactly these weights and `evaluate` checks the hashes;
+- `shard-NNNNN.pt`: per clip, video tokens (T, Nv, 512) and audio tokens (T, Na, 512) in the cache dtype,
+  `video_ok`/`audio_ok` (T,) and the length, T = model.clip_seconds (longer clips are trimmed, shorter ones
+  padded with ok = False; both recorded).
+
+Clips are read with `file_windows`, the reader and windower of live replay, so training windows and live
+windows are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sec2sec.config import ModelConfig, from_dict, to_dict
+from sec2sec.datasets import ClipRecord
+from sec2sec.model import Sec2Sec
+
+FORMAT = "sec2sec-features"
+FORMAT_VERSION = 1
+DTYPES = {"float16": torch.float16, "float32": torch.float32}
+ENCODERS = ("video_encoder", "audio_encoder")
+
+
+def without_weight_files(config: ModelConfig) -> ModelConfig:
+    """The config with `weights = "none"` for both encoders: the cache (or a checkpoint) carries the weights,
+    so building the model must neither look for nor download any."""
+    return replace(
+        config,
+        video=replace(config.video, weights="none", weights_path=""),
+        audio=replace(config.audio, weights="none", weights_path=""),
+    )
+
+
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes (identity of a set of weights)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def encoder_identity(model: Sec2Sec) -> dict[str, str]:
+    """{"video_encoder": sha256, "audio_encoder": sha256} of the encoders the model has."""
+    out = {}
+    for name in ENCODERS:
+        module = getattr(model, name)
+        if module is not None:
+            out[name] = tensor_digest(module.state_dict())
+    return out
+
+
+@dataclass(frozen=True)
+class DecodedClip:
+    """One clip read into windows, padded/trimmed to T = clip_seconds.
+
+    frames uint8 (T, m, H, W, 3) (zeros where video_ok is False), audio float32 (T, sample_rate),
+    video_ok / audio_ok bool (T,), `length` windows kept, `windows` windows the file had; `error` is the
+    reason the clip could not be read ("" when it could).
+    """
+
+    clip_id: str
+    frames: torch.Tensor | None
+    audio: torch.Tensor | None
+    video_ok: torch.Tensor | None
+    audio_ok: torch.Tensor | None
+    length: int
+    windows: int
+    error: str = ""
+
+
+def decode_clip(record: ClipRecord, frames_per_window: int, sample_rate: int, seconds: int) -> DecodedClip:
+    """Read a clip through `file_windows` and pad/trim it to `seconds` windows; never raises on a bad file."""
+    from sec2sec.windows import file_windows
+
+    try:
+        windows, _ = file_windows(str(record.path), frames_per_window, sample_rate)
+    except (ValueError, OSError, RuntimeError) as exc:
+        return DecodedClip(record.clip_id, None, None, None, None, 0, 0, f"{type(exc).__name__}: {exc}")
+    if not windows:
+        return DecodedClip(record.clip_id, None, None, None, None, 0, 0, "the file decoded to no windows")
+    kept = windows[:seconds]
+    shape = next((w.frames.shape for w in kept if w.frames is not None), (frames_per_window, 8, 8, 3))
+    frames = np.zeros((seconds, *shape), dtype=np.uint8)
+    audio = np.zeros((seconds, sample_rate), dtype=np.float32)
+    video_ok = np.zeros(seconds, dtype=bool)
+    audio_ok = np.zeros(seconds, dtype=bool)
+    for i, w in enumerate(kept):
+        if w.frames is not None and w.frames.shape == shape:
+            frames[i], video_ok[i] = w.frames, True
+        if w.audio_ok:
+            audio[i], audio_ok[i] = w.audio, True
+    return DecodedClip(
+        record.clip_id,
+        torch.from_numpy(frames),
+        torch.from_numpy(audio),
+        torch.from_numpy(video_ok),
+        torch.from_numpy(audio_ok),
+        len(kept),
+        len(windows),
+    )
+
+
+class ClipReader(torch.utils.data.Dataset):
+    """A torch Dataset of DecodedClip, so a DataLoader worker process decodes while the main one encodes."""
+
+    def __init__(self, records: list[ClipRecord], config: ModelConfig) -> None:
+        self.records = records
+        self.config = config
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> DecodedClip:
+        c = self.config
+        return decode_clip(self.records[i], c.video.frames_per_window, c.audio.sample_rate, c.clip_seconds)
+
+
+def _keep(item: DecodedClip) -> DecodedClip:
+    return item
+
+
+def clip_loader(records: list[ClipRecord], config: ModelConfig, workers: int) -> torch.utils.data.DataLoader:
+    """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes ahead of the caller."""
+    return torch.utils.data.DataLoader(
+        ClipReader(records, config),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_keep,
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def encode_clip(model: Sec2Sec, clip: DecodedClip, batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A decoded clip -> video tokens (T, Nv, 512) and audio tokens (T, Na, 512), float32, zero where not ok.
+
+    Runs the model's encoders (with gradient if enabled by the caller) on the ok windows, `batch` at a time.
+    """
+    outs = []
+    for encoder, data, ok, n in (
+        (model.video_encoder, clip.frames, clip.video_ok, model.video_tokens),
+        (model.audio_encoder, clip.audio, clip.audio_ok, model.audio_tokens),
+    ):
+        if encoder is None:
+            outs.append(None)
+            continue
+        device = next(encoder.parameters()).device
+        tokens = torch.zeros(len(ok), n, 512, device=device)
+        rows = ok.nonzero().flatten().tolist()
+        for start in range(0, len(rows), batch):
+            part = rows[start : start + batch]
+            x = data[part].to(device)
+            v, a = model.encode(x, None) if encoder is model.video_encoder else model.encode(None, x)
+            tokens = tokens.index_put((torch.tensor(part, device=device),), v if v is not None else a)
+        outs.append(tokens)
+    return outs[0], outs[1]
+
+
+@dataclass(frozen=True)
+class CacheIndex:
+    """What `index.json` holds (see the module docstring)."""
+
+    dataset: str
+    root: str
+    dtype: str
+    config: ModelConfig
+    encoders: dict[str, str]
+    pretrained: dict[str, bool]
+    clips: dict[str, dict[str, Any]]
+    unreadable: dict[str, str]
+    shards: list[str]
+
+    def records(self) -> list[ClipRecord]:
+        """The finished clips as ClipRecords (official split, group, raw targets), in index order."""
+        return [
+            ClipRecord(cid, Path(c["path"]), c["group"], c["split"], dict(c["targets"]))
+            for cid, c in self.clips.items()
+        ]
+
+
+def write_index(folder: Path, index: CacheIndex) -> None:
+    """Write `index.json` atomically (temporary file, then rename)."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dataset": index.dataset,
+        "root": index.root,
+        "dtype": index.dtype,
+        "config": to_dict(index.config),
+        "encoders": index.encoders,
+        "pretrained": index.pretrained,
+        "shards": index.shards,
+        "clips": index.clips,
+        "unreadable": index.unreadable,
+    }
+    tmp = folder / "index.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    tmp.replace(folder / "index.json")
+
+
+def read_index(folder: str | Path) -> CacheIndex:
+    """Read and validate `index.json` of a feature cache."""
+    path = Path(folder) / "index.json"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; make the cache first with `sec2sec extract --out {folder}`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); re-run `sec2sec extract`") from None
+    if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a sec2sec feature cache of version {FORMAT_VERSION}")
+    return CacheIndex(
+        dataset=data["dataset"],
+        root=data["root"],
+        dtype=data["dtype"],
+        config=from_dict(ModelConfig, data["config"], "model"),
+        encoders=dict(data["encoders"]),
+        pretrained={k: bool(v) for k, v in data["pretrained"].items()},
+        clips=dict(data["clips"]),
+        unreadable=dict(data["unreadable"]),
+        shards=list(data["shards"]),
+    )
+
+
+def read_encoders(folder: str | Path, index: CacheIndex) -> dict[str, dict[str, torch.Tensor]]:
+    """`encoders.pt` -> {"video_encoder": state dict, "audio_encoder": state dict}, hashes checked."""
+    path = Path(folder) / "encoders.pt"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; the cache is incomplete, re-run `sec2sec extract`")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for name, digest in index.encoders.items():
+        if name not in state or tensor_digest(state[name]) != digest:
+            raise ValueError(f"{path}: the {name} weights do not match the hash in index.json; re-run extraction")
+    return state
+
+
+@dataclass(frozen=True)
+class Features:
+    """Cached tokens of N clips: video (N, T, Nv, 512) / audio (N, T, Na, 512) in the cache dtype (or None),
+    video_ok / audio_ok bool (N, T), lengths int64 (N,); rows follow `ids`."""
+
+    ids: list[str]
+    video: torch.Tensor | None
+    audio: torch.Tensor | None
+    video_ok: torch.Tensor
+    audio_ok: torch.Tensor
+    lengths: torch.Tensor
+
+
+def load_features(folder: str | Path, index: CacheIndex, ids: list[str]) -> Features:
+    """The cached rows of clips `ids`, in that order (shards are memory-mapped while reading)."""
+    folder = Path(folder)
+    missing = [i for i in ids if i not in index.clips]
+    if missing:
+        raise ValueError(f"clip(s) {missing[:5]} are not in the cache {folder}; run `sec2sec extract` again")
+    by_shard: dict[str, list[int]] = {}
+    for position, cid in enumerate(ids):
+        by_shard.setdefault(index.clips[cid]["shard"], []).append(position)
+    parts: dict[str, list[torch.Tensor | None]] = {k: [None] * len(ids) for k in ("v", "a", "vo", "ao", "n")}
+    for shard, positions in by_shard.items():
+        data = torch.load(folder / shard, map_location="cpu", weights_only=True, mmap=True)
+        for p in positions:
+            row = index.clips[ids[p]]["row"]
+            for key, name in (("v", "video"), ("a", "audio"), ("vo", "video_ok"), ("ao", "audio_ok")):
+                parts[key][p] = data[name][row].clone()
+            parts["n"][p] = data["lengths"][row].clone()
+    if not ids:
+        empty = torch.zeros(0, index.config.clip_seconds, dtype=torch.bool)
+        return Features([], None, None, empty, empty, torch.zeros(0, dtype=torch.long))
+    return Features(
+        ids=list(ids),
+        video=torch.stack(parts["v"]),
+        audio=torch.stack(parts["a"]),
+        video_ok=torch.stack(parts["vo"]),
+        audio_ok=torch.stack(parts["ao"]),
+        lengths=torch.stack(parts["n"]).long(),
+    )

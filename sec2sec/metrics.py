@@ -1,0 +1,88 @@
+"""Predictions and labels -> the numbers the paper's tables report, and the ones it should have.
+
+Binary outputs (LIRIS-ACCEDE): accuracy and F1 (as in the paper), balanced accuracy and macro-F1 (which an
+always-positive predictor cannot inflate), and the same four for the majority-class baseline. Regression
+outputs (First Impressions): mean accuracy 1 - |y - y_hat| and Pearson r.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BINARY_METRICS = ("accuracy", "f1", "balanced_accuracy", "macro_f1")
+
+
+def _f1(truth: np.ndarray, pred: np.ndarray, positive: bool) -> float:
+    t, p = (truth, pred) if positive else (~truth, ~pred)
+    tp = float(np.sum(t & p))
+    denominator = 2 * tp + float(np.sum(~t & p)) + float(np.sum(t & ~p))
+    return 2 * tp / denominator if denominator else 0.0
+
+
+def binary_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """0/1 truth and prediction (n,) -> accuracy, F1 (positive class), balanced accuracy, macro-F1.
+
+    Balanced accuracy is the mean recall of the classes present in `truth`.
+    """
+    truth, predicted = np.asarray(truth).astype(bool), np.asarray(predicted).astype(bool)
+    if truth.shape != predicted.shape or truth.ndim != 1 or truth.size == 0:
+        raise ValueError(
+            f"truth and predictions must be equal non-empty (n,) arrays; got {truth.shape} and {predicted.shape}"
+        )
+    recalls = [float(np.mean(predicted[truth == c] == c)) for c in (False, True) if np.any(truth == c)]
+    return {
+        "accuracy": float(np.mean(truth == predicted)),
+        "f1": _f1(truth, predicted, True),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "macro_f1": (_f1(truth, predicted, True) + _f1(truth, predicted, False)) / 2,
+    }
+
+
+def majority_baseline(truth: np.ndarray, train_positive_rate: float) -> dict[str, float]:
+    """The four binary metrics of always predicting the training set's majority class."""
+    majority = train_positive_rate > 0.5
+    return binary_metrics(truth, np.full(np.asarray(truth).shape, majority))
+
+
+def mean_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """ChaLearn First Impressions score: 1 - mean |y - y_hat| (scores in [0, 1])."""
+    return float(1.0 - np.mean(np.abs(np.asarray(truth, dtype=np.float64) - np.asarray(predicted, np.float64))))
+
+
+def pearson(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Pearson correlation; NaN when either side is constant."""
+    x, y = np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denominator = float(np.sqrt(np.sum(x * x) * np.sum(y * y)))
+    return float(np.sum(x * y) / denominator) if denominator > 0 else float("nan")
+
+
+def score_outputs(
+    names: tuple[str, ...],
+    task: str,
+    truth: np.ndarray,
+    probabilities: np.ndarray,
+    train_positive_rate: np.ndarray | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per output name, its metrics. truth and probabilities (N, n_outputs); binary truth is 0/1 and the
+    prediction is probability > 0.5; `train_positive_rate` (n_outputs,) adds the majority baseline."""
+    out: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(names):
+        if task == "binary":
+            row = binary_metrics(truth[:, k], probabilities[:, k] > 0.5)
+            if train_positive_rate is not None:
+                base = majority_baseline(truth[:, k], float(train_positive_rate[k]))
+                row.update({f"majority_{m}": v for m, v in base.items()})
+        else:
+            row = {
+                "mean_accuracy": mean_accuracy(truth[:, k], probabilities[:, k]),
+                "pearson_r": pearson(truth[:, k], probabilities[:, k]),
+            }
+        out[name] = row
+    return out
+
+
+def headline(task: str, scores: dict[str, dict[str, float]]) -> tuple[str, float]:
+    """The validation metric for early stopping: mean balanced accuracy (binary) or mean accuracy (regression)."""
+    key = "balanced_accuracy" if task == "binary" else "mean_accuracy"
+    return key, float(np.mean([row[key] for row in scores.values()]))

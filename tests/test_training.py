@@ -1,0 +1,371 @@
+"""Planted-signal tests of the offline path: synthetic mp4 clips -> extract -> train -> evaluate -> live stream.
+
+Each dataset is a small LIRIS-ACCEDE folder in the real format whose label is known by construction:
+- synchrony: every second has a flash and a beep, each in the first or second half; the label is "same half".
+  Either modality alone carries no information, so only a model that fuses them can beat chance.
+- order: one second is bright (X), another has a tone (Y), one is blank; the label is "X before Y". The mean
+  over seconds is the same for both classes, so only a temporal model can beat chance.
+Extraction runs once per dataset (session fixtures); every model is trained by the real `fit`/`compare`.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from synthetic_clips import (
+    FIRST_HALF_BEEP,
+    FIRST_HALF_FLASH,
+    MID_BEEP,
+    MID_FLASH,
+    SECOND_HALF_BEEP,
+    SECOND_HALF_FLASH,
+    Second,
+    render,
+    write_liris_tree,
+    write_mp4,
+)
+
+from sec2sec.checkpoint import load_model
+from sec2sec.cli import main
+from sec2sec.compare import compare, comparison_table
+from sec2sec.config import parse_config
+from sec2sec.evaluate import evaluate
+from sec2sec.extract import extract
+from sec2sec.features import encoder_identity, read_index
+from sec2sec.stream import AffectStream
+from sec2sec.train import fit
+from sec2sec.windows import file_windows
+
+SETS = {"train": 1, "validation": 2, "test": 0}
+
+TRAIN_TOML = """
+[train]
+epochs = {epochs}
+batch_size = 16
+lr = {lr}
+weight_decay = 0.0
+patience = {patience}
+grad_clip = 1.0
+seed = 0
+loss = "bce"
+label_threshold = "median"
+"""
+
+
+def _model_toml(seconds: int, crop: int, width: int, dropout: float) -> str:
+    return f"""
+[model]
+clip_seconds = {seconds}
+[model.video]
+resize = {crop}
+crop = {crop}
+weights = "none"
+[model.audio]
+weights = "none"
+[model.fusion]
+width = {width}
+heads = 4
+ff_width = {2 * width}
+feature_width = {width}
+dropout = {dropout}
+[model.temporal]
+hidden = 64
+dropout = 0.0
+transformer_heads = 4
+[model.heads]
+outputs = ["valence"]
+"""
+
+
+def _write_configs(folder: Path, base: str, variants: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "base.toml").write_text(base, encoding="utf-8")
+    for name, text in variants.items():
+        (folder / f"{name}.toml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def _sync_seconds(rng: random.Random, in_sync: bool, n: int) -> list[Second]:
+    out = []
+    for _ in range(n):
+        flash_first = rng.random() < 0.5
+        beep_first = flash_first if in_sync else not flash_first
+        out.append(
+            Second(
+                flash=FIRST_HALF_FLASH if flash_first else SECOND_HALF_FLASH,
+                beep=FIRST_HALF_BEEP if beep_first else SECOND_HALF_BEEP,
+            )
+        )
+    return out
+
+
+def _order_seconds(rng: random.Random, x_first: bool) -> list[Second]:
+    slots = sorted(rng.sample(range(3), 2))
+    x, y = (slots[0], slots[1]) if x_first else (slots[1], slots[0])
+    seconds = [Second() for _ in range(3)]
+    seconds[x], seconds[y] = Second(flash=MID_FLASH), Second(beep=MID_BEEP)
+    return seconds
+
+
+def _make_tree(root: Path, counts: dict[str, int], make, seed: int, noise: float = 0.0) -> Path:
+    """Balanced labels per split; 4 clips per film, films never shared between splits."""
+    rng, rows, k = random.Random(seed), [], 0
+    for split, n in counts.items():
+        for i in range(n):
+            label = i % 2 == 0
+            name = f"ACCEDE{k:05d}.mp4"
+            write_mp4(root / "data" / name, *render(make(rng, label), noise=noise, seed=k))
+            rows.append((name, f"{split}_film{i // 4}.mp4", SETS[split], 4.0 if label else 1.5, rng.uniform(1, 5)))
+            k += 1
+    return write_liris_tree(root, rows)
+
+
+@pytest.fixture(scope="session")
+def sync_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Synchrony dataset (2 s clips, default r2plus1d_18 encoder, float16 cache): 80/20/40 clips."""
+    base = tmp_path_factory.mktemp("sync")
+    root = _make_tree(
+        base / "liris", {"train": 80, "validation": 20, "test": 40}, lambda r, y: _sync_seconds(r, y, 2), seed=1
+    )
+    config = parse_config(
+        _toml_dict(_model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10))
+    )
+    extract("liris", root, base / "cache", config, workers=1)
+    return root, base / "cache"
+
+
+@pytest.fixture(scope="session")
+def order_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Order dataset (3 s clips, r2plus1d_18 at 64 px, float32 cache), plus one corrupt clip."""
+    base = tmp_path_factory.mktemp("order")
+    root = _make_tree(base / "liris", {"train": 40, "validation": 12, "test": 24}, _order_seconds, seed=2, noise=0.02)
+    (root / "data" / "ACCEDE00000.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    config = parse_config(_toml_dict(_model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=40, lr=2e-3, patience=8)))
+    extract("liris", root, base / "cache", config, dtype="float32", workers=1)
+    return root, base / "cache"
+
+
+def _toml_dict(text: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def _variant_dir(tmp: Path, base: str, variants: tuple[str, ...]) -> Path:
+    bodies = {
+        "default": "",
+        "audio_only": '[model.fusion]\nmodalities = "audio"\n',
+        "vision_only": '[model.fusion]\nmodalities = "video"\n',
+        "no_temporal": '[model.temporal]\nkind = "none"\n',
+        "attention_lstm": '[model.temporal]\nkind = "attention_lstm"\n',
+        "gru_transformer": '[model.temporal]\nkind = "gru_transformer"\n',
+    }
+    return _write_configs(tmp / "configs", base, {v: bodies[v] for v in variants})
+
+
+@pytest.mark.slow
+def test_synchrony_needs_both_modalities(sync_cache: tuple[Path, Path], tmp_path: Path) -> None:
+    """SA-CA reads the audio-visual synchrony; audio-only and vision-only cannot (>= 20 points behind)."""
+    _, cache = sync_cache
+    base = _model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10)
+    configs = _variant_dir(tmp_path, base, ("default", "audio_only", "vision_only"))
+    results = compare(
+        configs, cache, tmp_path / "runs", ("default", "audio_only", "vision_only"), base=configs / "base.toml"
+    )
+    accuracy = {r.variant: r.evaluation.scores["valence"]["accuracy"] for r in results}
+    assert len(results[0].evaluation.ids) == 40
+    assert accuracy["default"] >= 0.9, accuracy
+    assert accuracy["default"] - max(accuracy["audio_only"], accuracy["vision_only"]) >= 0.2, accuracy
+    assert results[0].evaluation.scores["valence"]["majority_accuracy"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_order_needs_a_temporal_model(order_cache: tuple[Path, Path], tmp_path: Path) -> None:
+    """LSTM, attention-LSTM and GRU-transformer read "X before Y"; the mean over seconds cannot."""
+    _, cache = order_cache
+    base = _model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=40, lr=2e-3, patience=8)
+    variants = ("default", "attention_lstm", "gru_transformer", "no_temporal")
+    configs = _variant_dir(tmp_path, base, variants)
+    results = compare(configs, cache, tmp_path / "runs", variants, base=configs / "base.toml")
+    accuracy = {r.variant: r.evaluation.scores["valence"]["accuracy"] for r in results}
+    for temporal in variants[:3]:
+        assert accuracy[temporal] - accuracy["no_temporal"] >= 0.2, accuracy
+    table = comparison_table(results)
+    assert [c.header for c in table.columns][:3] == ["method", "valence acc", "valence F1"]
+
+
+@pytest.mark.slow
+def test_extraction_is_resumable_and_reports_unreadable_clips(order_cache: tuple[Path, Path]) -> None:
+    root, cache = order_cache
+    index = read_index(cache)
+    assert len(index.clips) == 75 and list(index.unreadable) == ["ACCEDE00000"]
+    assert "ACCEDE00000.mp4" in index.unreadable["ACCEDE00000"]
+    report = (cache / "unreadable.tsv").read_text().splitlines()
+    assert report[0] == "clip\treason" and report[1].startswith("ACCEDE00000\t")
+    clip = index.clips["ACCEDE00001"]
+    assert (clip["length"], clip["windows"], clip["trimmed"], clip["split"]) == (3, 4, 1, "train")
+    config = parse_config(_toml_dict(_model_toml(3, 64, 64, 0.0)))
+    again = extract("liris", root, cache, config, dtype="float32", workers=0)
+    assert (again.encoded, again.skipped, again.windows) == (0, 75, 0)
+    assert read_index(cache).encoders == index.encoders
+    with pytest.raises(ValueError, match="another encoder config"):
+        extract("liris", root, cache, parse_config(_toml_dict(_model_toml(3, 112, 64, 0.0))), dtype="float32")
+
+
+@pytest.mark.slow
+def test_tiny_set_is_overfit(order_cache: tuple[Path, Path], tmp_path: Path) -> None:
+    """8 clips with random labels are memorised (>= 99% training accuracy): the loop learns."""
+    root, _ = order_cache
+    values = [4.0, 1.5] * 4 + [4.0, 1.5] * 2
+    random.Random(5).shuffle(values)
+    rows = []
+    for i in range(12):  # 8 training clips with labels unrelated to their content, 4 validation clips
+        name = f"ACCEDE{i + 1:05d}.mp4"
+        (tmp_path / "liris" / "data").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "liris" / "data" / name).write_bytes((root / "data" / name).read_bytes())
+        rows.append((name, f"film{i // 4}", 1 if i < 8 else 2, values[i], 3.0))
+    write_liris_tree(tmp_path / "liris", rows)
+    config = parse_config(
+        _toml_dict(_model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=150, lr=3e-3, patience=150))
+    )
+    extract("liris", tmp_path / "liris", tmp_path / "cache", config, dtype="float32", workers=0)
+    result = fit(tmp_path / "cache", config, tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        metrics = list(csv.DictReader(f))
+    assert len(metrics) == result.epochs == 150
+    assert float(metrics[-1]["train_accuracy"]) >= 0.99
+    assert float(metrics[0]["train_loss"]) > 3 * float(metrics[-1]["train_loss"])
+
+
+@pytest.fixture(scope="session")
+def order_run(order_cache: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A default (SA-CA + LSTM) model trained on the order cache through the CLI; returns best.pt."""
+    _, cache = order_cache
+    folder = tmp_path_factory.mktemp("order_run")
+    config = folder / "config.toml"
+    config.write_text(_model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=25, lr=2e-3, patience=25))
+    assert main(["train", "--config", str(config), "--cache", str(cache), "--out", str(folder / "run")]) == 0
+    return folder / "run" / "best.pt"
+
+
+@pytest.mark.slow
+def test_stream_reproduces_evaluate(order_cache: tuple[Path, Path], order_run: Path) -> None:
+    """Stepping best.pt through a test clip live (AffectStream, horizon = clip length) gives evaluate's
+    prediction to 1e-5: the checkpoint holds the cache's own encoders and the windows are the same."""
+    root, cache = order_cache
+    result = evaluate(order_run, cache, "test")
+    model, ckpt = load_model(order_run)
+    assert encoder_identity(model) == read_index(cache).encoders
+    assert ckpt.trained and ckpt.meta["dataset"] == "liris" and ckpt.meta["clip_seconds"] == 3
+    # 39 readable training clips (the corrupt one was positive): 20 at 1.5 and 19 at 4.0, so the median is 1.5
+    # and "value > median" still marks exactly the 4.0 clips positive
+    assert ckpt.meta["label_thresholds"] == {"valence": 1.5}
+    for k in (0, 1, 2):
+        clip_id = result.ids[k]
+        windows, _ = file_windows(str(root / "data" / f"{clip_id}.mp4"), 8, 16_000)
+        stream = AffectStream(model, horizon=3)
+        estimates = [stream.step(w) for w in windows[:3]]
+        assert estimates[-1].outputs["valence"] == pytest.approx(float(result.probabilities[k, 0]), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_training_resumes_to_the_same_numbers(order_cache: tuple[Path, Path], tmp_path: Path) -> None:
+    """3 epochs, then a second call to 6 epochs resumes from last.pt and matches an uninterrupted run."""
+    _, cache = order_cache
+
+    def config(epochs: int):
+        return parse_config(
+            _toml_dict(_model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=epochs, lr=2e-3, patience=50))
+        )
+
+    fit(cache, config(3), tmp_path / "resumed")
+    resumed = fit(cache, config(6), tmp_path / "resumed")
+    straight = fit(cache, config(6), tmp_path / "straight")
+    assert resumed.resumed_from == 3 and straight.resumed_from == 0
+    rows = []
+    for run in ("resumed", "straight"):
+        with open(tmp_path / run / "metrics.csv", newline="") as f:
+            rows.append([(r["epoch"], r["train_loss"], r["val_loss"], r["val_metric"]) for r in csv.DictReader(f)])
+    assert len(rows[0]) == 6 and rows[0] == rows[1]
+    a, b = (torch.load(tmp_path / r / "best.pt", weights_only=True)["state_dict"] for r in ("resumed", "straight"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_evaluate_cli_and_mismatched_cache(order_run: Path, sync_cache: tuple[Path, Path], order_cache, capsys) -> None:
+    _, cache = order_cache
+    assert main(["evaluate", "--checkpoint", str(order_run), "--cache", str(cache), "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "balanced accuracy" in out and "majority baseline" in out and "valence" in out
+    assert main(["evaluate", "--checkpoint", str(order_run), "--cache", str(sync_cache[1])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint") and "model.video" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_finetune_trains_the_encoders(order_cache: tuple[Path, Path], tmp_path: Path) -> None:
+    """--finetune changes the encoder weights; evaluate then refuses the cache and works --from-clips."""
+    root, _ = order_cache
+    rows = []
+    for i in range(6):
+        name = f"ACCEDE{i + 1:05d}.mp4"
+        (tmp_path / "liris" / "data").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "liris" / "data" / name).write_bytes((root / "data" / name).read_bytes())
+        rows.append((name, f"film{i // 2}", (1, 2, 0)[i // 2], (1.5, 4.0)[i % 2], 3.0))
+    write_liris_tree(tmp_path / "liris", rows)
+    text = _model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=1, lr=1e-3, patience=1)
+    (tmp_path / "config.toml").write_text(text)
+    config = parse_config(_toml_dict(text))
+    extract("liris", tmp_path / "liris", tmp_path / "cache", config, dtype="float32", workers=0)
+    args = ["--config", str(tmp_path / "config.toml"), "--cache", str(tmp_path / "cache")]
+    assert main(["train", *args, "--out", str(tmp_path / "run"), "--finetune"]) == 0
+    model, ckpt = load_model(tmp_path / "run" / "best.pt")
+    identity = encoder_identity(model)
+    cached = read_index(tmp_path / "cache").encoders
+    assert ckpt.meta["finetuned"] is True
+    assert identity["video_encoder"] != cached["video_encoder"] and identity["audio_encoder"] != cached["audio_encoder"]
+    with pytest.raises(ValueError, match=r"differ from those that made the cache.*--from-clips"):
+        evaluate(tmp_path / "run" / "best.pt", tmp_path / "cache", "test")
+    result = evaluate(tmp_path / "run" / "best.pt", tmp_path / "cache", "test", from_clips=True)
+    assert result.ids == ["ACCEDE00005", "ACCEDE00006"] and result.probabilities.shape == (2, 1)
+
+
+@pytest.mark.slow
+def test_first_impressions_regression_path(order_cache: tuple[Path, Path], tmp_path: Path) -> None:
+    """A First Impressions folder (latin1 pickles) runs extract -> train (MSE on traits) -> evaluate."""
+    from synthetic_clips import python2_pickle
+
+    root, _ = order_cache
+    traits = ("extraversion", "neuroticism", "agreeableness", "conscientiousness", "openness", "interview")
+    files = {
+        "train": "annotation_training.pkl",
+        "validation": "annotation_validation.pkl",
+        "test": "annotation_test.pkl",
+    }
+    k = 1
+    for split, n in (("train", 4), ("validation", 2), ("test", 2)):
+        scores: dict[str, dict[str, float]] = {t: {} for t in traits}
+        for i in range(n):
+            name = f"person{k:03d}.{i:03d}.mp4"
+            (tmp_path / "fi" / split).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "fi" / split / name).write_bytes((root / "data" / f"ACCEDE{k:05d}.mp4").read_bytes())
+            for j, t in enumerate(traits):
+                scores[t][name] = 0.2 + 0.1 * j + 0.05 * (k % 2)
+            k += 1
+        (tmp_path / "fi" / files[split]).write_bytes(python2_pickle(scores))
+    text = _model_toml(3, 64, 64, 0.0).replace(
+        'outputs = ["valence"]', f'task = "regression"\noutputs = {list(traits[:5])!r}'.replace("'", '"')
+    ) + TRAIN_TOML.format(epochs=3, lr=1e-3, patience=3).replace('loss = "bce"', 'loss = "mse"')
+    config = parse_config(_toml_dict(text))
+    summary = extract("fi", tmp_path / "fi", tmp_path / "cache", config, dtype="float32", workers=0)
+    assert (summary.encoded, summary.windows) == (8, 24)
+    trained = fit(tmp_path / "cache", config, tmp_path / "run")
+    result = evaluate(trained.best_path, tmp_path / "cache", "test")
+    assert result.task == "regression" and list(result.scores) == list(traits[:5])
+    assert result.truth[:, 0].tolist() == pytest.approx([0.25, 0.2])
+    for row in result.scores.values():
+        assert set(row) == {"mean_accuracy", "pearson_r"} and 0.5 < row["mean_accuracy"] <= 1.0
