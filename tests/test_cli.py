@@ -161,7 +161,7 @@ def test_contradictory_options(small: Path) -> None:
         (("--replay", DEMO, "--camera", "0"), "give exactly one input"),
         (("--replay", DEMO, "--speed", "0"), "--speed 0.0 must be > 0"),
         (("--replay", DEMO, "--mic", "1"), "--mic applies to --camera"),
-        (("--replay", DEMO, "--checkpoint", ROOT / "pyproject.toml"), "is not a readable checkpoint (not a torch file)"),
+        (("--replay", DEMO, "--checkpoint", ROOT / "pyproject.toml"), "not a readable checkpoint (not a torch file)"),
     ]:
         result = live(*args, "--config", small, "--no-ui")
         assert result.returncode == 2 and message in error_line(result), args
