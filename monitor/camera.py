@@ -177,10 +177,13 @@ class CameraSource:
             return None
         return VideoFrame(rgb=_to_rgb(image), t_ns=t_ns)
 
-    def start(self) -> None:
-        """Start the capture thread (once)."""
+    def start(self, origin_ns: int | None = None) -> None:
+        """Start the capture thread (once). A new `origin_ns` restarts the clock; the probed first frame,
+        grabbed before that origin, is then discarded."""
         if self._thread is not None or self._stop_event.is_set():
             return
+        if origin_ns is not None and origin_ns != self._origin_ns:
+            self._origin_ns, self._first = origin_ns, None
         self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
         self._thread.start()
 
@@ -192,6 +195,8 @@ class CameraSource:
         """Thread body: emit frames until stopped, the file ends or the device fails; then release the device."""
         try:
             frame, self._first = self._first, None
+            if frame is None:  # discarded by a clock restart in start()
+                frame = self._read_one()
             while frame is not None and not self._stop_event.is_set():
                 self._emit(frame)
                 frame = self._read_one()

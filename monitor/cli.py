@@ -22,10 +22,8 @@ from sec2sec.cli import show_warning
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
     from monitor.pipeline import Pipeline, Sink, Source
     from monitor.queues import BoundedQueue
-    from monitor.replay import FileReplay
     from sec2sec.model import Sec2Sec
     from sec2sec.stream import Estimate
-    from sec2sec.windows import Windower
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 INPUT_QUEUE = 512  # frames + chunks: ~10 s of 30 fps video with 20 ms audio blocks
@@ -133,38 +131,28 @@ def check_streams(model: Sec2Sec, has_video: bool, has_audio: bool, what: str) -
     return ""
 
 
-def open_sources(
-    args: argparse.Namespace, model: Sec2Sec, inputs: BoundedQueue, replay: FileReplay | None
-) -> tuple[list[Source], Windower, str, int]:
-    """The opened replay, or live sources opened now (after warm-up, so their clock starts with the run),
-    their windower, a warning (or ""), and the origin of their clock (monotonic ns; 0 for media time)."""
-    from sec2sec.windows import Windower
+def open_sources(args: argparse.Namespace, inputs: BoundedQueue) -> tuple[list[Source], bool, bool, str]:
+    """Open the replay file, or the camera (and microphone), before anything heavy is loaded, so bad input
+    fails within a second or two. Returns the sources, whether video and audio will come, and a name."""
+    from monitor.replay import FileReplay
 
-    cfg = model.config
-    m, rate = cfg.video.frames_per_window, cfg.audio.sample_rate
-    if replay is not None:
-        warning = check_streams(model, replay.info.has_video, replay.info.has_audio, args.replay)
-        windower = Windower(m, rate, expect_video=replay.info.has_video, expect_audio=replay.info.has_audio)
-        return [replay], windower, warning, 0
+    if args.replay is not None:
+        replay = FileReplay(args.replay, inputs, paced=args.clock == "realtime", speed=args.speed)
+        return [replay], replay.info.has_video, replay.info.has_audio, str(args.replay)
     from monitor.camera import CameraSource
 
-    origin = time.monotonic_ns()
     device: int | str = int(args.camera) if str(args.camera).isdigit() else args.camera
-    sources: list[Source] = [CameraSource(device, inputs, origin)]
-    warning = ""
-    if args.no_mic:
-        warning = check_streams(model, True, False, "--no-mic")
-    else:
+    sources: list[Source] = [CameraSource(device, inputs, time.monotonic_ns())]  # the clock restarts at start()
+    if not args.no_mic:
         from monitor.microphone import MicrophoneSource
 
         try:
             mic_device: int | str | None = int(args.mic) if args.mic and args.mic.isdigit() else args.mic
-            sources.append(MicrophoneSource(mic_device, inputs, origin))
+            sources.append(MicrophoneSource(mic_device, inputs, time.monotonic_ns()))
         except ValueError:
             sources[0].stop()
             raise
-    windower = Windower(m, rate, expect_video=True, expect_audio=not args.no_mic)
-    return sources, windower, warning, origin
+    return sources, True, not args.no_mic, "--no-mic" if args.no_mic else f"camera {args.camera}"
 
 
 def open_sinks(args: argparse.Namespace, names: tuple[str, ...], sidecar: dict[str, Any]) -> list[Sink]:
@@ -211,29 +199,40 @@ def sidecar_for(args: argparse.Namespace, model: Sec2Sec, trained: bool, info: d
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
-    import torch
-
-    from monitor.pipeline import Pipeline
     from monitor.queues import BoundedQueue
-    from monitor.replay import FileReplay
-    from sec2sec.stream import AffectStream, compile_encoders, resolve_device
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    device = resolve_device(args.device)
     inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
-    # a replay file is opened first: a bad file fails before the model is built
-    replay = FileReplay(args.replay, inputs, paced=args.clock == "realtime", speed=args.speed) if args.replay else None
-    sources: list[Source] = [replay] if replay else []
+    sources, has_video, has_audio, what = open_sources(args, inputs)
     try:
-        model, trained, info = build_model(args)
-        stream = AffectStream(compile_encoders(model) if args.compile else model, horizon=args.horizon, device=device)
-        stream.warm_up()  # first forward of every stage happens before any window is timed
-        sources, windower, warning, origin_ns = open_sources(args, model, inputs, replay)
-        sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info))
+        pipeline = build_pipeline(args, inputs, sources, has_video, has_audio, what)
     except BaseException:
         for source in sources:
             source.stop()
         raise
+    return _run_pipeline(pipeline, args)
+
+
+def build_pipeline(
+    args: argparse.Namespace, inputs: BoundedQueue, sources: list[Source], has_video: bool, has_audio: bool, what: str
+) -> Pipeline:
+    """Model (built and warmed up), windower, sinks and the pipeline around the opened sources."""
+    import torch
+
+    from monitor.pipeline import Pipeline
+    from sec2sec.stream import AffectStream, compile_encoders, resolve_device
+    from sec2sec.windows import Windower
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    device = resolve_device(args.device)
+    model, trained, info = build_model(args)
+    warning = check_streams(model, has_video, has_audio, what)
+    stream = AffectStream(compile_encoders(model) if args.compile else model, horizon=args.horizon, device=device)
+    stream.warm_up()  # first forward of every stage happens before any window is timed
+    cfg = model.config
+    windower = Windower(
+        cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
+    )
+    sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     title = f"sec2sec-live — {'replay ' + Path(args.replay).name if args.replay else 'camera ' + str(args.camera)}"
@@ -244,13 +243,12 @@ def run(args: argparse.Namespace) -> int:
         windower,
         sinks,
         clock=args.clock if args.replay else "live",
-        origin_ns=origin_ns,
         max_windows=None if args.duration is None else max(1, round(args.duration)),
         title=title,
         untrained=not trained,
     )
     pipeline.message = warning
-    return _run_pipeline(pipeline, args)
+    return pipeline
 
 
 def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:

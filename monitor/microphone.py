@@ -278,11 +278,13 @@ class MicrophoneSource:
             "pick another device or rate from --list-devices, or run video-only with --no-mic"
         )
 
-    def start(self) -> None:
-        """Open and start the stream (once; a no-op after stop)."""
+    def start(self, origin_ns: int | None = None) -> None:
+        """Open and start the stream (once; a no-op after stop). A new `origin_ns` restarts the sample clock."""
         with self._lock:
             if self._stream is not None or self._stopped:
                 return
+            if origin_ns is not None:
+                self._clock = SampleClock(origin_ns, self.sample_rate)
             self._stream = self._open()
         try:
             self._stream.start()

@@ -35,7 +35,8 @@ class Source(Protocol):
 
     name: str
 
-    def start(self) -> None: ...
+    def start(self, origin_ns: int | None = None) -> None:
+        """Start capturing; live sources stamp time from `origin_ns` (monotonic ns) when it is given."""
 
     def stop(self) -> None: ...
 
@@ -76,7 +77,6 @@ class Pipeline:
         sinks: Sequence[Sink],
         *,
         clock: str,
-        origin_ns: int,
         max_windows: int | None = None,
         window_queue: int = 2,
         title: str = "sec2sec-live",
@@ -85,7 +85,8 @@ class Pipeline:
         if clock not in CLOCKS:
             raise ValueError(f"clock {clock!r} is not allowed; use one of {', '.join(CLOCKS)}")
         self.stream, self.sources, self.inputs, self.windower = stream, list(sources), inputs, windower
-        self.sinks, self.clock, self.origin_ns, self.max_windows = list(sinks), clock, origin_ns, max_windows
+        self.sinks, self.clock, self.max_windows = list(sinks), clock, max_windows
+        self.origin_ns = 0  # live: the monotonic time at which run() starts the sources; replay: media time
         self.title, self.untrained = title, untrained
         self.windows: BoundedQueue[Window] = BoundedQueue(window_queue)
         self.names = tuple(stream.config.heads.outputs)
@@ -108,8 +109,10 @@ class Pipeline:
         self._started_ns = time.monotonic_ns()
         self._worker.start()
         try:
+            if self.clock == "live":
+                self.origin_ns = time.monotonic_ns()  # window 0 starts now, after the model's warm-up
             for source in self.sources:
-                source.start()
+                source.start(self.origin_ns if self.clock == "live" else None)
             self._loop()
         except KeyboardInterrupt:
             self._end("interrupted")

@@ -45,7 +45,8 @@ class FileReplay:
         self._error = ""
         self._done = False
 
-    def start(self) -> None:
+    def start(self, origin_ns: int | None = None) -> None:
+        """Start decoding; a replay's clock is the file's own media time, so `origin_ns` is not used."""
         self._thread = threading.Thread(target=self._run, name="file-replay", daemon=True)
         self._thread.start()
 

@@ -47,7 +47,7 @@ def replay_pipeline(path: Path, stream: AffectStream, clock: str, sink: ListSink
         expect_video=replay.info.has_video,
         expect_audio=replay.info.has_audio,
     )
-    return Pipeline(stream, [replay], inputs, windower, [sink], clock=clock, origin_ns=0, **kw)
+    return Pipeline(stream, [replay], inputs, windower, [sink], clock=clock, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ class ScriptedSource:
         self.out, self.seconds, self.fps, self.end = out, seconds, fps, end
         self.stopped = 0
 
-    def start(self) -> None:
+    def start(self, origin_ns: int | None = None) -> None:
         for i in range(self.seconds * self.fps):
             self.out.put_wait(VideoFrame(np.zeros((16, 16, 3), dtype=np.uint8), i * 1_000_000_000 // self.fps))
         if self.end:
@@ -176,7 +176,7 @@ def scripted(
     inputs: BoundedQueue = BoundedQueue(10_000)
     source = ScriptedSource(inputs, seconds, end=end)
     windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False)
-    return Pipeline(stream, [source], inputs, windower, [sink], clock=clock, origin_ns=0), source
+    return Pipeline(stream, [source], inputs, windower, [sink], clock=clock), source
 
 
 def test_virtual_clock_simulates_live_drops_and_latency() -> None:
@@ -216,10 +216,10 @@ def test_a_failing_camera_ends_the_run_with_its_message() -> None:
     stream = FakeStream()
 
     class Broken(ScriptedSource):
-        def start(self) -> None:
+        def start(self, origin_ns: int | None = None) -> None:
             self.out.put_wait(SourceEnd("camera", error="read failed"))
 
-    pipeline = Pipeline(stream, [Broken(inputs, 0)], inputs, Windower(4, 16_000), [sink], clock="live", origin_ns=0)
+    pipeline = Pipeline(stream, [Broken(inputs, 0)], inputs, Windower(4, 16_000), [sink], clock="live")
     assert pipeline.run() == "end (camera: read failed)"
     assert pipeline.snapshot().message == "camera: read failed"
 
