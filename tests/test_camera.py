@@ -85,6 +85,21 @@ def test_file_frames_arrive_in_order_as_rgb(clip: Path) -> None:
     assert camera_threads() == []
 
 
+def test_a_new_origin_at_start_restarts_the_clock(clip: Path) -> None:
+    """The pipeline opens the camera, warms the model up, then starts the camera at a new origin: the probed
+    frame (grabbed before that origin) is dropped and every time counts from the new origin."""
+    q: BoundedQueue = BoundedQueue(64)
+    cam = CameraSource(str(clip), q, time.monotonic_ns() - 10_000_000_000)
+    origin = time.monotonic_ns()
+    cam.start(origin)
+    frames = collect(q)[:-1]
+    cam.stop()
+    assert len(frames) == N_FRAMES - 1  # frame 0 was the probe
+    assert 0 <= frames[0].t_ns < time.monotonic_ns() - origin
+    mean = frames[0].rgb.reshape(-1, 3).mean(axis=0)
+    assert np.abs(mean - COLOURS[1]).max() < 12
+
+
 def test_tiny_queue_keeps_the_newest_and_counts_drops(clip: Path) -> None:
     q: BoundedQueue = BoundedQueue(3)
     cam = CameraSource(str(clip), q, time.monotonic_ns())

@@ -273,6 +273,22 @@ def test_callback_copies_stamps_counts_and_restamps_on_a_jump() -> None:
 
 
 @pytest.mark.usefixtures("fake_devices")
+def test_a_new_origin_at_start_restarts_the_sample_clock() -> None:
+    q: BoundedQueue = BoundedQueue(16)
+    mic = MicrophoneSource(
+        "usb",
+        q,
+        time.monotonic_ns() - 60 * 10**9,
+        sample_rate=1_000,
+        stream_factory=FakeStream.factory([Block(ramp(0, 100))]),
+    )
+    mic.start(time.monotonic_ns())  # the pipeline starts its clock now, after the model's warm-up
+    (chunk,) = drain(q)
+    mic.stop()
+    assert chunk.first_sample == 0  # captured 2 ms ago, i.e. before the new origin: stamped at 0, not at 60 s
+
+
+@pytest.mark.usefixtures("fake_devices")
 def test_callback_averages_channels_and_falls_back_without_adc_time() -> None:
     script = [Block(ramp(0, 480, channels=2), zero_adc=True), Block(ramp(480, 480, channels=2), zero_adc=True)]
     q: BoundedQueue = BoundedQueue(4)
