@@ -113,6 +113,9 @@ def build_model(args: argparse.Namespace) -> tuple[Sec2Sec, bool, dict[str, Any]
         model, ckpt = load_model(args.checkpoint, expect=config)
         info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_hash(args.checkpoint), "meta": ckpt.meta}
         return model, ckpt.trained, info
+    import torch
+
+    torch.manual_seed(0)  # an untrained model is still the same model on every run: replays are reproducible
     model = Sec2Sec(config or Config().model)
     return model, False, {"checkpoint": None, "checkpoint_sha256": None}
 

@@ -168,5 +168,5 @@ def compile_encoders(model: Sec2Sec) -> Sec2Sec:
     model.eval()
     for encoder in (model.video_encoder, model.audio_encoder):
         if encoder is not None:
-            encoder.forward = torch.compile(encoder.forward)
+            encoder.forward = torch.compile(encoder.forward, dynamic=False)
     return model

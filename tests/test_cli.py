@@ -268,3 +268,25 @@ def test_describe_prints_the_real_model(small: Path) -> None:
     assert "video encoder" in result.stdout and "r2plus1d_18" in result.stdout
     assert "8+16 tokens" in result.stdout and "attention_lstm" in result.stdout
     assert "video: RANDOM, audio: RANDOM" in result.stdout
+
+
+def test_untrained_runs_are_reproducible(small: Path, tmp_path: Path) -> None:
+    """Without a checkpoint the model is random but seeded: two replays of one file give the same rows."""
+    outputs = []
+    for name in ("one.csv", "two.csv"):
+        result = live(
+            "--replay",
+            DEMO,
+            "--config",
+            small,
+            "--clock",
+            "offline",
+            "--no-ui",
+            "--csv",
+            tmp_path / name,
+            "--duration",
+            "2",
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(pd.read_csv(tmp_path / name)[["valence", "arousal", "attribution"]])
+    pd.testing.assert_frame_equal(outputs[0], outputs[1])
