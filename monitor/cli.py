@@ -158,13 +158,18 @@ def open_sources(args: argparse.Namespace, inputs: BoundedQueue) -> tuple[list[S
     return sources, True, not args.no_mic, "--no-mic" if args.no_mic else f"camera {args.camera}"
 
 
-def open_sinks(args: argparse.Namespace, names: tuple[str, ...], sidecar: dict[str, Any]) -> list[Sink]:
+def open_sinks(
+    args: argparse.Namespace, names: tuple[str, ...], sidecar: dict[str, Any], sources: list[Source]
+) -> list[Sink]:
     from monitor.recorders import CsvRecorder, JsonlRecorder
+
+    def input_report() -> dict[str, Any]:
+        return {"damaged_packets_skipped": sum(getattr(source, "skipped", 0) for source in sources)}
 
     sinks: list[Sink] = []
     try:
         if args.csv:
-            sinks.append(CsvRecorder(args.csv, names, sidecar))
+            sinks.append(CsvRecorder(args.csv, names, sidecar, input_report=input_report))
         if args.jsonl:
             sinks.append(JsonlRecorder(args.jsonl, names))
     except ValueError:
@@ -235,7 +240,7 @@ def build_pipeline(
     windower = Windower(
         cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
     )
-    sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info))
+    sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info), sources)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     title = f"sec2sec-live — {'replay ' + Path(args.replay).name if args.replay else 'camera ' + str(args.camera)}"

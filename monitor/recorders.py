@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -155,9 +155,17 @@ class CsvRecorder(_LineRecorder):
     """One CSV row per window:
     `window,start_s,end_s,<outputs...>,attribution,video_ok,audio_ok,frames,audio_coverage,latency_ms,dropped_total`
     plus a JSON sidecar `<path>.json` = the caller's `sidecar` dict + "columns" + "summary" (null until `close()`;
-    a sidecar whose summary is null means the run did not close cleanly)."""
+    a sidecar whose summary is null means the run did not close cleanly). `input_report`, when given, is called
+    at close and its dict is stored as the summary's "input" (e.g. damaged packets a replay skipped)."""
 
-    def __init__(self, path: str | Path, output_names: Sequence[str], sidecar: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        output_names: Sequence[str],
+        sidecar: dict[str, Any],
+        input_report: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self._input_report = input_report
         reserved = (*LEADING_COLUMNS, *TRAILING_COLUMNS)
         names = check_output_names(output_names, reserved)
         clashes = sorted({"columns", "summary"} & set(sidecar))
@@ -231,6 +239,7 @@ class CsvRecorder(_LineRecorder):
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "latency_p99_ms": None if p99 is None else round(p99, 3),
             "ended_by": ended_by,
+            **({"input": self._input_report()} if self._input_report is not None else {}),
         }
 
     def close(self, ended_by: str = "end") -> None:
