@@ -191,6 +191,24 @@ def validate(model: Sec2Sec, split: Split, config: Config) -> dict[str, float]:
     return {"loss": float(loss), "accuracy": _accuracy(heads.task, scores), "metric": headline(heads.task, scores)[1]}
 
 
+def _start_epoch(model: Sec2Sec, n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Train mode with the encoders' BatchNorm statistics kept (eval); the epoch's seeded order of n items."""
+    model.train()
+    for name in ENCODERS:
+        if getattr(model, name) is not None:
+            getattr(model, name).eval()
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def _step(model: Sec2Sec, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
+    """Gradients of `loss` (zeroed first), clipped to `grad_clip` when > 0, then one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
 def train_epoch(
     model: Sec2Sec,
     optimizer: torch.optim.Optimizer,
@@ -200,24 +218,16 @@ def train_epoch(
     progress: Progress | None = None,
 ) -> dict[str, float]:
     """One pass over the training split in a seeded order -> mean loss and accuracy (from training logits)."""
-    model.train()
-    for name in ENCODERS:  # frozen encoders keep their BatchNorm statistics
-        if getattr(model, name) is not None:
-            getattr(model, name).eval()
     t = config.train
     n = split.targets.shape[0]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch))
+    order = _start_epoch(model, n, t.seed, epoch)
     total, seen, outputs = 0.0, 0, []
     task = progress.add_task(f"epoch {epoch + 1}", total=n, note="") if progress is not None else None
     for start in range(0, n, t.batch_size):
         rows = order[start : start + t.batch_size]
-        optimizer.zero_grad(set_to_none=True)
         logits = logits_of(model, split.features, rows)
         loss = loss_of(logits, split.targets[rows], t.loss)
-        loss.backward()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
+        _step(model, optimizer, loss, t.grad_clip)
         total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
         outputs.append((rows, torch.sigmoid(logits.detach())))
         if progress is not None:
@@ -356,13 +366,9 @@ def finetune_epoch(
     progress: Progress | None = None,
 ) -> dict[str, float]:
     """One pass through the encoders too: each batch of clips is decoded again and encoded with gradient."""
-    model.train()
-    for name in ENCODERS:  # BatchNorm statistics stay those of the encoders' (pre)training
-        if getattr(model, name) is not None:
-            getattr(model, name).eval()
     t = config.train
     n = len(split.records)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch))
+    order = _start_epoch(model, n, t.seed, epoch)
     total, seen = 0.0, 0
     for start in range(0, n, t.batch_size):
         rows = order[start : start + t.batch_size]
@@ -373,12 +379,8 @@ def finetune_epoch(
                 raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
             parts.append((*encode_clip(model, clip, 8), clip.video_ok, clip.audio_ok, clip.length))
         features = _stack_features([r.clip_id for r in chosen], parts)
-        optimizer.zero_grad(set_to_none=True)
         loss = loss_of(logits_of(model, features, torch.arange(len(chosen))), split.targets[rows], t.loss)
-        loss.backward()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
+        _step(model, optimizer, loss, t.grad_clip)
         total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
     return {"loss": total / max(seen, 1), "accuracy": float("nan")}
 
