@@ -207,9 +207,3 @@ class MediaReader:
                     sample_rate=rate,
                 )
                 next_sample = first + samples.size
-
-
-def read_media(path: str | Path) -> Iterator[VideoFrame | AudioChunk]:
-    """Every frame and chunk of a file, in decode order (video and audio interleaved)."""
-    with MediaReader(path) as reader:
-        yield from reader

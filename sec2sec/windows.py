@@ -165,7 +165,8 @@ class Windower:
         opened = self._open.pop(index, None)
         frames = None
         if opened is not None and opened.seen:
-            frames = np.stack([slot.rgb for slot in _fill_slots(opened.slots)])
+            # the first frame of a window fills every slot, so no slot is empty once one frame was seen
+            frames = np.stack([slot.rgb for slot in opened.slots if slot is not None])
         audio, seen = self._window_audio(index)
         self.next_index += 1
         return Window(
@@ -192,12 +193,6 @@ class Windower:
         keep_from = [c for c in self._chunks if c.end_sample > (index + 1) * c.sample_rate]
         self._chunks = keep_from
         return out, int(covered.sum())
-
-
-def _fill_slots(slots: list[VideoFrame | None]) -> list[VideoFrame]:
-    """Slots left empty (a frame near only some centres cannot leave gaps: each slot takes the nearest)."""
-    present = [s for s in slots if s is not None]
-    return [s if s is not None else present[0] for s in slots]
 
 
 def _contiguous_runs(chunks: list[AudioChunk], index: int) -> list[tuple[int, int, np.ndarray]]:
