@@ -116,7 +116,7 @@ def load_model(path: str | Path, expect: ModelConfig | None = None) -> tuple[Sec
             f"checkpoint {path} predicts {ckpt.config.heads.task} {list(ckpt.config.heads.outputs)} but the config "
             f"asks for {expect.heads.task} {list(expect.heads.outputs)}; use a matching --config or checkpoint"
         )
-    no_download = _without_pretrained_weights(ckpt.config)
+    no_download = without_weight_files(ckpt.config)
     model = Sec2Sec(no_download)
     try:
         model.load_state_dict(ckpt.state_dict, strict=True)
@@ -129,13 +129,21 @@ def load_model(path: str | Path, expect: ModelConfig | None = None) -> tuple[Sec
     return model, ckpt
 
 
-def _without_pretrained_weights(config: ModelConfig) -> ModelConfig:
-    """The checkpoint carries the encoder weights, so building the model must not look for any."""
+def without_weight_files(config: ModelConfig) -> ModelConfig:
+    """The config with `weights = "none"` for both encoders: a checkpoint (or a feature cache) carries the
+    encoder weights, so building the model must neither look for nor download any."""
     return replace(
         config,
         video=replace(config.video, weights="none", weights_path=""),
         audio=replace(config.audio, weights="none", weights_path=""),
     )
+
+
+def encoder_settings_mismatch(made: ModelConfig, wanted: ModelConfig) -> str | None:
+    """The first of video / audio / clip_seconds on which two configs' encoder inputs differ (weight file
+    settings aside), or None: features extracted under `made` only fit a model of `wanted` when None."""
+    made, wanted = without_weight_files(made), without_weight_files(wanted)
+    return next((key for key in ("video", "audio", "clip_seconds") if getattr(made, key) != getattr(wanted, key)), None)
 
 
 def file_hash(path: str | Path) -> str:

@@ -16,9 +16,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from sec2sec.checkpoint import Checkpoint, load_model
+from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model
 from sec2sec.datasets import SPLITS, assign_splits, labels
-from sec2sec.features import CacheIndex, encoder_identity, load_features, read_index, without_weight_files
+from sec2sec.features import CacheIndex, encoder_identity, load_features, read_index
 from sec2sec.metrics import BINARY_METRICS, score_outputs
 from sec2sec.model import Sec2Sec
 from sec2sec.train import features_from_clips, predict
@@ -41,13 +41,12 @@ class Evaluation:
 
 def check_same_encoders(model: Sec2Sec, index: CacheIndex, checkpoint: str | Path) -> None:
     """Refuse a checkpoint whose encoders are not the cache's: its predictions on the cache would be noise."""
-    made, wanted = without_weight_files(index.config), without_weight_files(model.config)
-    for key in ("video", "audio", "clip_seconds"):
-        if getattr(made, key) != getattr(wanted, key):
-            raise ValueError(
-                f"checkpoint {checkpoint} has model.{key} = {getattr(wanted, key)!r} but the cache was "
-                f"extracted with {getattr(made, key)!r}; evaluate on the cache it was trained on"
-            )
+    key = encoder_settings_mismatch(index.config, model.config)
+    if key is not None:
+        raise ValueError(
+            f"checkpoint {checkpoint} has model.{key} = {getattr(model.config, key)!r} but the cache was "
+            f"extracted with {getattr(index.config, key)!r}; evaluate on the cache it was trained on"
+        )
     for name, digest in encoder_identity(model).items():
         if index.encoders.get(name) != digest:
             raise ValueError(

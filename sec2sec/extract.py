@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.config import Config, ModelConfig, load_config
 from sec2sec.datasets import DATASETS, ClipRecord, read_dataset
 from sec2sec.features import (
@@ -29,7 +30,6 @@ from sec2sec.features import (
     encoder_identity,
     read_encoders,
     read_index,
-    without_weight_files,
     write_index,
 )
 from sec2sec.model import Sec2Sec
@@ -53,11 +53,6 @@ def encoder_config(config: ModelConfig) -> ModelConfig:
     return replace(config, fusion=replace(config.fusion, modalities="both"))
 
 
-def _same_encoders(a: ModelConfig, b: ModelConfig) -> bool:
-    strip = without_weight_files
-    return strip(a).video == strip(b).video and strip(a).audio == strip(b).audio and a.clip_seconds == b.clip_seconds
-
-
 def open_cache(folder: Path, dataset: str, root: Path, config: Config, dtype: str) -> tuple[Sec2Sec, CacheIndex]:
     """An encoder model and an index: the cache's own when `folder` has one (resume), else new ones.
 
@@ -66,7 +61,8 @@ def open_cache(folder: Path, dataset: str, root: Path, config: Config, dtype: st
     """
     if (folder / "index.json").is_file():
         index = read_index(folder)
-        if index.dataset != dataset or not _same_encoders(index.config, config.model) or index.dtype != dtype:
+        other_encoders = encoder_settings_mismatch(index.config, config.model) is not None
+        if index.dataset != dataset or other_encoders or index.dtype != dtype:
             raise ValueError(
                 f"cache {folder} was made for dataset {index.dataset}, dtype {index.dtype} and another encoder "
                 "config (model.video / model.audio / clip_seconds); use another --out or the same settings"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,6 @@ FORMAT = "sec2sec-features"
 FORMAT_VERSION = 1
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ENCODERS = ("video_encoder", "audio_encoder")
-
-
-def without_weight_files(config: ModelConfig) -> ModelConfig:
-    """The config with `weights = "none"` for both encoders: the cache (or a checkpoint) carries the weights,
-    so building the model must neither look for nor download any."""
-    return replace(
-        config,
-        video=replace(config.video, weights="none", weights_path=""),
-        audio=replace(config.audio, weights="none", weights_path=""),
-    )
 
 
 def tensor_digest(state: dict[str, torch.Tensor]) -> str:

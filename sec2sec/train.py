@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sec2sec.checkpoint import save_checkpoint
+from sec2sec.checkpoint import encoder_settings_mismatch, save_checkpoint, without_weight_files
 from sec2sec.config import Config, load_config, to_dict
 from sec2sec.datasets import SPLIT_MODES, ClipRecord, assign_splits, label_thresholds, labels
 from sec2sec.features import (
@@ -40,7 +40,6 @@ from sec2sec.features import (
     load_features,
     read_encoders,
     read_index,
-    without_weight_files,
 )
 from sec2sec.metrics import headline, score_outputs
 from sec2sec.model import Sec2Sec
@@ -103,13 +102,12 @@ def prepare(cache: str | Path, config: Config, split_mode: str, split_seed: int)
 
 
 def _check_cache_config(index: CacheIndex, config: Config) -> None:
-    made, wanted = without_weight_files(index.config), without_weight_files(config.model)
-    for key in ("video", "audio", "clip_seconds"):
-        if getattr(made, key) != getattr(wanted, key):
-            raise ValueError(
-                f"the cache was extracted with model.{key} = {getattr(made, key)!r} but the config has "
-                f"{getattr(wanted, key)!r}; use the extraction's settings or extract again"
-            )
+    key = encoder_settings_mismatch(index.config, config.model)
+    if key is not None:
+        raise ValueError(
+            f"the cache was extracted with model.{key} = {getattr(index.config, key)!r} but the config has "
+            f"{getattr(config.model, key)!r}; use the extraction's settings or extract again"
+        )
 
 
 def build_model(config: Config, folder: str | Path, index: CacheIndex, train: Split | None) -> Sec2Sec:
