@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import numpy as np
+
 if TYPE_CHECKING:
     from sec2sec.stream import Estimate
 
@@ -31,17 +33,13 @@ TRAILING_COLUMNS = ("attribution", "video_ok", "audio_ok", "frames", "audio_cove
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100) with linear interpolation between closest ranks (numpy's default);
-    None for no values."""
+    """The q-th percentile (0..100) with linear interpolation between closest ranks (`np.percentile`,
+    method "linear"); None for no values."""
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile q = {q}; use a number in [0, 100]")
-    if not values:
+    if len(values) == 0:
         return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q, method="linear"))
 
 
 def latency_ms(estimate: Estimate) -> float | None:

@@ -50,11 +50,11 @@ def mean_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def pearson(truth: np.ndarray, predicted: np.ndarray) -> float:
-    """Pearson correlation; NaN when either side is constant."""
+    """Pearson correlation of two (n,) arrays; NaN when either side is constant (or has fewer than 2 values)."""
     x, y = np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    denominator = float(np.sqrt(np.sum(x * x) * np.sum(y * y)))
-    return float(np.sum(x * y) / denominator) if denominator > 0 else float("nan")
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def score_outputs(

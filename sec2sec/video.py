@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from torch import nn
+from torchvision.transforms import InterpolationMode
 
 from sec2sec.config import VideoConfig
 
@@ -29,11 +30,18 @@ def check_frames(frames: torch.Tensor, m: int) -> None:
         raise ValueError(f"frames are {frames.shape[3]}x{frames.shape[2]} pixels; at least 8x8 is needed")
 
 
+def resized_size(height: int, width: int, resize: int, crop: int) -> tuple[int, int]:
+    """(H, W) with the short side scaled to `resize` (rounded, aspect kept), never below `crop`."""
+    scale = resize / min(height, width)
+    return max(crop, round(height * scale)), max(crop, round(width * scale))
+
+
 class VideoFrontEnd(nn.Module):
     """uint8 (B, m, H, W, 3) frames of any size -> (B, 3, m, crop, crop) float32, normalised.
 
-    Short side resized to `resize` (bilinear, antialiased), then a centre crop; Kinetics-400 statistics
-    for the R(2+1)D encoder, ImageNet statistics for the per-frame 2D encoder.
+    Short side resized to `resize` (bilinear, antialiased; frames already at that size pass through
+    untouched), then a centre crop; Kinetics-400 statistics for the R(2+1)D encoder, ImageNet statistics for
+    the per-frame 2D encoder. All three steps are torchvision.transforms.v2.functional on tensors.
     """
 
     def __init__(self, config: VideoConfig) -> None:
@@ -41,22 +49,18 @@ class VideoFrontEnd(nn.Module):
         self.config = config
         kinetics = config.encoder == "r2plus1d_18"
         mean, std = (KINETICS_MEAN, KINETICS_STD) if kinetics else (IMAGENET_MEAN, IMAGENET_STD)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1, 1), persistent=False)
+        self.mean, self.std = list(mean), list(std)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.ndim == 4:
             frames = frames.unsqueeze(0)
         check_frames(frames, self.config.frames_per_window)
         b, m, h, w, _ = frames.shape
-        x = frames.reshape(b * m, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)
-        scale = self.config.resize / min(h, w)
-        size = (
-            max(self.config.crop, round(h * scale)),
-            max(self.config.crop, round(w * scale)),
-        )
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        top, left = (size[0] - self.config.crop) // 2, (size[1] - self.config.crop) // 2
-        x = x[:, :, top : top + self.config.crop, left : left + self.config.crop]
-        x = x.reshape(b, m, 3, self.config.crop, self.config.crop).permute(0, 2, 1, 3, 4)
-        return (x - self.mean) / self.std
+        crop = self.config.crop
+        x = TF.to_dtype(frames.reshape(b * m, h, w, 3).permute(0, 3, 1, 2), torch.float32, scale=True)
+        size = resized_size(h, w, self.config.resize, crop)
+        if size != (h, w):
+            x = TF.resize(x, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        top, left = (size[0] - crop) // 2, (size[1] - crop) // 2  # centre, rounded up-left (as caches were built)
+        x = TF.normalize(TF.crop(x, top, left, crop, crop), self.mean, self.std)
+        return x.reshape(b, m, 3, crop, crop).permute(0, 2, 1, 3, 4)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sec2sec.config import VideoConfig
-from sec2sec.video import IMAGENET_MEAN, KINETICS_MEAN, KINETICS_STD, VideoFrontEnd
+from sec2sec.video import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD, VideoFrontEnd
 from sec2sec.windows import pick_frames, sample_frame_times
 
 
@@ -34,6 +35,55 @@ def test_2d_encoder_uses_imagenet_statistics() -> None:
     frames = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
     clip = VideoFrontEnd(VideoConfig(frames_per_window=2, encoder="resnet18_2d"))(frames)
     assert clip[0, 0, 0, 0, 0].item() == pytest.approx(-IMAGENET_MEAN[0] / 0.229, abs=1e-4)
+
+
+def reference_front_end(frames: torch.Tensor, config: VideoConfig) -> torch.Tensor:
+    """The front end as it was before torchvision.transforms.v2 (F.interpolate, slicing, broadcast maths)."""
+    kinetics = config.encoder == "r2plus1d_18"
+    mean, std = (KINETICS_MEAN, KINETICS_STD) if kinetics else (IMAGENET_MEAN, IMAGENET_STD)
+    b, m, h, w, _ = frames.shape
+    x = frames.reshape(b * m, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)
+    scale = config.resize / min(h, w)
+    size = (max(config.crop, round(h * scale)), max(config.crop, round(w * scale)))
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    top, left = (size[0] - config.crop) // 2, (size[1] - config.crop) // 2
+    x = x[:, :, top : top + config.crop, left : left + config.crop]
+    x = x.reshape(b, m, 3, config.crop, config.crop).permute(0, 2, 1, 3, 4)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "encoder"),
+    [
+        (360, 640, "r2plus1d_18"),  # downscale, odd margin on the long side
+        (480, 360, "r2plus1d_18"),  # portrait
+        (128, 171, "r2plus1d_18"),  # already at the short side: no resize
+        (100, 90, "resnet18_2d"),  # upscale to the short side
+        (113, 113, "r2plus1d_18"),  # below resize, the crop floor
+    ],
+)
+def test_front_end_matches_the_previous_implementation(height: int, width: int, encoder: str) -> None:
+    config = VideoConfig(frames_per_window=2, encoder=encoder)
+    frames = torch.randint(
+        0, 256, (2, 2, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    clip = VideoFrontEnd(config)(frames)
+    reference = reference_front_end(frames, config)
+    assert clip.shape == reference.shape == (2, 3, 2, config.crop, config.crop)
+    torch.testing.assert_close(clip, reference, atol=1e-4, rtol=0)
+
+
+def test_frames_at_the_short_side_skip_the_resize() -> None:
+    """Frames that arrive already downscaled (short side == resize) reach the crop untouched."""
+    config = VideoConfig(frames_per_window=1)
+    frames = torch.randint(
+        0, 256, (1, config.resize, 171, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    clip = VideoFrontEnd(config)(frames)[0, :, 0]
+    top, left = (config.resize - config.crop) // 2, (171 - config.crop) // 2
+    pixels = frames[0, top : top + config.crop, left : left + config.crop].permute(2, 0, 1).float() / 255.0
+    expected = (pixels - torch.tensor(KINETICS_MEAN).view(3, 1, 1)) / torch.tensor(KINETICS_STD).view(3, 1, 1)
+    torch.testing.assert_close(clip, expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize(
