@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/pipeline_latency.py [--seconds 60] [--clocks virtual realtime] [--threads 2]
 
 For each clock it replays a generated clip through `sec2sec-live` (default config, no UI) and prints latency
-p50/p99, the real-time factor (media seconds per wall second), windows dropped, the median per-window compute
-and peak RSS. Goals on this 2-core machine: zero drops with the realtime clock; p50 latency <= per-window
-compute + 50 ms.
+p50/p99, the real-time factor (RTF = wall seconds of processing per second of media; below 1 keeps up, lower
+is better), windows dropped, the median per-window compute and peak RSS. Goals on this 2-core machine: zero
+drops with the realtime clock; p50 latency <= per-window compute + 50 ms.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def run_clock(clip: Path, clock: str, threads: int, extra: list[str]) -> dict[st
         "p50": statistics.median(latencies),
         "p99": latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
         "compute": statistics.median(r["compute_ns"] / 1e6 for r in rows),
-        "rtf": len(rows) / wall,
+        "rtf": wall / len(rows) if rows else float("nan"),  # each row is one second of media
         "wall": wall,
     }
 
@@ -69,6 +69,7 @@ def main() -> None:
                 f"{clock:9} {r['windows']:7d} {r['dropped']:7d} {r['p50']:7.0f} {r['p99']:7.0f} {r['compute']:8.0f} "
                 f"{r['rtf']:6.2f}  {ok}"
             )
+    print("RTF = real-time factor: wall seconds of processing per second of media (< 1 keeps up; lower is better)")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak_mb:.0f} MB")
 
