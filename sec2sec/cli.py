@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "sec2sec.train",
     "sec2sec.evaluate",
     "sec2sec.compare",
+    "sec2sec.plot",
     "sec2sec.weights_cli",
 )
 
