@@ -63,18 +63,15 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """All of a file's audio as mono float32 (n,) at `sample_rate` (gaps filled with silence)."""
     from sec2sec.media import AudioChunk, MediaError, MediaReader
 
-    with MediaReader(path) as reader:
+    with MediaReader(path, sample_rate=sample_rate) as reader:
         if not reader.info.has_audio:
             raise MediaError(f"{path}: the file has no audio stream")
         chunks = [c for c in reader if isinstance(c, AudioChunk)]
     if not chunks:
         raise MediaError(f"{path}: the audio stream decoded to no samples")
-    source_rate = chunks[0].sample_rate
     out = np.zeros(max(c.end_sample for c in chunks), dtype=np.float32)
     for c in chunks:
         out[c.first_sample : c.end_sample] = c.samples
-    if source_rate != sample_rate:
-        out = AF.resample(torch.from_numpy(out), source_rate, sample_rate).numpy()
     return out
 
 

@@ -75,12 +75,15 @@ class DecodedClip:
     error: str = ""
 
 
-def decode_clip(record: ClipRecord, frames_per_window: int, sample_rate: int, seconds: int) -> DecodedClip:
-    """Read a clip through `file_windows` and pad/trim it to `seconds` windows; never raises on a bad file."""
+def decode_clip(
+    record: ClipRecord, frames_per_window: int, sample_rate: int, seconds: int, short_side: int | None = None
+) -> DecodedClip:
+    """Read a clip through `file_windows` (frames scaled to `short_side` in the decoding worker, as replay
+    does) and pad/trim it to `seconds` windows; never raises on a bad file."""
     from sec2sec.windows import file_windows
 
     try:
-        windows, _ = file_windows(str(record.path), frames_per_window, sample_rate)
+        windows, _ = file_windows(str(record.path), frames_per_window, sample_rate, short_side)
     except (ValueError, OSError, RuntimeError) as exc:
         return DecodedClip(record.clip_id, None, None, None, None, 0, 0, f"{type(exc).__name__}: {exc}")
     if not windows:
@@ -119,7 +122,9 @@ class ClipReader(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> DecodedClip:
         c = self.config
-        return decode_clip(self.records[i], c.video.frames_per_window, c.audio.sample_rate, c.clip_seconds)
+        return decode_clip(
+            self.records[i], c.video.frames_per_window, c.audio.sample_rate, c.clip_seconds, c.video.resize
+        )
 
 
 def _keep(item: DecodedClip) -> DecodedClip:

@@ -21,6 +21,38 @@ class MediaError(ValueError):
     """A file that cannot be read as audio/video; the message says what and how to fix it."""
 
 
+# FFmpeg may only read the named local file: no network protocols, and only demuxers of real media containers.
+# Playlist-like demuxers (hls, concat, dash, image2 patterns, ...) would open other files or URLs named inside a
+# file disguised as .mp4, so they are not on the list.
+PROTOCOLS = "file"
+FORMATS = (
+    "mov,mp4,m4a,3gp,3g2,mj2",
+    "matroska,webm",
+    "avi",
+    "mpeg",
+    "mpegts",
+    "mpegvideo",
+    "m4v",
+    "h264",
+    "hevc",
+    "flv",
+    "asf",
+    "nut",
+    "mxf",
+    "dv",
+    "ivf",
+    "ogg",
+    "wav",
+    "w64",
+    "aiff",
+    "caf",
+    "mp3",
+    "aac",
+    "flac",
+    "amr",
+)
+
+
 @dataclass(frozen=True)
 class VideoFrame:
     """One RGB frame: `rgb` is uint8 (H, W, 3); `t_ns` its presentation time in integer nanoseconds."""
@@ -70,26 +102,53 @@ def _import_av():
     return av
 
 
+def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) with the short side reduced to `short_side`, aspect kept; never enlarged."""
+    short = min(width, height)
+    if short_side is None or short <= short_side:
+        return width, height
+    if width <= height:
+        return short_side, max(short_side, round(height * short_side / width))
+    return max(short_side, round(width * short_side / height)), short_side
+
+
 class MediaReader:
     """Decode a file's first video and first audio stream together, in presentation order per stream.
 
     Use as an iterator of `VideoFrame | AudioChunk`; `skipped` counts packets that failed to decode
     (corrupted data is skipped and reported, never fatal once the file opened).
+
+    `short_side`: frames are scaled down (FFmpeg's area filter, in the decoding thread) so that their short side
+    is at most this many pixels, so no queue or window downstream ever holds full-resolution frames.
+    `sample_rate`: audio is resampled on the decoded stream (FFmpeg's resampler keeps its state across frames,
+    so there are no edges at window boundaries) to this rate; default: the stream's own rate.
     """
 
-    def __init__(self, path: str | Path, audio_tolerance_ms: int = 5) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        short_side: int | None = None,
+        sample_rate: int | None = None,
+        audio_tolerance_ms: int = 5,
+    ) -> None:
         self.path = Path(path)
+        self.set_output(short_side=short_side, sample_rate=sample_rate)
         av = _import_av()
         if not self.path.exists():
             raise MediaError(f"{self.path}: no such file; check the path given to --replay")
         if self.path.is_dir() or self.path.stat().st_size == 0:
             raise MediaError(f"{self.path}: the file is empty (0 bytes); give a video or audio file")
         try:
-            self._container = av.open(str(self.path), metadata_errors="ignore")
+            self._container = av.open(
+                str(self.path),
+                metadata_errors="ignore",
+                container_options={"protocol_whitelist": PROTOCOLS, "format_whitelist": ",".join(FORMATS)},
+            )
         except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
             raise MediaError(
-                f"{self.path}: not a readable audio/video file ({type(exc).__name__}: {exc}); "
-                "give an mp4/mkv/webm/mov/mpg/wav file, or re-encode it with ffmpeg"
+                f"{self.path}: not a readable audio/video file, or a playlist/format that may not be read "
+                f"({type(exc).__name__}: {exc}); give an mp4/mkv/webm/mov/mpg/wav file, or re-encode it with ffmpeg"
             ) from None
         self._video = self._container.streams.video[0] if self._container.streams.video else None
         self._audio = self._container.streams.audio[0] if self._container.streams.audio else None
@@ -125,6 +184,19 @@ class MediaReader:
             sample_rate=a.codec_context.sample_rate if a is not None else 0,
         )
 
+    def set_output(self, *, short_side: int | None, sample_rate: int | None) -> None:
+        """Change the frame size and audio rate this reader delivers (before iterating; see the class doc)."""
+        if short_side is not None and short_side < 8:
+            raise ValueError(f"short_side = {short_side}; give None (full size) or at least 8 pixels")
+        if sample_rate is not None and sample_rate < 1:
+            raise ValueError(f"sample_rate = {sample_rate}; give None (the file's rate) or a rate in Hz")
+        self._short_side, self._rate = short_side, sample_rate
+
+    @property
+    def output_rate(self) -> int:
+        """The rate of the audio chunks this reader yields."""
+        return self._rate or self.info.sample_rate
+
     def __enter__(self) -> MediaReader:
         return self
 
@@ -139,7 +211,7 @@ class MediaReader:
         streams = [s for s in (self._video, self._audio) if s is not None]
         resampler = None
         if self._audio is not None:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.info.sample_rate)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.output_rate)
         next_sample: int | None = None
         packets = self._container.demux(*streams)
         while True:
@@ -175,19 +247,19 @@ class MediaReader:
         if frame.pts is None or frame.time_base is None:
             return None
         t_ns = _to_ns(_seconds(frame.pts, frame.time_base) - self._origin)
-        rgb = frame.to_ndarray(format="rgb24")
+        width, height = scaled_size(frame.width, frame.height, self._short_side)
+        if (width, height) == (frame.width, frame.height):
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
-        if rotation in (
-            90,
-            180,
-            270,
-        ):  # display-matrix rotation (e.g. phone videos): show it upright
+        if rotation in (90, 180, 270):  # display-matrix rotation (e.g. phone videos): show it upright
             rgb = np.ascontiguousarray(np.rot90(rgb, k=-(rotation // 90)))
         return VideoFrame(rgb=rgb, t_ns=t_ns)
 
     def _audio_chunks(self, frame, resampler, next_sample: int | None) -> Iterator[AudioChunk]:
         """Resample one decoded frame to mono float32; keep chunks contiguous unless the timestamps jump."""
-        rate = self.info.sample_rate
+        rate = self.output_rate
         for out in resampler.resample(frame):
             samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
             if samples.size == 0:

@@ -8,6 +8,7 @@ frames and a fast one is subsampled evenly, with only `m` frames ever held per o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,9 +81,15 @@ class _OpenWindow:
 class Windower:
     """Push frames and chunks in; pull closed windows out.
 
-    A window closes when every expected stream has passed its end, or, given `now_ns`, once `grace_ns`
-    has passed since its end (a silent camera or microphone never stalls the output). `finish()` closes
+    A window closes when every expected stream has passed its end; or, given `now_ns` (a live clock), once
+    `grace_ns` has passed since its end; or, whatever the clock, once the stream that is ahead has passed its
+    end by `max_skew_ns` (the other stream ended early or stalled: in a replay too, windows close on time with
+    that modality flagged missing). So at most about `max_skew_ns` of open windows and audio is ever held,
+    whatever the input's length. Data arriving later than that is counted as late. `finish()` closes
     everything up to the end of the data, the last partial window included.
+
+    Audio at another rate than `sample_rate` is resampled per window (a fallback: sources should deliver the
+    model rate, as the file decoder does with FFmpeg's resampler).
     """
 
     frames_per_window: int
@@ -90,6 +97,7 @@ class Windower:
     expect_video: bool = True
     expect_audio: bool = True
     grace_ns: int = 500_000_000
+    max_skew_ns: int = 3 * NANOS_PER_SECOND
     next_index: int = 0
     late_frames: int = 0
     late_samples: int = 0
@@ -103,6 +111,8 @@ class Windower:
             raise ValueError(f"frames_per_window = {self.frames_per_window}; it must be >= 1")
         if self.sample_rate < 1:
             raise ValueError(f"sample_rate = {self.sample_rate}; it must be >= 1")
+        if self.max_skew_ns < 0 or self.grace_ns < 0:
+            raise ValueError(f"grace_ns = {self.grace_ns}, max_skew_ns = {self.max_skew_ns}; both must be >= 0")
 
     def push_frame(self, frame: VideoFrame) -> None:
         """Take one frame; a frame for an already closed window (or before time 0) is counted as late."""
@@ -140,25 +150,26 @@ class Windower:
     def _passed(self, end_ns: int) -> bool:
         video = not self.expect_video or self._video_end_ns >= end_ns
         audio = not self.expect_audio or self._audio_end_ns >= end_ns
-        return video and audio
+        if video and audio:
+            return True
+        lead = max(self._video_end_ns if self.expect_video else -1, self._audio_end_ns if self.expect_audio else -1)
+        return lead >= end_ns + self.max_skew_ns
 
-    def ready(self, now_ns: int | None = None) -> list[Window]:
-        """Close every window whose end both clocks have passed (or whose grace ran out at `now_ns`)."""
-        out = []
+    def ready(self, now_ns: int | None = None) -> Iterator[Window]:
+        """Close, one by one as the caller takes them, every window whose end both clocks have passed (or
+        whose grace ran out at `now_ns`, or that the leading stream has left `max_skew_ns` behind)."""
         while True:
             end_ns = (self.next_index + 1) * NANOS_PER_SECOND
             timed_out = now_ns is not None and now_ns >= end_ns + self.grace_ns
             if not (self._passed(end_ns) or timed_out):
-                return out
-            out.append(self._close(now_ns))
+                return
+            yield self._close(now_ns)
 
-    def finish(self) -> list[Window]:
-        """Close all windows up to the end of the data (the last one may be partial)."""
+    def finish(self) -> Iterator[Window]:
+        """Close, one by one, all windows up to the end of the data (the last one may be partial)."""
         last_ns = max(self._video_end_ns, self._audio_end_ns - 1)
-        out = []
         while self.next_index * NANOS_PER_SECOND <= last_ns:
-            out.append(self._close(None))
-        return out
+            yield self._close(None)
 
     def _close(self, now_ns: int | None) -> Window:
         index = self.next_index
@@ -211,15 +222,18 @@ def _contiguous_runs(chunks: list[AudioChunk], index: int) -> list[tuple[int, in
     return [(rate, first, np.concatenate(parts)) for rate, first, parts in runs]
 
 
-def file_windows(path: str, frames_per_window: int, sample_rate: int) -> tuple[list[Window], dict[str, int]]:
-    """Every window of a media file, read exactly as replay reads it (MediaReader -> Windower).
+def file_windows(
+    path: str, frames_per_window: int, sample_rate: int, short_side: int | None = None
+) -> tuple[list[Window], dict[str, int]]:
+    """Every window of a media file, read exactly as replay reads it (MediaReader -> Windower), frames scaled
+    down to `short_side` (the model's `video.resize`) and audio resampled to `sample_rate` by the decoder.
 
     Returns the windows (the last may be partial) and a report: skipped packets, late frames/samples,
     whether the file had video/audio.
     """
     from sec2sec.media import MediaReader
 
-    with MediaReader(path) as reader:
+    with MediaReader(path, short_side=short_side, sample_rate=sample_rate) as reader:
         windower = Windower(
             frames_per_window,
             sample_rate,
@@ -237,6 +251,7 @@ def file_windows(path: str, frames_per_window: int, sample_rate: int) -> tuple[l
         report = {
             "skipped_packets": reader.skipped,
             "late_frames": windower.late_frames,
+            "late_samples": windower.late_samples,
             "has_video": int(reader.info.has_video),
             "has_audio": int(reader.info.has_audio),
         }

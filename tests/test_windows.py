@@ -31,7 +31,7 @@ def test_jittered_frames_fill_exact_windows_with_the_nearest_frames() -> None:
     times = [int(i * S / 25 + rng.integers(-8_000_000, 8_000_000)) for i in range(1, 75)]
     w = Windower(frames_per_window=5, sample_rate=16_000)
     feed(w, times)
-    windows = w.ready() + w.finish()
+    windows = [*w.ready(), *w.finish()]
     assert [x.index for x in windows] == [0, 1, 2]
     for win in windows:
         expected = pick_frames(times, win.index, 5)
@@ -44,7 +44,7 @@ def test_a_gap_in_video_marks_that_window_and_keeps_the_others() -> None:
     times = [t for t in range(0, 3 * S, S // 10) if not S <= t < 2 * S]
     w = Windower(frames_per_window=4, sample_rate=16_000)
     feed(w, times)
-    windows = w.ready() + w.finish()
+    windows = [*w.ready(), *w.finish()]
     assert [(x.index, x.video_ok, x.frames_seen) for x in windows] == [(0, True, 10), (1, False, 0), (2, True, 10)]
     assert windows[1].frames is None and windows[1].audio_ok
 
@@ -54,7 +54,7 @@ def test_variable_frame_rate_repeats_where_sparse() -> None:
     w = Windower(frames_per_window=4, sample_rate=16_000, expect_audio=False)
     for i, t in enumerate(times):
         w.push_frame(frame(t, i))
-    (win,) = w.finish()
+    (win,) = list(w.finish())
     assert win.frames[:, 0, 0, 0].tolist() == [1, 2, 3, 3]  # centres 125, 375, 625, 875 ms
     assert not win.audio_ok and win.audio_coverage == 0.0
 
@@ -63,7 +63,7 @@ def test_window_waits_for_both_clocks_then_closes() -> None:
     w = Windower(frames_per_window=2, sample_rate=16_000)
     w.push_frame(frame(500_000_000))
     w.push_frame(frame(1_100_000_000))  # video passed the end of window 0
-    assert w.ready() == []  # audio has not
+    assert list(w.ready()) == []  # audio has not
     w.push_audio(chunk(0, 16_000))
     (win,) = w.ready()
     assert win.index == 0 and win.samples_seen == 16_000
@@ -73,7 +73,7 @@ def test_silent_microphone_closes_after_the_grace_timeout() -> None:
     w = Windower(frames_per_window=2, sample_rate=16_000, grace_ns=300_000_000)
     for t in range(0, 2 * S, S // 10):
         w.push_frame(frame(t))
-    assert w.ready(now_ns=S + 200_000_000) == []
+    assert list(w.ready(now_ns=S + 200_000_000)) == []
     (win,) = w.ready(now_ns=S + 300_000_000)
     assert win.index == 0 and win.video_ok and not win.audio_ok
     assert win.closed_ns == S + 300_000_000
@@ -94,7 +94,7 @@ def test_last_partial_window_reports_its_coverage() -> None:
     for t in range(0, 1_400_000_000, 100_000_000):
         w.push_frame(frame(t))
     w.push_audio(chunk(0, 22_400))  # 1.4 s
-    windows = w.ready() + w.finish()
+    windows = [*w.ready(), *w.finish()]
     assert [x.index for x in windows] == [0, 1]
     assert windows[1].frames_seen == 4 and windows[1].audio_coverage == pytest.approx(0.4)
     assert np.all(windows[1].audio[6400:] == 0)
@@ -107,7 +107,7 @@ def test_late_data_is_counted_not_misplaced() -> None:
     w.push_frame(frame(500_000_000))
     w.push_audio(chunk(8_000, 100))
     assert w.late_frames == 1 and w.late_samples == 100
-    (last,) = w.finish()
+    (last,) = list(w.finish())
     assert last.index == 1 and last.frames_seen == 10 and last.samples_seen == 16_000
 
 
@@ -119,3 +119,60 @@ def test_bad_pushes_are_refused() -> None:
         w.push_audio(AudioChunk(samples=np.zeros((4, 2), dtype=np.float32), first_sample=0, sample_rate=16_000))
     with pytest.raises(ValueError, match="frames_per_window = 0"):
         Windower(frames_per_window=0, sample_rate=16_000)
+
+
+def interleaved(w: Windower, seconds: int, audio_until_s: float | None, video_until_s: float | None) -> list[int]:
+    """Feed 10 fps video and 100 ms audio chunks in time order (as a demuxer does), each stream stopping at its
+    `*_until_s`; after every item take what is ready. Returns, per window, how many items had been pushed when
+    it closed, and checks that the windower's buffers stayed small all along."""
+    closed_after: list[int] = []
+    pushed = 0
+    for k in range(seconds * 10):
+        t = k * S // 10
+        if video_until_s is None or t < video_until_s * S:
+            w.push_frame(frame(t, k))
+            pushed += 1
+        if audio_until_s is None or t < audio_until_s * S:
+            w.push_audio(chunk(k * 1_600, 1_600))
+            pushed += 1
+        closed_after += [pushed] * len(list(w.ready()))
+        assert len(w._open) <= 5 and len(w._chunks) <= 50  # about max_skew_ns of data, whatever the length
+    return closed_after
+
+
+@pytest.mark.parametrize("audio_until_s, video_until_s", [(1.5, None), (None, 1.5)])
+def test_a_stream_that_ends_early_does_not_hold_windows_back(
+    audio_until_s: float | None, video_until_s: float | None
+) -> None:
+    """A file whose audio (or video) stops at 1.5 s: later windows still close while the other stream plays,
+    about `max_skew_ns` behind it, flagged missing; nothing waits for the end of the file."""
+    w = Windower(frames_per_window=2, sample_rate=16_000, max_skew_ns=2 * S)
+    closed_after = interleaved(w, 60, audio_until_s, video_until_s)
+    assert len(closed_after) >= 57  # the last two or three close at the end of the data (finish)
+    # after 1.5 s, 10 items a second arrive: window i closes once the data has reached about i + 1 + 2 s
+    assert all(pushed <= 30 + (i + 4) * 10 for i, pushed in enumerate(closed_after)), closed_after
+
+
+def test_windows_after_an_ended_stream_are_flagged_missing() -> None:
+    w2 = Windower(frames_per_window=2, sample_rate=16_000, max_skew_ns=2 * S)
+    all_windows = []
+    for k in range(80):
+        w2.push_frame(frame(k * S // 10, k))
+        if k < 15:
+            w2.push_audio(chunk(k * 1_600, 1_600))
+        all_windows += list(w2.ready())
+    all_windows += list(w2.finish())
+    assert [x.index for x in all_windows] == list(range(8))
+    assert [x.audio_ok for x in all_windows] == [True, True] + [False] * 6
+    assert all_windows[1].samples_seen == 8_000 and all(x.video_ok for x in all_windows)
+
+
+def test_a_jump_in_time_closes_windows_one_at_a_time() -> None:
+    """A timestamp far ahead (a broken file) does not build thousands of windows at once: ready() yields them."""
+    w = Windower(frames_per_window=1, sample_rate=16_000, expect_audio=False)
+    w.push_frame(frame(0))
+    w.push_frame(frame(100_000 * S))
+    ready = w.ready()
+    first = [next(ready) for _ in range(3)]
+    assert [x.index for x in first] == [0, 1, 2] and w.next_index == 3
+    assert first[0].video_ok and not first[1].video_ok
