@@ -2,8 +2,10 @@
 the newest in a bounded queue.
 
 A frame's time is `time.monotonic_ns() - origin_ns`, taken right after `grab()` (before the slower decode in
-`retrieve()`), so it is as close to the exposure as OpenCV lets us get. The device may also be a video file path
-(handy for tests): it is read as fast as it decodes, and its end is reported as a normal `SourceEnd`.
+`retrieve()`), so it is as close to the exposure as OpenCV lets us get. Frames are scaled down to the model's
+input size (`prepare(short_side)`) in the camera thread, so no queue holds full-resolution frames. The device
+may also be a video file path (handy for tests; the CLI sends files to --replay): it is read as fast as it
+decodes, and its end is reported as a normal `SourceEnd`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from monitor.queues import BoundedQueue
 from monitor.sources import SourceEnd, SourceStatus
-from sec2sec.media import VideoFrame
+from sec2sec.media import VideoFrame, scaled_size
 
 FIRST_FRAME_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 2.0
@@ -37,8 +39,28 @@ def _cv2() -> Any:
 
 
 def _open_capture(device: int | str) -> Any:
-    """The default capture factory: `cv2.VideoCapture(device)`."""
-    return _cv2().VideoCapture(device)
+    """The default capture factory: `cv2.VideoCapture(device)`, with OpenCV's own log silenced while it probes
+    (a missing camera would otherwise print several [ERROR]/[WARN] lines before our one-line message)."""
+    cv2 = _cv2()
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(device)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def camera_nodes() -> list[str]:
+    """The V4L2 device nodes present (/dev/video0, ...), in numeric order."""
+    return sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p))
+
+
+def _found() -> str:
+    """What to try instead of a camera that failed: the cameras that exist, or the camera-less ways to run."""
+    indices = [node.removeprefix("/dev/video") for node in camera_nodes()]
+    if not indices:
+        return "no camera was found on this machine; run microphone-only with --no-camera, or --replay a file"
+    return f"cameras found: --camera {' or '.join(indices)} (see sec2sec-live --list-devices)"
 
 
 def _is_file(device: int | str) -> bool:
@@ -48,21 +70,15 @@ def _is_file(device: int | str) -> bool:
 def _open_error(device: int | str) -> str:
     """Why `device` could not be opened, and what to try instead (one line)."""
     if isinstance(device, int):
-        return (
-            f"camera {device} could not be opened: no such device, or it is busy in another program; "
-            "list cameras with `v4l2-ctl --list-devices` (or `sec2sec-live --list-devices`) or try --camera 0"
-        )
+        return f"camera {device} could not be opened: no such device, or it is busy in another program; {_found()}"
     if not os.path.exists(device) and ("/" in device or "." in device) and "://" not in device:
-        return f"camera {device!r} could not be opened: no such file or device; check the path or try --camera 0"
-    return (
-        f"camera {device!r} could not be opened by OpenCV; give a camera index (--camera 0), "
-        "a /dev/videoN path or a readable video file"
-    )
+        return f"camera {device!r} could not be opened: no such file or device; {_found()}"
+    return f"camera {device!r} could not be opened by OpenCV; give a camera index or a /dev/videoN path; {_found()}"
 
 
 def camera_note() -> str:
     """Text for `--list-devices` about cameras: the V4L2 nodes present (no device is opened, so it is fast)."""
-    nodes = sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p))
+    nodes = camera_nodes()
     lines = ["Cameras (OpenCV): pick one with --camera N, where N is the number in /dev/videoN, or a path/URL."]
     if nodes:
         lines += [f"  {node}" for node in nodes]
@@ -118,6 +134,7 @@ class CameraSource:
         self._dropped = 0
         self._error = ""
         self._ended = False
+        self.short_side: int | None = None
         self._cap = (capture_factory or _open_capture)(device)
         if not self._cap.isOpened():
             self._release()
@@ -177,6 +194,10 @@ class CameraSource:
             return None
         return VideoFrame(rgb=_to_rgb(image), t_ns=t_ns)
 
+    def prepare(self, short_side: int | None = None, sample_rate: int | None = None) -> None:
+        """Before `start()`: frames will be scaled down (area filter) to short side `short_side`."""
+        self.short_side = short_side
+
     def start(self, origin_ns: int | None = None) -> None:
         """Start the capture thread (once). A new `origin_ns` restarts the clock; the probed first frame,
         grabbed before that origin, is then discarded."""
@@ -188,6 +209,11 @@ class CameraSource:
         self._thread.start()
 
     def _emit(self, frame: VideoFrame) -> None:
+        h, w = frame.rgb.shape[:2]
+        width, height = scaled_size(w, h, self.short_side)
+        if (width, height) != (w, h):
+            cv2 = _cv2()
+            frame = VideoFrame(cv2.resize(frame.rgb, (width, height), interpolation=cv2.INTER_AREA), frame.t_ns)
         self._dropped += self._out.put_latest(frame)
         self._items += 1
 

@@ -1,7 +1,11 @@
-"""`sec2sec-live`: watch a camera and microphone, or replay a file as if live, and report affect every second.
+"""`sec2sec-live`: watch a camera and microphone (or a microphone alone), or replay a file as if live, and
+report affect every second.
 
-Exit codes: 0 normal end, 130 Ctrl-C, 143 SIGTERM, 2 bad input (one line on stderr), 1 a failure while
-running (one line on stderr; every row recorded so far is kept).
+Exit codes: 0 normal end, 130 Ctrl-C, 143 SIGTERM, 2 bad input (one line on stderr, before the model's
+warm-up: files, output paths and devices are opened first), 1 a failure while running (a source, the model or
+a recorder; one line on stderr naming it; every row recorded so far is kept, the sidecar summary written).
+Signals: before the run, SIGINT/SIGTERM abort at once; during it they ask the pipeline to stop, which finishes
+the window in flight and closes the recorders (bounded, a few seconds); a second signal changes nothing.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import datetime
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +32,15 @@ if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run need
     from sec2sec.stream import Estimate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-INPUT_QUEUE = 512  # frames + chunks: ~10 s of 30 fps video with 20 ms audio blocks
+INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived before the pipeline was running (opening, loading, warm-up): abort with exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,12 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time apparent-affect monitor: one estimate per second from video and audio.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    src = p.add_argument_group("input (one of --camera, --replay, --list-devices)")
+    src = p.add_argument_group("input (one of --camera, --mic/--no-camera, --replay, --list-devices)")
     src.add_argument("--camera", metavar="N|PATH", help="camera index (0, 1, ...) or a device path / stream URL")
     src.add_argument(
         "--mic", metavar="N|NAME", default=None, help="microphone by index or name substring (default input)"
     )
     src.add_argument("--no-mic", action="store_true", help="video only: record no audio (audio_ok=0)")
+    src.add_argument(
+        "--no-camera", action="store_true", help="microphone only (implied by --mic without --camera; video_ok=0)"
+    )
     src.add_argument("--replay", metavar="FILE", help="replay a media file as if it were live")
     src.add_argument("--clock", choices=CLOCKS, default="realtime", help="replay pacing (see README)")
     src.add_argument("--speed", type=float, default=1.0, help="replay speed with --clock realtime")
@@ -72,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 class PlainPrinter:
     """`--no-ui`: one line per window on stdout."""
 
+    name = "stdout"
+
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
 
@@ -86,12 +105,19 @@ class PlainPrinter:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse contradictory or out-of-range options with a one-line reason."""
-    if bool(args.camera is not None) == bool(args.replay is not None):
-        raise ValueError("give exactly one input: --camera N (live) or --replay FILE (see --help)")
-    if args.replay is not None and args.mic is not None:
-        raise ValueError("--mic applies to --camera; a replay takes its audio from the file")
+    if args.replay is not None:
+        if args.camera is not None or args.mic is not None or args.no_camera:
+            raise ValueError("--replay takes video and audio from the file; drop --camera, --mic and --no-camera")
+    elif args.camera is None and args.mic is None and not args.no_camera:
+        raise ValueError("give an input: --camera N (live), --mic N or --no-camera (microphone only), --replay FILE")
+    if args.camera is not None and args.no_camera:
+        raise ValueError("--camera and --no-camera contradict each other; give one")
+    if args.no_camera and args.no_mic:
+        raise ValueError("--no-camera and --no-mic leave nothing to record; drop one")
     if args.no_mic and args.mic is not None:
         raise ValueError("--no-mic and --mic contradict each other; give one")
+    if args.camera is not None and not str(args.camera).isdigit() and Path(args.camera).is_file():
+        raise ValueError(f"--camera {args.camera} is a file; replay files with --replay {args.camera}")
     if args.speed <= 0:
         raise ValueError(f"--speed {args.speed} must be > 0 (1.0 is real time)")
     if args.duration is not None and args.duration <= 0:
@@ -135,27 +161,36 @@ def check_streams(model: Sec2Sec, has_video: bool, has_audio: bool, what: str) -
 
 
 def open_sources(args: argparse.Namespace, inputs: BoundedQueue) -> tuple[list[Source], bool, bool, str]:
-    """Open the replay file, or the camera (and microphone), before anything heavy is loaded, so bad input
+    """Open the replay file, or the camera and/or microphone, before anything heavy is loaded, so bad input
     fails within a second or two. Returns the sources, whether video and audio will come, and a name."""
     from monitor.replay import FileReplay
 
     if args.replay is not None:
         replay = FileReplay(args.replay, inputs, paced=args.clock == "realtime", speed=args.speed)
         return [replay], replay.info.has_video, replay.info.has_audio, str(args.replay)
-    from monitor.camera import CameraSource
+    sources: list[Source] = []
+    try:
+        if args.camera is not None:
+            from monitor.camera import CameraSource
 
-    device: int | str = int(args.camera) if str(args.camera).isdigit() else args.camera
-    sources: list[Source] = [CameraSource(device, inputs, time.monotonic_ns())]  # the clock restarts at start()
-    if not args.no_mic:
-        from monitor.microphone import MicrophoneSource
+            device: int | str = int(args.camera) if str(args.camera).isdigit() else args.camera
+            sources.append(CameraSource(device, inputs, time.monotonic_ns()))  # the clock restarts at start()
+        if not args.no_mic:
+            from monitor.microphone import MicrophoneSource
 
-        try:
             mic_device: int | str | None = int(args.mic) if args.mic and args.mic.isdigit() else args.mic
             sources.append(MicrophoneSource(mic_device, inputs, time.monotonic_ns()))
-        except ValueError:
-            sources[0].stop()
-            raise
-    return sources, True, not args.no_mic, "--no-mic" if args.no_mic else f"camera {args.camera}"
+    except BaseException:
+        stop_all(sources)
+        raise
+    has_video = args.camera is not None
+    what = f"camera {args.camera}" if has_video else "the microphone alone (--no-camera)"
+    return sources, has_video, not args.no_mic, f"{what} with --no-mic" if args.no_mic else what
+
+
+def stop_all(sources: list[Source]) -> None:
+    for source in sources:
+        source.stop()
 
 
 def open_sinks(
@@ -208,14 +243,17 @@ def sidecar_for(args: argparse.Namespace, model: Sec2Sec, trained: bool, info: d
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     from monitor.queues import BoundedQueue
+    from monitor.recorders import check_writable
 
+    for path in (args.csv, args.jsonl):
+        if path:
+            check_writable(path)
     inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
     sources, has_video, has_audio, what = open_sources(args, inputs)
     try:
         pipeline = build_pipeline(args, inputs, sources, has_video, has_audio, what)
     except BaseException:
-        for source in sources:
-            source.stop()
+        stop_all(sources)
         raise
     return _run_pipeline(pipeline, args)
 
@@ -223,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
 def build_pipeline(
     args: argparse.Namespace, inputs: BoundedQueue, sources: list[Source], has_video: bool, has_audio: bool, what: str
 ) -> Pipeline:
-    """Model (built and warmed up), windower, sinks and the pipeline around the opened sources."""
+    """Model (built, devices opened at its input size and rate, then warmed up), windower, sinks, pipeline."""
     import torch
 
     from monitor.pipeline import Pipeline
@@ -234,16 +272,18 @@ def build_pipeline(
     device = resolve_device(args.device)
     model, trained, info = build_model(args)
     warning = check_streams(model, has_video, has_audio, what)
+    cfg = model.config
+    for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
+        source.prepare(short_side=cfg.video.resize, sample_rate=cfg.audio.sample_rate)
     stream = AffectStream(compile_encoders(model) if args.compile else model, horizon=args.horizon, device=device)
     stream.warm_up()  # first forward of every stage happens before any window is timed
-    cfg = model.config
     windower = Windower(
         cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
     )
     sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info), sources)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    title = f"sec2sec-live — {'replay ' + Path(args.replay).name if args.replay else 'camera ' + str(args.camera)}"
+    where = "replay " + Path(args.replay).name if args.replay else what
     pipeline = Pipeline(
         stream,
         sources,
@@ -252,7 +292,7 @@ def build_pipeline(
         sinks,
         clock=args.clock if args.replay else "live",
         max_windows=None if args.duration is None else max(1, round(args.duration)),
-        title=title,
+        title=f"sec2sec-live — {where}",
         untrained=not trained,
     )
     pipeline.message = warning
@@ -260,10 +300,14 @@ def build_pipeline(
 
 
 def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """Run with signals turned into stop requests, print the closing line, and give the exit code. When a
+    thread could not be joined (a sink stuck in the OS), the process exits at once instead of hanging."""
     from monitor.dashboard import Dashboard
 
     dashboard = None if args.no_ui else Dashboard(pipeline.snapshot)
-    previous = signal.signal(signal.SIGTERM, lambda *_: pipeline.request_stop("terminated"))
+    handlers = _on_signals(
+        lambda signum, _: pipeline.request_stop("interrupted" if signum == signal.SIGINT else "terminated")
+    )
     try:
         if dashboard is not None:
             dashboard.start()
@@ -271,29 +315,54 @@ def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
     finally:
         if dashboard is not None:
             dashboard.stop()
-        signal.signal(signal.SIGTERM, previous)
+        _restore_signals(handlers)
+    code = _report(pipeline, ended_by)
+    if pipeline.abandoned:
+        sys.stderr.flush()
+        os._exit(code)  # a stuck thread would hang the interpreter's exit; every recorder is already closed
+    return code
+
+
+def _report(pipeline: Pipeline, ended_by: str) -> int:
+    """The closing line (and the one error line) on stderr; the exit code."""
     s = pipeline.summary()
     p50 = "-" if s["latency_p50_ms"] is None else f"{s['latency_p50_ms']:.0f} ms"
     p99 = "-" if s["latency_p99_ms"] is None else f"{s['latency_p99_ms']:.0f} ms"
     skipped = sum(getattr(source, "skipped", 0) for source in pipeline.sources)
     damage = f", {skipped} damaged packets skipped" if skipped else ""
+    failed = ended_by.startswith("error")
     print(
-        f"{s['windows']} windows, {s['dropped']} dropped{damage}, latency p50 {p50} p99 {p99}; ended by {ended_by}",
+        f"{s['windows']} windows, {s['dropped']} dropped{damage}, latency p50 {p50} p99 {p99}; "
+        f"ended by {'error' if failed else ended_by}",
         file=sys.stderr,
     )
-    if ended_by == "interrupted":
-        return EXIT_INTERRUPTED
-    if ended_by == "terminated":
-        return EXIT_TERMINATED
-    if ended_by.startswith("error"):
+    if failed:
         print(f"error: {ended_by.removeprefix('error: ')}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    return {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED}.get(ended_by, EXIT_OK)
+
+
+Handler = Callable[[int, Any], None]
+
+
+def _on_signals(handler: Handler) -> dict[int, Any]:
+    """Install `handler` for SIGINT and SIGTERM (main thread only); the previous handlers, to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = show_warning
+    previous = _on_signals(signal.default_int_handler)  # SIGINT -> KeyboardInterrupt
+    if previous:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         if args.list_devices:
             from monitor.microphone import list_devices
@@ -307,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        _restore_signals(previous)
 
 
 if __name__ == "__main__":

@@ -186,8 +186,13 @@ class MicrophoneSource:
     """Record mono float32 chunks from a PortAudio input into `out` with `put_latest`.
 
     The constructor resolves the device (and fails there, with a one-line MicrophoneError, when PortAudio or
-    the device is missing); `start()` opens and starts the stream; `stop()` stops and closes it (idempotent).
-    `stream_factory` replaces `sounddevice.InputStream` (same keyword arguments) in tests.
+    the device is missing). `prepare(sample_rate=R)` opens and starts the stream before the model's warm-up, so
+    a device that cannot be opened is refused early; it asks the device for R (the model's rate) and, where the
+    device refuses, records at its own rate and resamples with a streaming resampler (python-soxr) that keeps
+    its state across blocks. Until `start()` the callback discards what it hears; `start()` (which also opens
+    the stream when `prepare` was not called) restarts the sample clock at the pipeline's origin. `stop()`
+    stops and closes the stream (idempotent). `stream_factory` replaces `sounddevice.InputStream` (same
+    keyword arguments) in tests.
     """
 
     def __init__(
@@ -207,6 +212,11 @@ class MicrophoneSource:
         self._sd = None if stream_factory is not None else _sounddevice()
         self.device = resolve_device(device)
         self.sample_rate = int(sample_rate) if sample_rate is not None else self.device.default_samplerate
+        self.device_rate = self.sample_rate  # the rate the stream records at (differs when resampling)
+        self._resampler: Any = None
+        self._next_out: int | None = None  # next output sample index while resampling
+        self._seen_jumps = 0
+        self._live = False  # the callback keeps what it hears only after start()
         self._blocksize = blocksize
         self._out = out
         self._clock = SampleClock(origin_ns, self.sample_rate)
@@ -227,8 +237,10 @@ class MicrophoneSource:
         return self._clock.discontinuities
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        """PortAudio thread: copy, stamp, enqueue, count flags. Nothing else (no I/O, no locks held long)."""
+        """PortAudio thread: copy, stamp, (resample), enqueue, count flags. No I/O, no locks held long."""
         now_ns = time.monotonic_ns()
+        if not self._live:
+            return
         if status:
             if status.input_overflow:
                 self.overflows += 1
@@ -239,10 +251,24 @@ class MicrophoneSource:
         else:
             samples = indata.mean(axis=1, dtype=np.float32)
         first, skip = self._clock.stamp(frames, time_info.inputBufferAdcTime, time_info.currentTime, now_ns)
-        if skip < frames:
-            chunk = AudioChunk(samples=samples[skip:], first_sample=first, sample_rate=self.sample_rate)
+        samples = samples[skip:]
+        if self._resampler is not None and samples.size:
+            samples, first = self._resample(samples, first)
+        if samples.size:
+            chunk = AudioChunk(samples=samples, first_sample=first, sample_rate=self.sample_rate)
             self.queue_drops += self._out.put_latest(chunk)
             self.items += 1
+
+    def _resample(self, samples: np.ndarray, first: int) -> tuple[np.ndarray, int]:
+        """Device-rate samples starting at device sample `first` -> model-rate samples and their first index.
+        The resampler's state runs on across blocks; a re-stamp (a jump in time) starts it afresh."""
+        if self._next_out is None or self._clock.discontinuities != self._seen_jumps:
+            self._resampler.clear()
+            self._seen_jumps = self._clock.discontinuities
+            self._next_out = first * self.sample_rate // self.device_rate
+        out = self._resampler.resample_chunk(samples)
+        start, self._next_out = self._next_out, self._next_out + out.size
+        return out.astype(np.float32, copy=False), start
 
     def _finished(self) -> None:
         """PortAudio thread, when the stream becomes inactive: an end we did not ask for is an error."""
@@ -256,8 +282,8 @@ class MicrophoneSource:
     def _portaudio_errors(self) -> tuple[type[BaseException], ...]:
         return (self._sd.PortAudioError,) if self._sd is not None else ()
 
-    def _open(self) -> Any:
-        """Open the input stream: mono if the device allows it, else two channels averaged in the callback."""
+    def _open(self, rate: int) -> Any:
+        """Open the input stream at `rate`: mono if the device allows it, else two channels averaged."""
         factory = self._factory or self._sd.InputStream
         channel_options = [1, 2] if self.device.channels >= 2 else [1]
         for channels in channel_options:
@@ -265,7 +291,7 @@ class MicrophoneSource:
                 return factory(
                     device=self.device.index,
                     channels=channels,
-                    samplerate=self.sample_rate,
+                    samplerate=rate,
                     blocksize=self._blocksize,
                     dtype="float32",
                     callback=self._callback,
@@ -274,18 +300,46 @@ class MicrophoneSource:
             except self._portaudio_errors() as exc:
                 error = exc
         raise MicrophoneError(
-            f"microphone {self.device.label()} could not be opened at {self.sample_rate} Hz ({error}); "
+            f"microphone {self.device.label()} could not be opened at {rate} Hz ({error}); "
             "pick another device or rate from --list-devices, or run video-only with --no-mic"
         )
 
-    def start(self, origin_ns: int | None = None) -> None:
-        """Open and start the stream (once; a no-op after stop). A new `origin_ns` restarts the sample clock."""
+    def prepare(self, short_side: int | None = None, sample_rate: int | None = None) -> None:
+        """Open and start the stream now (before the model's warm-up), delivering `sample_rate` Hz; what it
+        hears is discarded until `start()`. Raises MicrophoneError (one line) when the device cannot be used."""
+        wanted = sample_rate or self.sample_rate
         with self._lock:
             if self._stream is not None or self._stopped:
                 return
+            try:
+                self._stream, self.device_rate = self._open(wanted), wanted
+            except MicrophoneError:
+                if wanted == self.sample_rate:
+                    raise
+                import soxr  # the device records at its own rate; resample on the way out
+
+                self._stream, self.device_rate = self._open(self.sample_rate), self.sample_rate
+                self._resampler = soxr.ResampleStream(self.device_rate, wanted, 1, dtype="float32")
+            self.sample_rate = wanted
+            self._clock = SampleClock(self._clock.origin_ns, self.device_rate)
+        self._start_stream()
+
+    def start(self, origin_ns: int | None = None) -> None:
+        """Start delivering (once; a no-op after stop), opening the stream first unless `prepare()` did.
+        A new `origin_ns` restarts the sample clock."""
+        with self._lock:
+            if self._stopped or self._live:
+                return
             if origin_ns is not None:
-                self._clock = SampleClock(origin_ns, self.sample_rate)
-            self._stream = self._open()
+                self._clock = SampleClock(origin_ns, self.device_rate)
+                self._next_out = None
+            self._live = True
+            if self._stream is not None:
+                return
+            self._stream = self._open(self.device_rate)
+        self._start_stream()
+
+    def _start_stream(self) -> None:
         try:
             self._stream.start()
         except self._portaudio_errors() as exc:
@@ -321,6 +375,7 @@ class MicrophoneSource:
             running=running,
             items=self.items,
             dropped=self.overflows + self.queue_drops,
-            detail=f"{self.device.name} {self.sample_rate} Hz",
+            detail=f"{self.device.name} {self.device_rate} Hz"
+            + (f" -> {self.sample_rate} Hz" if self.device_rate != self.sample_rate else ""),
             error=self._error,
         )

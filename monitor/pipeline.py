@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -27,13 +27,23 @@ from sec2sec.windows import Window, Windower
 
 CLOCKS = ("live", "realtime", "virtual", "offline")
 HISTORY_SECONDS = 60
-JOIN_TIMEOUT_S = 2.0
+IN_FLIGHT_TIMEOUT_S = 3.0  # shutdown waits this long for the window being computed (one window: ~0.5 s here)
+SINK_CLOSE_TIMEOUT_S = 1.0  # per sink; a sink stuck in the OS (a pipe nobody reads) is abandoned, not waited on
+STALL_TIMEOUT_S = 30.0  # a decoder or a model step that makes no progress this long ends the run (exit 1)
+POLL_S = 0.05  # how often a waiting loop looks at the stop event
 
 
 class Source(Protocol):
-    """What the pipeline needs of a capture edge (CameraSource, MicrophoneSource, FileReplay)."""
+    """What the pipeline needs of a capture edge (CameraSource, MicrophoneSource, FileReplay).
+
+    A source may also offer `stalled_ns(now_ns) -> int` (how long it has been stuck inside one read), which
+    the replay clocks use to end a run whose decoder hangs."""
 
     name: str
+
+    def prepare(self, short_side: int | None = None, sample_rate: int | None = None) -> None:
+        """Before `start()`: deliver frames with short side `short_side` and audio at `sample_rate` Hz (the
+        model's input); devices are opened here, before the model's warm-up."""
 
     def start(self, origin_ns: int | None = None) -> None:
         """Start capturing; live sources stamp time from `origin_ns` (monotonic ns) when it is given."""
@@ -45,11 +55,24 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """Receives every estimate on the worker thread; closed once at the end."""
+    """Receives every estimate on the worker thread; closed once at the end. An optional `name` attribute
+    names it in error messages."""
 
     def write(self, estimate: Estimate) -> None: ...
 
     def close(self, ended_by: str = "end") -> None: ...
+
+
+class SinkFailed(Exception):
+    """A sink raised while writing an estimate; the message names the sink and the window."""
+
+
+def sink_name(sink: Sink) -> str:
+    return str(getattr(sink, "name", type(sink).__name__))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass
@@ -65,7 +88,12 @@ class _Progress:
 
 class Pipeline:
     """Wire sources, windower, stream and sinks together. `run()` blocks until the end of the input, the
-    window limit, `stop()` (from a signal handler or another thread) or an error, and returns what ended it.
+    window limit, `stop()` (from a signal handler or another thread) or an error, and returns what ended it:
+    "end", "duration", "interrupted", "terminated", "stopped", or "error: <one line naming what failed>".
+
+    Every wait is bounded or wakes on the stop event; a failure in any thread ends the run; shutdown lets the
+    window in flight finish (bounded by `IN_FLIGHT_TIMEOUT_S`), then closes every sink so the recorders write
+    their summaries. Threads that could not be joined are listed in `abandoned` (the CLI then exits hard).
     """
 
     def __init__(
@@ -81,22 +109,32 @@ class Pipeline:
         window_queue: int = 2,
         title: str = "sec2sec-live",
         untrained: bool = False,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> None:
         if clock not in CLOCKS:
             raise ValueError(f"clock {clock!r} is not allowed; use one of {', '.join(CLOCKS)}")
+        if stall_timeout_s <= 0:
+            raise ValueError(f"stall_timeout_s = {stall_timeout_s}; give a positive number of seconds")
         self.stream, self.sources, self.inputs, self.windower = stream, list(sources), inputs, windower
         self.sinks, self.clock, self.max_windows = list(sinks), clock, max_windows
         self.origin_ns = 0  # live: the monotonic time at which run() starts the sources; replay: media time
         self.title, self.untrained = title, untrained
+        self.stall_ns = int(stall_timeout_s * NANOS_PER_SECOND)
         self.windows: BoundedQueue[Window] = BoundedQueue(window_queue)
         self.names = tuple(stream.config.heads.outputs)
         self._progress = _Progress(history={n: collections.deque(maxlen=HISTORY_SECONDS) for n in self.names})
         self._lock = threading.Lock()
+        self._sink_lock = threading.Lock()  # held while the worker writes; shutdown closes sinks under it
+        self._sinks_closed = False
         self._stop = threading.Event()
         self._stopped = False
+        self._shut_down = threading.Event()  # set once stop() has closed everything
         self._ended_by = ""
         self.message = ""
+        self.abandoned: list[str] = []  # threads still running after shutdown gave up on them
+        self.unwritten = 0  # estimates computed after the sinks were closed (only when a thread was abandoned)
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._busy: tuple[int, int] | None = None  # (window index, monotonic start) of the step in progress
         self._virtual_free_ns = 0
         self._frames = collections.deque(maxlen=256)  # monotonic arrival times of recent video frames
         self._started_ns = time.monotonic_ns()
@@ -117,7 +155,7 @@ class Pipeline:
         except KeyboardInterrupt:
             self._end("interrupted")
         except Exception as exc:  # noqa: BLE001 - any failure here ends the run with its message
-            self._end(f"error: {type(exc).__name__}: {exc}".splitlines()[0])
+            self._fail(f"windowing failed: {_first_line(exc)}")
         finally:
             self.stop()
         return self._ended_by
@@ -125,8 +163,10 @@ class Pipeline:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                item = self.inputs.get(timeout=0.05)
+                item = self.inputs.get(timeout=POLL_S)
             except Closed:
+                return
+            if self._stalled():
                 return
             now_ns = time.monotonic_ns() - self.origin_ns if self.clock == "live" else None
             if isinstance(item, VideoFrame):
@@ -135,24 +175,40 @@ class Pipeline:
             elif isinstance(item, AudioChunk):
                 self.windower.push_audio(item)
             elif isinstance(item, SourceEnd):
-                if self._source_ended(item):
-                    return
+                self._source_ended(item)
+                return
             if self._emit(self.windower.ready(now_ns)):
                 return
 
-    def _source_ended(self, end: SourceEnd) -> bool:
-        """A file ends the run after its last windows; a live source's failure is reported."""
-        if end.error:
-            self.message = f"{end.name}: {end.error}"
-        if end.name == "file" or end.name == "camera":
-            if not self._emit(self.windower.finish()):
-                self._drain()
-            self._end("end" if not end.error else f"end ({end.name}: {end.error})")
+    def _stalled(self) -> bool:
+        """End the run (True) when a replay's decoder or the model has made no progress for `stall_ns`."""
+        now = time.monotonic_ns()
+        if self.clock != "live":
+            for source in self.sources:
+                stalled_ns = getattr(source, "stalled_ns", None)
+                if stalled_ns is not None and stalled_ns(now) > self.stall_ns:
+                    self._fail(f"{source.name}: no data for {self.stall_ns / NANOS_PER_SECOND:g} s (decoder stalled)")
+                    return True
+        busy = self._busy
+        if busy is not None and now - busy[1] > self.stall_ns:
+            self._fail(f"inference stalled: window {busy[0]} has run for {self.stall_ns / NANOS_PER_SECOND:g} s")
             return True
         return False
 
-    def _emit(self, windows: list[Window]) -> bool:
-        """Hand closed windows to the worker; True when the window limit (--duration) was reached."""
+    def _source_ended(self, end: SourceEnd) -> None:
+        """A source that ends (a file at its end, a device that failed) ends the run after the windows its
+        data completes; a failure ends it as an error."""
+        if end.error:
+            self.message = f"{end.name}: {end.error}"
+        if not self._emit(self.windower.finish()):
+            self._drain()
+        if end.error:
+            self._fail(self.message)
+        else:
+            self._end("end")
+
+    def _emit(self, windows: Iterable[Window]) -> bool:
+        """Hand closed windows to the worker; True when the run must end (window limit, or stopping)."""
         for window in windows:
             if self.max_windows is not None and window.index >= self.max_windows:
                 self._drain()
@@ -160,15 +216,18 @@ class Pipeline:
                 return True
             window = replace(window, closed_ns=time.monotonic_ns())
             if self.clock in ("virtual", "offline"):
-                self.windows.put_wait(window)
+                while not self.windows.put_wait(window, timeout=POLL_S):
+                    if self._stop.is_set() or self.windows.closed or self._stalled():
+                        return True
             else:
                 self.windows.put_latest(window)
-        return False
+        return self._stop.is_set()
 
     def _drain(self) -> None:
-        """Let the worker finish every queued window, then return."""
+        """Let the worker finish every queued window; returns early when the run is stopped or stalls."""
         self.windows.close()
-        self._worker.join()
+        while self._worker.is_alive() and not self._stop.is_set() and not self._stalled():
+            self._worker.join(POLL_S)
 
     def request_stop(self, reason: str) -> None:
         """Ask `run()` to end (safe from a signal handler: it only sets an event)."""
@@ -179,26 +238,37 @@ class Pipeline:
             self._ended_by = reason
         self._stop.set()
 
+    def _fail(self, message: str) -> None:
+        """End the run as an error; the first failure is the one reported."""
+        if not self._ended_by:
+            self.message = message
+        self._end(f"error: {message}")
+
     # ---- the inference worker (its own thread) ------------------------------------------------------
 
     def _work(self) -> None:
+        """Take windows until the queue is closed and drained, or the run stops (the window in flight is
+        finished and written; queued ones are not started)."""
+        window: Window | None = None
         try:
-            while True:
+            while not self._stop.is_set():
                 try:
                     window = self.windows.get(timeout=0.1)
                 except Closed:
                     return
-                if window is None:
-                    if self._stop.is_set():
-                        return
+                if window is None or (self.clock == "virtual" and self._virtual_drop(window)):
                     continue
-                if self.clock == "virtual" and self._virtual_drop(window):
-                    continue
+                self._busy = (window.index, time.monotonic_ns())
                 estimate = self.stream.step(window)
+                self._busy = None
                 self._publish(replace(estimate, latency_ns=self._latency(window, estimate), dropped_total=self.dropped))
+        except SinkFailed as exc:
+            self._fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - reported as the reason the run ended
-            self.message = f"inference failed: {type(exc).__name__}: {exc}".splitlines()[0]
-            self._end(f"error: {self.message}")
+            where = f" at window {window.index}" if window is not None else ""
+            self._fail(f"inference failed{where}: {_first_line(exc)}")
+        finally:
+            self._busy = None
 
     def _latency(self, window: Window, estimate: Estimate) -> int:
         """Window close -> estimate. Virtual: as if window i arrived live at its end time and the model
@@ -218,13 +288,26 @@ class Pipeline:
         q = self.windows.maxsize
         if (window.index + q + 1) * NANOS_PER_SECOND > self._virtual_free_ns:
             return False
-        if self.windows.wait_count(q) < q:  # the input ended before window i + Q
-            return False
+        while self.windows.wait_count(q, timeout=POLL_S) < q:
+            if self.windows.closed or self._stop.is_set():  # the input ended before window i + Q
+                return False
         with self._lock:
             self._progress.virtual_dropped += 1
         return True
 
     def _publish(self, estimate: Estimate) -> None:
+        """Write the estimate to every sink (all of them, even after one failed), then count it as done;
+        a failed sink is raised as SinkFailed naming it."""
+        failure = ""
+        with self._sink_lock:
+            if self._sinks_closed:
+                self.unwritten += 1
+                return
+            for sink in self.sinks:
+                try:
+                    sink.write(estimate)
+                except Exception as exc:  # noqa: BLE001 - named and reported as the reason the run ended
+                    failure = failure or f"{sink_name(sink)} failed at window {estimate.index}: {_first_line(exc)}"
         with self._lock:
             p = self._progress
             p.latest, p.done = estimate, p.done + 1
@@ -232,8 +315,8 @@ class Pipeline:
                 p.history[name].append(value)
             if estimate.latency_ns is not None:
                 p.latencies.append(estimate.latency_ns / 1e6)
-        for sink in self.sinks:
-            sink.write(estimate)
+        if failure:
+            raise SinkFailed(failure)
         if self.on_estimate is not None:
             self.on_estimate(estimate)
 
@@ -244,20 +327,56 @@ class Pipeline:
         return self.windows.dropped + self._progress.virtual_dropped
 
     def stop(self, reason: str = "stopped") -> None:
-        """Idempotent: stop sources (releasing devices), the worker and the sinks; safe from any thread."""
+        """Idempotent and bounded: stop sources (releasing devices), let the worker finish the window in
+        flight, then close every sink (recorders write their summaries). Safe from any thread."""
         self._end(reason)
         with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
+            stopping_elsewhere, self._stopped = self._stopped, True
+        if stopping_elsewhere:  # another thread is shutting down: wait (bounded) until it is done
+            self._shut_down.wait(IN_FLIGHT_TIMEOUT_S + SINK_CLOSE_TIMEOUT_S * (len(self.sinks) + 1))
+            return
+        try:
+            self._shut_down_everything()
+        finally:
+            self._shut_down.set()
+
+    def _shut_down_everything(self) -> None:
         self.inputs.close()  # first: wakes a replay blocked on a full queue
         for source in self.sources:
-            source.stop()
+            try:
+                source.stop()
+            except Exception as exc:  # noqa: BLE001 - the other sources and the sinks must still be stopped
+                self.message = self.message or f"{source.name} did not stop cleanly: {_first_line(exc)}"
         self.windows.close()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=JOIN_TIMEOUT_S)
+            self._worker.join(timeout=IN_FLIGHT_TIMEOUT_S)
+            if self._worker.is_alive():
+                self.abandoned.append("inference")
+        self._close_sinks()
+
+    def _close_sinks(self) -> None:
+        """Close each sink in a helper thread with a time limit, so a sink stuck in the OS cannot hold up the
+        others (the CSV summary is written even when stdout is a pipe nobody reads)."""
+        locked = self._sink_lock.acquire(timeout=SINK_CLOSE_TIMEOUT_S)
+        self._sinks_closed = True
+        if locked:
+            self._sink_lock.release()
         for sink in self.sinks:
-            sink.close(self._ended_by)
+            errors: list[str] = []
+
+            def close(sink: Sink = sink, errors: list[str] = errors) -> None:
+                try:
+                    sink.close(self._ended_by)
+                except Exception as exc:  # noqa: BLE001 - reported; the other sinks still close
+                    errors.append(_first_line(exc))
+
+            closer = threading.Thread(target=close, name=f"close {sink_name(sink)}", daemon=True)
+            closer.start()
+            closer.join(SINK_CLOSE_TIMEOUT_S)
+            if closer.is_alive():
+                self.abandoned.append(closer.name)
+            elif errors and not self.message:
+                self.message = f"{sink_name(sink)} could not be closed: {errors[0]}"
 
     @property
     def ended_by(self) -> str:

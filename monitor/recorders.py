@@ -4,24 +4,29 @@
 numbers were made (whatever the caller passes: config, checkpoint hash, source, ...), which columns the CSV has,
 and, after `close()`, a summary of the run. `JsonlRecorder` writes one JSON object per window.
 
-Both open their file at construction and overwrite an existing file of that name. Each line is flushed to the
-operating system right after it is written, so a process that is killed (even with SIGKILL) keeps every completed
-line; there is no fsync per line, so a power cut may lose the last few. The sidecar is replaced atomically
-(temporary file + `os.replace`), so it is always either the old or the new version, never half of one.
+Both open their file at construction and overwrite an existing file of that name. Each line goes to the
+operating system in one `write` call right after it is made, so a process that is killed (even with SIGKILL)
+keeps every completed line and never leaves half of one; a write that fails part-way (a full disk) is cut back
+to the last whole line before the error is raised. There is no fsync per line, so a power cut may lose the last
+few. The sidecar is replaced atomically (temporary file + `os.replace`), so it is always either the old or the
+new version, never half of one, and it gets the CSV's permissions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import math
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,6 +72,48 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
+def unwritable(path: Path, exc: OSError) -> str:
+    """One line saying why `path` cannot be written and what to do."""
+    reason = {
+        errno.ENOSPC: "the disk is full; free some space or record somewhere else",
+        errno.EDQUOT: "the disk quota is exhausted; free some space or record somewhere else",
+        errno.EROFS: "the file system is read-only; record into a writable folder",
+        errno.EACCES: "permission denied; record into a folder you can write to",
+        errno.EPERM: "permission denied; record into a folder you can write to",
+        errno.EISDIR: "it is a directory; give a file name inside it",
+    }.get(exc.errno or 0, f"{exc.strerror or exc}; record somewhere else")
+    return f"cannot record to {str(path)!r}: {reason}"
+
+
+def check_writable(path: str | Path) -> Path:
+    """Make sure `path` can be recorded to, without harming what it holds now: an existing file is opened for
+    appending (nothing written; for a device such as /dev/full one newline is tried), a new one is created,
+    probed with one byte and removed. Raises ValueError (one line) when it cannot; run it before anything
+    slow, so bad output paths fail at once."""
+    path = check_output_path(path)
+    existed = path.exists()
+    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_APPEND if existed else os.O_CREAT | os.O_EXCL)
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        raise ValueError(unwritable(path, exc)) from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        if not existed or stat.S_ISCHR(os.fstat(fd).st_mode):
+            os.write(fd, b"\n")
+        if regular and existed:
+            free = os.statvfs(path.parent)
+            if free.f_bavail * free.f_frsize == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError as exc:
+        raise ValueError(unwritable(path, exc)) from None
+    finally:
+        os.close(fd)
+        if not existed:
+            path.unlink(missing_ok=True)
+    return path
+
+
 def check_output_names(output_names: Sequence[str], reserved: Sequence[str] = ()) -> tuple[str, ...]:
     """At least one output, no duplicates, no clash with the recorder's own columns."""
     names = tuple(output_names)
@@ -88,11 +135,13 @@ def csv_line(cells: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
-    """Write `content` as JSON to `path` via a temporary file in the same directory and `os.replace`."""
+def write_json_atomic(path: Path, content: dict[str, Any], mode: int = 0o644) -> None:
+    """Write `content` as JSON to `path` via a temporary file in the same directory and `os.replace`;
+    the file gets permission bits `mode` (mkstemp alone would make it private)."""
     text = json.dumps(content, indent=2, allow_nan=False) + "\n"
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, mode)
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
@@ -104,15 +153,38 @@ def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
 
 
 class _LineRecorder:
-    """An open text file written one line at a time under a lock, flushed per line; `close()` is idempotent."""
+    """An open file written one whole line per `write` call under a lock; `close()` is idempotent."""
+
+    kind = "recorder"
 
     def __init__(self, path: str | Path, output_names: Sequence[str], reserved: Sequence[str] = ()) -> None:
         self.output_names = check_output_names(output_names, reserved)
         self.path = check_output_path(path)
+        self.name = f"{self.kind} {self.path}"
         self.windows = 0
         self._lock = threading.Lock()
         self._closed = False
-        self._file: TextIO = self.path.open("w", encoding="utf-8", newline="")
+        self._size = 0  # bytes of whole lines on disk
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise ValueError(unwritable(self.path, exc)) from None
+        self.mode = stat.S_IMODE(os.fstat(self._fd).st_mode)  # the file's permission bits; the sidecar's too
+
+    def _append(self, text: str) -> None:
+        """Write `text` (whole lines) to the OS; after a partial write (a full disk) cut the file back to the
+        last whole line, then raise the OSError."""
+        data, done = text.encode("utf-8"), 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, data[done:])
+        except OSError:
+            if done:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                    os.lseek(self._fd, self._size, os.SEEK_SET)
+            raise
+        self._size += len(data)
 
     @property
     def closed(self) -> bool:
@@ -133,19 +205,15 @@ class _LineRecorder:
         """Append one line and flush it to the OS (caller holds the lock)."""
         if self._closed:
             raise ValueError(f"recorder for {str(self.path)!r} is closed; open a new one to record more")
-        self._file.write(line)
-        self._file.flush()
+        self._append(line)
         self.windows += 1
 
     def _close_file(self) -> bool:
-        """Flush and close the file; True the first time, False when it was already closed (caller holds the lock)."""
+        """Close the file; True the first time, False when it was already closed (caller holds the lock)."""
         if self._closed:
             return False
         self._closed = True
-        try:
-            self._file.flush()
-        finally:
-            self._file.close()
+        os.close(self._fd)
         return True
 
 
@@ -155,6 +223,8 @@ class CsvRecorder(_LineRecorder):
     plus a JSON sidecar `<path>.json` = the caller's `sidecar` dict + "columns" + "summary" (null until `close()`;
     a sidecar whose summary is null means the run did not close cleanly). `input_report`, when given, is called
     at close and its dict is stored as the summary's "input" (e.g. damaged packets a replay skipped)."""
+
+    kind = "csv recorder"
 
     def __init__(
         self,
@@ -183,9 +253,11 @@ class CsvRecorder(_LineRecorder):
         self._first_window: int | None = None
         self._last_window: int | None = None
         try:
-            self._file.write(csv_line(self.columns))
-            self._file.flush()
-            write_json_atomic(self.sidecar_path, self._sidecar)
+            self._append(csv_line(self.columns))
+            write_json_atomic(self.sidecar_path, self._sidecar, self.mode)
+        except OSError as exc:
+            self._close_file()
+            raise ValueError(unwritable(self.path, exc)) from None
         except BaseException:
             self._close_file()
             raise
@@ -246,7 +318,7 @@ class CsvRecorder(_LineRecorder):
             if not self._close_file():
                 return
             self._sidecar = {**self._sidecar, "summary": self.summary(ended_by)}
-            write_json_atomic(self.sidecar_path, self._sidecar)
+            write_json_atomic(self.sidecar_path, self._sidecar, self.mode)
 
     def __enter__(self) -> CsvRecorder:
         return self
@@ -263,6 +335,8 @@ def _finite(value: float) -> float | None:
 class JsonlRecorder(_LineRecorder):
     """One JSON object per window per line, with every Estimate field plus start_s, end_s and latency_ms
     (outputs as an object in output order, attribution as a list; NaN or infinite numbers become null)."""
+
+    kind = "jsonl recorder"
 
     def __init__(self, path: str | Path, output_names: Sequence[str]) -> None:
         super().__init__(path, output_names)

@@ -28,14 +28,24 @@ def item_time_ns(item: VideoFrame | AudioChunk) -> int:
 
 class FileReplay:
     """Decode `path` and put its frames and chunks on `out`, paced when `paced`. Opening happens here, so
-    an unreadable file fails before any thread starts (MediaError, a ValueError)."""
+    an unreadable file fails before any thread starts (MediaError, a ValueError). Frames are scaled down to
+    `short_side` and audio resampled to `sample_rate` in this thread, before anything is queued."""
 
     name = "file"
 
-    def __init__(self, path: str | Path, out: BoundedQueue, *, paced: bool, speed: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        out: BoundedQueue,
+        *,
+        paced: bool,
+        speed: float = 1.0,
+        short_side: int | None = None,
+        sample_rate: int | None = None,
+    ) -> None:
         if speed <= 0:
             raise ValueError(f"--speed {speed} must be > 0 (1.0 is real time, 2.0 twice as fast)")
-        self.reader = MediaReader(path)
+        self.reader = MediaReader(path, short_side=short_side, sample_rate=sample_rate)
         self.info = self.reader.info
         self._out, self._paced, self._speed = out, paced, speed
         self._stop = threading.Event()
@@ -44,6 +54,11 @@ class FileReplay:
         self._position_ns = 0
         self._error = ""
         self._done = False
+        self._decoding_since_ns: int | None = None  # set while the thread is inside the decoder
+
+    def prepare(self, short_side: int | None = None, sample_rate: int | None = None) -> None:
+        """Before `start()`: the model's input size and audio rate, applied in the decoding thread."""
+        self.reader.set_output(short_side=short_side, sample_rate=sample_rate)
 
     def start(self, origin_ns: int | None = None) -> None:
         """Start decoding; a replay's clock is the file's own media time, so `origin_ns` is not used."""
@@ -53,10 +68,14 @@ class FileReplay:
     def _run(self) -> None:
         started = time.monotonic_ns()
         error = ""
+        items = iter(self.reader)
         try:
-            for item in self.reader:
-                if self._stop.is_set():
-                    return
+            while True:
+                self._decoding_since_ns = time.monotonic_ns()
+                item = next(items, None)
+                self._decoding_since_ns = None
+                if item is None or self._stop.is_set():
+                    break
                 t_ns = item_time_ns(item)
                 if self._paced:
                     wait_ns = started + int(t_ns / self._speed) - time.monotonic_ns()
@@ -70,8 +89,17 @@ class FileReplay:
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             self._error = error
         finally:
+            self._decoding_since_ns = None
             self._done = True
-        self._out.put_wait(SourceEnd(self.name, error=error))
+        if not self._stop.is_set():
+            while not self._out.put_wait(SourceEnd(self.name, error=error), timeout=0.1):
+                if self._stop.is_set() or self._out.closed:
+                    return
+
+    def stalled_ns(self, now_ns: int) -> int:
+        """How long the decoder has been stuck inside one read (0 when it is not decoding)."""
+        since = self._decoding_since_ns
+        return 0 if since is None else max(0, now_ns - since)
 
     def stop(self) -> None:
         """Idempotent: stop decoding, join the thread, close the file."""

@@ -125,8 +125,17 @@ def test_missing_camera_index_fails_fast_with_a_fix() -> None:
     assert time.monotonic() - started < 5
     message = str(err.value)
     assert isinstance(err.value, ValueError) and "\n" not in message
-    assert message.startswith("camera 97 could not be opened") and "--camera 0" in message
-    assert "v4l2-ctl --list-devices" in message
+    assert message.startswith("camera 97 could not be opened")
+    assert "no camera was found" in message and "--no-camera" in message and "--replay" in message
+
+
+def test_the_camera_error_names_the_cameras_that_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    import monitor.camera
+
+    monkeypatch.setattr(monitor.camera, "camera_nodes", lambda: ["/dev/video0", "/dev/video2"])
+    with pytest.raises(CameraError) as err:
+        CameraSource(97, BoundedQueue(4), 0)
+    assert "cameras found: --camera 0 or 2 (see sec2sec-live --list-devices)" in str(err.value)
 
 
 def test_a_number_as_text_is_a_camera_index() -> None:

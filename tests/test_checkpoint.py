@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 from conftest import small_config
 from torchvision.models import resnet18
-from torchvision.models.video import r2plus1d_18
 
+from sec2sec import weights
 from sec2sec.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from sec2sec.config import AudioConfig, HeadsConfig, VideoConfig
 from sec2sec.encoders import AudioEncoder, VideoEncoder
@@ -35,23 +34,29 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-def test_imagenet_weights_come_from_the_torch_hub_cache(torch_home: Path) -> None:
-    torch.save(_marked_state(resnet18(), 0.125), torch_home / "resnet18-f37072fd.pth")
-    encoder = AudioEncoder(AudioConfig(weights="pretrained"))
-    assert encoder.pretrained is True
-    conv = encoder.trunk[-1][1].conv2.weight  # layer4 block 1 conv2
-    assert torch.all(conv == 0.125)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(weights, "urlopen", unreachable)
 
 
-def test_kinetics_weights_come_from_the_cache_and_auto_uses_them(torch_home: Path) -> None:
-    state = r2plus1d_18().state_dict()
-    key = "layer4.1.conv2.1.weight"
-    state[key] = torch.full_like(state[key], -0.5)
-    torch.save(state, torch_home / "r2plus1d_18-91a641e6.pth")
+def test_a_file_under_torchvisions_name_is_loaded_only_if_its_hash_matches(
+    torch_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = torch_home / "resnet18-f37072fd.pth"  # not torchvision's bytes: refused, not loaded
+    torch.save(_marked_state(resnet18(), 0.125), fake)
+    _offline(monkeypatch)
+    with pytest.raises(WeightsError, match="damaged \\(sha256 "):
+        AudioEncoder(AudioConfig(weights="pretrained"))
+    # the same bytes under a name carrying their own sha256 prefix are loaded (the hub table points at them)
+    named = torch_home / f"resnet18-{weights.sha256_of(fake)[:8]}.pth"
+    fake.rename(named)
+    monkeypatch.setitem(weights.HUB, "resnet18", weights.HubFile("resnet18", "test", f"https://x.invalid/{named.name}"))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # auto must not warn when the file is there
-        encoder = VideoEncoder(VideoConfig(weights="auto"))
-    assert encoder.pretrained is True and torch.all(encoder.trunk[-1][1].conv2[1].weight == -0.5)
+        warnings.simplefilter("error")  # auto must not warn when a verified file is there
+        encoder = AudioEncoder(AudioConfig(weights="auto"))
+    assert encoder.pretrained is True and torch.all(encoder.trunk[-1][1].conv2.weight == 0.125)
 
 
 def test_explicit_weight_file(tmp_path: Path) -> None:
@@ -61,7 +66,8 @@ def test_explicit_weight_file(tmp_path: Path) -> None:
     assert encoder.pretrained and torch.all(encoder.trunk[-1][1].conv2.weight == 0.25)
 
 
-def test_auto_without_weights_warns_and_flags(torch_home: Path) -> None:
+def test_auto_without_weights_warns_and_flags(torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _offline(monkeypatch)
     with pytest.warns(PretrainedWeightsMissing, match="using RANDOM encoder weights"):
         model = Sec2Sec(replace(small_config(), audio=AudioConfig(weights="auto")))
     assert model.pretrained == {"video": False, "audio": False}
@@ -70,15 +76,11 @@ def test_auto_without_weights_warns_and_flags(torch_home: Path) -> None:
 def test_pretrained_without_cache_or_network_says_where_and_how(
     torch_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", _no_network)
+    _offline(monkeypatch)
     with pytest.raises(WeightsError) as err:
         AudioEncoder(AudioConfig(weights="pretrained"))
     message = str(err.value)
     assert str(torch_home / "resnet18-f37072fd.pth") in message and 'weights = "none"' in message
-
-
-def _no_network(*args: object, **kwargs: object) -> None:
-    raise OSError("network unreachable")
 
 
 def test_wrong_weight_files(tmp_path: Path) -> None:

@@ -145,11 +145,12 @@ def test_camera_index_that_does_not_exist(small: Path) -> None:
     started = time.monotonic()
     result = live("--camera", "97", "--no-mic", "--config", small, "--no-ui")
     assert result.returncode == 2 and "camera 97 could not be opened" in error_line(result)
+    assert result.stderr.strip().splitlines() == [error_line(result)]  # OpenCV's own log stays quiet
     assert time.monotonic() - started < 30
 
 
 def test_microphone_name_that_matches_nothing(small: Path) -> None:
-    result = live("--camera", DEMO, "--mic", "no-such-microphone-xyz", "--config", small, "--no-ui")
+    result = live("--mic", "no-such-microphone-xyz", "--config", small, "--no-ui")
     assert result.returncode == 2
     line = error_line(result)
     assert "no-such-microphone-xyz" in line or "PortAudio" in line or "no audio input device" in line
@@ -157,22 +158,17 @@ def test_microphone_name_that_matches_nothing(small: Path) -> None:
 
 def test_contradictory_options(small: Path) -> None:
     for args, message in [
-        ((), "give exactly one input"),
-        (("--replay", DEMO, "--camera", "0"), "give exactly one input"),
+        ((), "give an input: --camera N (live), --mic N or --no-camera (microphone only), --replay FILE"),
+        (("--replay", DEMO, "--camera", "0"), "--replay takes video and audio from the file"),
         (("--replay", DEMO, "--speed", "0"), "--speed 0.0 must be > 0"),
-        (("--replay", DEMO, "--mic", "1"), "--mic applies to --camera"),
+        (("--replay", DEMO, "--mic", "1"), "--replay takes video and audio from the file"),
+        (("--camera", "0", "--no-camera"), "--camera and --no-camera contradict each other"),
+        (("--no-camera", "--no-mic"), "--no-camera and --no-mic leave nothing to record"),
+        (("--camera", DEMO), f"--camera {DEMO} is a file; replay files with --replay {DEMO}"),
         (("--replay", DEMO, "--checkpoint", ROOT / "pyproject.toml"), "not a readable checkpoint (not a torch file)"),
     ]:
         result = live(*args, "--config", small, "--no-ui")
         assert result.returncode == 2 and message in error_line(result), args
-
-
-def test_camera_thread_on_a_video_file_path(small: Path, tmp_path: Path) -> None:
-    csv = tmp_path / "cam.csv"
-    result = live("--camera", DEMO, "--no-mic", "--config", small, "--no-ui", "--csv", csv, "--duration", "3")
-    assert result.returncode == 0, result.stderr
-    rows = pd.read_csv(csv)
-    assert len(rows) >= 1 and rows["video_ok"].eq(1).all() and rows["audio_ok"].eq(0).all()
 
 
 def test_offline_replay_with_every_output(small: Path, tmp_path: Path) -> None:
@@ -244,7 +240,7 @@ def test_signals_stop_cleanly_and_keep_rows(small: Path, tmp_path: Path, sig: in
     sent = time.monotonic()
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == code, stderr
-    assert time.monotonic() - sent < 5
+    assert time.monotonic() - sent < 30  # only a hang exceeds this (the run stops in a few seconds)
     rows = pd.read_csv(csv)
     assert len(rows) >= 2 and list(rows["window"]) == list(range(len(rows)))
     assert json.loads(Path(str(csv) + ".json").read_text())["summary"]["ended_by"] == ended
