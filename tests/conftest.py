@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the third-party media in ../shared/media and small model configs."""
+"""Shared fixtures: the folder of test clips (tests/data plus clips derived from them) and small model configs."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from media_clips import build_media_folder
 
 from sec2sec.config import AudioConfig, FusionConfig, ModelConfig, TemporalConfig, VideoConfig
-
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -22,11 +21,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def media() -> Path:
-    """The folder of real third-party clips (see its MANIFEST.tsv)."""
-    if not MEDIA.is_dir():
-        pytest.skip(f"shared media folder {MEDIA} is missing")
-    return MEDIA
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of real clips under the names the tests use: the committed ones in tests/data (see its
+    MANIFEST.tsv) and the damaged, rotated and audio-only cases derived from them (see media_clips.py)."""
+    return build_media_folder(tmp_path_factory.mktemp("media"))
 
 
 def small_config(kind: str = "lstm", **fusion: object) -> ModelConfig:
