@@ -158,6 +158,7 @@ class MediaReader:
         self._origin = self._stream_origin()
         self._tolerance_ms = audio_tolerance_ms
         self.skipped = 0
+        self._resampler = None
         self.info = self._probe()
 
     def _stream_origin(self) -> Fraction:
@@ -209,9 +210,7 @@ class MediaReader:
     def __iter__(self) -> Iterator[VideoFrame | AudioChunk]:
         av = _import_av()
         streams = [s for s in (self._video, self._audio) if s is not None]
-        resampler = None
-        if self._audio is not None:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.output_rate)
+        self._resampler = None
         next_sample: int | None = None
         packets = self._container.demux(*streams)
         while True:
@@ -235,13 +234,28 @@ class MediaReader:
                     if item is not None:
                         yield item
                 else:
-                    for chunk in self._audio_chunks(frame, resampler, next_sample):
+                    for chunk in self._audio_chunks(self._resample(frame), next_sample):
                         next_sample = chunk.end_sample
                         yield chunk
-        if resampler is not None:
-            for chunk in self._audio_chunks(None, resampler, next_sample):
+        if self._resampler is not None:
+            for chunk in self._audio_chunks(self._resampler.resample(None), next_sample):
                 next_sample = chunk.end_sample
                 yield chunk
+
+    def _resample(self, frame) -> list:
+        """One decoded audio frame -> mono float32 frames at the output rate. A frame whose layout or rate
+        differs from the ones before (damaged data, a stream that changes format) gets a new resampler; one
+        that still cannot be converted is counted as skipped."""
+        av = _import_av()
+        for attempt in range(2):
+            if self._resampler is None or attempt:
+                self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.output_rate)
+            try:
+                return self._resampler.resample(frame)
+            except (av.error.FFmpegError, ValueError):
+                continue
+        self.skipped += 1
+        return []
 
     def _video_frame(self, frame) -> VideoFrame | None:
         if frame.pts is None or frame.time_base is None:
@@ -257,10 +271,10 @@ class MediaReader:
             rgb = np.ascontiguousarray(np.rot90(rgb, k=-(rotation // 90)))
         return VideoFrame(rgb=rgb, t_ns=t_ns)
 
-    def _audio_chunks(self, frame, resampler, next_sample: int | None) -> Iterator[AudioChunk]:
-        """Resample one decoded frame to mono float32; keep chunks contiguous unless the timestamps jump."""
+    def _audio_chunks(self, resampled: list, next_sample: int | None) -> Iterator[AudioChunk]:
+        """Resampled mono float32 frames -> chunks, contiguous unless the timestamps jump."""
         rate = self.output_rate
-        for out in resampler.resample(frame):
+        for out in resampled:
             samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
             if samples.size == 0:
                 continue

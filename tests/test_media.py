@@ -65,6 +65,32 @@ def test_corrupted_file_is_decoded_around_the_damage(media: Path) -> None:
     assert reader.skipped >= 1 and 60 <= len(frames) < 75  # 75 frames when intact; 70 survive this damage
 
 
+def test_damaged_audio_that_changes_format_is_resampled_afresh(media: Path, tmp_path: Path) -> None:
+    """This damage makes one MP2 frame decode with another layout/rate: the reader starts a new resampler
+    (or skips that frame) instead of stopping with "Frame does not match AudioResampler setup"."""
+    from media_clips import corrupt
+
+    damaged = tmp_path / "damaged.mpg"
+    damaged.write_bytes(corrupt((media / "grid_speaker_mpeg1.mpg").read_bytes(), 3000, 4))
+    frames, chunks, reader = read_all(damaged)
+    assert reader.skipped >= 1 and len(frames) >= 60
+    assert chunks[-1].end_sample >= 2.5 * chunks[-1].sample_rate  # the audio goes on to the end (3 s)
+
+
+def test_a_playlist_disguised_as_mp4_may_not_open_other_files(tmp_path: Path) -> None:
+    """FFmpeg's concat and HLS demuxers would read the files a playlist names: only media demuxers and the
+    file protocol are allowed."""
+    target = tmp_path / "secret.mp4"
+    target.write_bytes((Path(__file__).resolve().parents[1] / "samples" / "demo_face.mp4").read_bytes())
+    (tmp_path / "concat.mp4").write_text(f"ffconcat version 1.0\nfile {target}\n")
+    (tmp_path / "list.m3u8").write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:12\n#EXTINF:12.0,\n{target}\n#EXT-X-ENDLIST\n")
+    for name in ("concat.mp4", "list.m3u8"):
+        with pytest.raises(MediaError, match="not a readable audio/video file, or a playlist/format"):
+            MediaReader(tmp_path / name)
+    with MediaReader(target) as reader:  # the file itself is fine
+        assert reader.info.has_video
+
+
 def test_truncated_file_keeps_what_decodes(media: Path) -> None:
     frames, chunks, reader = read_all(media / "talking_face_truncated_60pct.mp4")
     assert reader.skipped >= 1  # the packet cut in half
