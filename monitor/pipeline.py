@@ -29,7 +29,8 @@ CLOCKS = ("live", "realtime", "virtual", "offline")
 HISTORY_SECONDS = 60
 IN_FLIGHT_TIMEOUT_S = 3.0  # shutdown waits this long for the window being computed (one window: ~0.5 s here)
 SINK_CLOSE_TIMEOUT_S = 1.0  # per sink; a sink stuck in the OS (a pipe nobody reads) is abandoned, not waited on
-STALL_TIMEOUT_S = 30.0  # a decoder or a model step that makes no progress this long ends the run (exit 1)
+STALL_TIMEOUT_S = 30.0  # a replay decoder that makes no progress this long ends the run (exit 1)
+INFERENCE_TIMEOUT_S = 120.0  # one model step this long is stuck, not slow (a window takes ~0.5 s here)
 POLL_S = 0.05  # how often a waiting loop looks at the stop event
 
 
@@ -110,16 +111,21 @@ class Pipeline:
         title: str = "sec2sec-live",
         untrained: bool = False,
         stall_timeout_s: float = STALL_TIMEOUT_S,
+        inference_timeout_s: float = INFERENCE_TIMEOUT_S,
     ) -> None:
         if clock not in CLOCKS:
             raise ValueError(f"clock {clock!r} is not allowed; use one of {', '.join(CLOCKS)}")
-        if stall_timeout_s <= 0:
-            raise ValueError(f"stall_timeout_s = {stall_timeout_s}; give a positive number of seconds")
+        if stall_timeout_s <= 0 or inference_timeout_s <= 0:
+            raise ValueError(
+                f"stall_timeout_s = {stall_timeout_s}, inference_timeout_s = {inference_timeout_s}; "
+                "give positive numbers of seconds"
+            )
         self.stream, self.sources, self.inputs, self.windower = stream, list(sources), inputs, windower
         self.sinks, self.clock, self.max_windows = list(sinks), clock, max_windows
         self.origin_ns = 0  # live: the monotonic time at which run() starts the sources; replay: media time
         self.title, self.untrained = title, untrained
         self.stall_ns = int(stall_timeout_s * NANOS_PER_SECOND)
+        self.inference_ns = int(inference_timeout_s * NANOS_PER_SECOND)
         self.windows: BoundedQueue[Window] = BoundedQueue(window_queue)
         self.names = tuple(stream.config.heads.outputs)
         self._progress = _Progress(history={n: collections.deque(maxlen=HISTORY_SECONDS) for n in self.names})
@@ -181,7 +187,8 @@ class Pipeline:
                 return
 
     def _stalled(self) -> bool:
-        """End the run (True) when a replay's decoder or the model has made no progress for `stall_ns`."""
+        """End the run (True) when a replay's decoder has made no progress for `stall_ns`, or one model step
+        has run for `inference_ns`."""
         now = time.monotonic_ns()
         if self.clock != "live":
             for source in self.sources:
@@ -190,8 +197,8 @@ class Pipeline:
                     self._fail(f"{source.name}: no data for {self.stall_ns / NANOS_PER_SECOND:g} s (decoder stalled)")
                     return True
         busy = self._busy
-        if busy is not None and now - busy[1] > self.stall_ns:
-            self._fail(f"inference stalled: window {busy[0]} has run for {self.stall_ns / NANOS_PER_SECOND:g} s")
+        if busy is not None and now - busy[1] > self.inference_ns:
+            self._fail(f"inference stalled: window {busy[0]} has run for {self.inference_ns / NANOS_PER_SECOND:g} s")
             return True
         return False
 

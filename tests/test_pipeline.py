@@ -4,61 +4,35 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import small_config
+from pipeline_fakes import (
+    FakeStream,
+    ListSink,
+    ScriptedSource,
+    pipeline_threads,
+    replay_pipeline,
+    run_bounded,
+    scripted,
+)
 
 from monitor.pipeline import Pipeline
 from monitor.queues import BoundedQueue
-from monitor.replay import FileReplay
-from monitor.sources import SourceEnd, SourceStatus
-from sec2sec.config import ModelConfig
-from sec2sec.media import VideoFrame
+from monitor.sources import SourceEnd
 from sec2sec.model import Sec2Sec
-from sec2sec.stream import AffectStream, Estimate
-from sec2sec.windows import Window, Windower, file_windows
+from sec2sec.stream import AffectStream
+from sec2sec.windows import Windower, file_windows
 
 DEMO = Path(__file__).resolve().parents[1] / "samples" / "demo_face.mp4"
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.rows: list[Estimate] = []
-        self.closed_with: list[str] = []
-
-    def write(self, estimate: Estimate) -> None:
-        self.rows.append(estimate)
-
-    def close(self, ended_by: str = "end") -> None:
-        self.closed_with.append(ended_by)
-
-
-def replay_pipeline(path: Path, stream: AffectStream, clock: str, sink: ListSink, **kw: object) -> Pipeline:
-    inputs: BoundedQueue = BoundedQueue(64)
-    replay = FileReplay(path, inputs, paced=clock == "realtime", speed=float(kw.pop("speed", 1.0)))
-    cfg = stream.config
-    replay.prepare(short_side=cfg.video.resize, sample_rate=cfg.audio.sample_rate)
-    windower = Windower(
-        cfg.video.frames_per_window,
-        cfg.audio.sample_rate,
-        expect_video=replay.info.has_video,
-        expect_audio=replay.info.has_audio,
-    )
-    return Pipeline(stream, [replay], inputs, windower, [sink], clock=clock, **kw)
 
 
 @pytest.fixture(scope="module")
 def model() -> Sec2Sec:
     torch.manual_seed(0)
     return Sec2Sec(small_config("attention_lstm")).eval()
-
-
-def _pipeline_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name in ("inference", "file-replay")]
 
 
 def test_offline_and_virtual_clocks_give_identical_outputs(model: Sec2Sec, media: Path) -> None:
@@ -72,7 +46,7 @@ def test_offline_and_virtual_clocks_give_identical_outputs(model: Sec2Sec, media
     for a, b in zip(results["offline"], results["virtual"], strict=True):
         assert a.outputs == b.outputs and a.attribution == b.attribution
     assert all(r.latency_ns == r.compute_ns for r in results["offline"])
-    assert _pipeline_threads() == []
+    assert pipeline_threads() == []
 
 
 def test_replay_windows_equal_file_windows(model: Sec2Sec, media: Path) -> None:
@@ -105,7 +79,7 @@ def test_duration_stops_after_that_many_windows(model: Sec2Sec) -> None:
     pipeline = replay_pipeline(DEMO, AffectStream(model), "offline", sink, max_windows=2)
     assert pipeline.run() == "duration"
     assert [r.index for r in sink.rows] == [0, 1] and sink.closed_with == ["duration"]
-    assert _pipeline_threads() == []
+    assert pipeline_threads() == []
 
 
 def test_stop_from_another_thread_ends_the_run(model: Sec2Sec) -> None:
@@ -118,65 +92,7 @@ def test_stop_from_another_thread_ends_the_run(model: Sec2Sec) -> None:
     assert time.monotonic() - started < 1.5 + 30  # only a hang exceeds this
     assert sink.closed_with == ["interrupted"] and len(sink.rows) <= 2
     pipeline.stop()  # idempotent
-    assert sink.closed_with == ["interrupted"] and _pipeline_threads() == []
-
-
-@dataclass
-class FakeStream:
-    """Stands in for AffectStream: a fixed compute time, or an exception at a given window."""
-
-    config: ModelConfig = field(default_factory=lambda: small_config())
-    compute_ns: int = 0
-    sleep_s: float = 0.0
-    fail_at: int | None = None
-    model: object = field(default_factory=lambda: type("M", (), {"pretrained": {}})())
-
-    def step(self, window: Window) -> Estimate:
-        if window.index == self.fail_at:
-            raise RuntimeError("planted failure")
-        time.sleep(self.sleep_s)
-        return Estimate(
-            window.index,
-            {"valence": 0.5, "arousal": 0.5},
-            (),
-            window.video_ok,
-            window.audio_ok,
-            window.frames_seen,
-            window.audio_coverage,
-            self.compute_ns,
-        )
-
-
-class ScriptedSource:
-    """Puts pre-made frames on the queue (as a camera would), then ends."""
-
-    name = "camera"
-
-    def __init__(self, out: BoundedQueue, seconds: int, fps: int = 10, end: bool = True) -> None:
-        self.out, self.seconds, self.fps, self.end = out, seconds, fps, end
-        self.stopped = 0
-
-    def start(self, origin_ns: int | None = None) -> None:
-        for i in range(self.seconds * self.fps):
-            self.out.put_wait(VideoFrame(np.zeros((16, 16, 3), dtype=np.uint8), i * 1_000_000_000 // self.fps))
-        if self.end:
-            self.out.put_wait(SourceEnd(self.name))
-
-    def stop(self) -> None:
-        self.stopped += 1
-
-    @property
-    def status(self) -> SourceStatus:
-        return SourceStatus(self.name, False, 0, 0)
-
-
-def scripted(
-    stream: FakeStream, clock: str, seconds: int, sink: ListSink, end: bool = True
-) -> tuple[Pipeline, ScriptedSource]:
-    inputs: BoundedQueue = BoundedQueue(10_000)
-    source = ScriptedSource(inputs, seconds, end=end)
-    windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False)
-    return Pipeline(stream, [source], inputs, windower, [sink], clock=clock), source
+    assert sink.closed_with == ["interrupted"] and pipeline_threads() == []
 
 
 def test_virtual_clock_simulates_live_drops_and_latency() -> None:
@@ -201,16 +117,6 @@ def test_live_clock_drops_the_oldest_window_when_the_model_falls_behind() -> Non
     assert sink.rows[-1].latency_ns > 0
 
 
-def run_bounded(pipeline: Pipeline, timeout_s: float = 60) -> str:
-    """run() in a thread, so that a hang fails the test instead of hanging the suite."""
-    result: list[str] = []
-    runner = threading.Thread(target=lambda: result.append(pipeline.run()), daemon=True)
-    runner.start()
-    runner.join(timeout_s)
-    assert not runner.is_alive(), "the pipeline hung"
-    return result[0]
-
-
 def test_an_exception_in_the_worker_stops_everything_and_keeps_rows() -> None:
     """30 windows behind a queue of 2: when the worker dies at window 2 the windowing thread is blocked on the
     full queue (the hang this guards against)."""
@@ -219,7 +125,7 @@ def test_an_exception_in_the_worker_stops_everything_and_keeps_rows() -> None:
     ended = run_bounded(pipeline)
     assert ended == "error: inference failed at window 2: RuntimeError: planted failure"
     assert [r.index for r in sink.rows] == [0, 1] and sink.closed_with == [ended]
-    assert source.stopped == 1 and _pipeline_threads() == []
+    assert source.stopped == 1 and pipeline_threads() == []
 
 
 def test_a_failing_camera_ends_the_run_with_its_message() -> None:

@@ -1,0 +1,398 @@
+"""Fault injection: whatever fails (a sink, the model, a source, the disk), or whatever signal arrives in
+whatever phase, the run ends within seconds with the documented exit code and one line, keeps every row it
+computed and writes the sidecar summary. Time bounds here are generous: only a hang can exceed them."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import small_config
+from pipeline_fakes import FakeStream, ListSink, pipeline_threads, replay_pipeline, run_bounded, scripted
+from synthetic_clips import FPS, SAMPLE_RATE, write_mp4
+
+from monitor.pipeline import Pipeline
+from monitor.queues import BoundedQueue
+from monitor.recorders import CsvRecorder
+from monitor.sources import SourceEnd, SourceStatus
+from sec2sec import media
+from sec2sec.model import Sec2Sec
+from sec2sec.stream import AffectStream, Estimate
+from sec2sec.windows import Windower
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "samples" / "demo_face.mp4"
+RUNNER = Path(__file__).resolve().parent / "fault_runner.py"
+HANG_S = 60  # only a hang takes this long
+SMALL = """
+[model]
+clip_seconds = 6
+[model.video]
+frames_per_window = 4
+weights = "none"
+[model.audio]
+weights = "none"
+[model.fusion]
+width = 64
+heads = 4
+ff_width = 128
+feature_width = 64
+[model.temporal]
+kind = "attention_lstm"
+hidden = 32
+"""
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model() -> Sec2Sec:
+    torch.manual_seed(0)
+    return Sec2Sec(small_config("attention_lstm")).eval()
+
+
+class FailingSink(ListSink):
+    """Raises `error` when asked to write window `at` (and after)."""
+
+    name = "failing sink"
+
+    def __init__(self, at: int, error: Exception) -> None:
+        super().__init__()
+        self.at, self.error = at, error
+
+    def write(self, estimate: Estimate) -> None:
+        if estimate.index >= self.at:
+            raise self.error
+        super().write(estimate)
+
+
+class StuckSink(ListSink):
+    """Blocks for ever (until released) when asked to write window `at`."""
+
+    name = "stuck sink"
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.release = at, threading.Event()
+
+    def write(self, estimate: Estimate) -> None:
+        if estimate.index >= self.at:
+            self.release.wait()
+        super().write(estimate)
+
+
+def recorder(tmp_path: Path) -> CsvRecorder:
+    return CsvRecorder(tmp_path / "rows.csv", ("valence", "arousal"), {"test": True})
+
+
+def summary(csv: Path) -> dict[str, Any]:
+    return json.loads(Path(str(csv) + ".json").read_text())["summary"]
+
+
+# ---- in-process: the pipeline with planted faults ---------------------------------------------------------------
+
+
+def test_a_full_disk_in_a_sink_ends_the_run_and_keeps_every_row(tmp_path: Path) -> None:
+    """40 windows behind a queue of 2: the windowing thread is blocked on the full queue when the sink fails."""
+    csv, failing = recorder(tmp_path), FailingSink(5, OSError(errno.ENOSPC, "No space left on device"))
+    pipeline, source = scripted(FakeStream(), "offline", 40, failing, end=False)
+    pipeline.sinks.insert(0, csv)
+    ended = run_bounded(pipeline, HANG_S)
+    assert ended == "error: failing sink failed at window 5: OSError: [Errno 28] No space left on device"
+    rows = pd.read_csv(csv.path)
+    assert list(rows["window"]) == [0, 1, 2, 3, 4, 5]  # window 5 reached the CSV before the other sink failed
+    assert summary(csv.path)["ended_by"] == ended and summary(csv.path)["windows"] == 6
+    assert failing.closed_with == [ended] and source.stopped == 1 and pipeline_threads() == []
+
+
+def test_a_model_failure_ends_the_run_and_keeps_every_row(tmp_path: Path) -> None:
+    csv = recorder(tmp_path)
+    pipeline, _ = scripted(FakeStream(fail_at=7), "virtual", 40, csv, end=False)
+    ended = run_bounded(pipeline, HANG_S)
+    assert ended == "error: inference failed at window 7: RuntimeError: planted failure"
+    assert list(pd.read_csv(csv.path)["window"]) == list(range(7)) and summary(csv.path)["ended_by"] == ended
+
+
+def test_a_failing_source_ends_the_run_after_the_windows_it_completed(tmp_path: Path) -> None:
+    inputs: BoundedQueue = BoundedQueue(1_000)
+    csv = recorder(tmp_path)
+
+    class Failing:
+        name = "camera"
+
+        def start(self, origin_ns: int | None = None) -> None:
+            for i in range(35):  # 3.5 s at 10 fps, then the device fails
+                inputs.put_wait(media.VideoFrame(np.zeros((16, 16, 3), np.uint8), i * 100_000_000))
+            inputs.put_wait(SourceEnd("camera", error="camera 0 failed: OSError: device unplugged"))
+
+        def stop(self) -> None:
+            pass
+
+        @property
+        def status(self) -> SourceStatus:
+            return SourceStatus("camera", False, 35, 0)
+
+    stream = FakeStream()
+    windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False)
+    pipeline = Pipeline(stream, [Failing()], inputs, windower, [csv], clock="offline")
+    ended = run_bounded(pipeline, HANG_S)
+    assert ended == "error: camera: camera 0 failed: OSError: device unplugged"
+    assert list(pd.read_csv(csv.path)["window"]) == [0, 1, 2, 3]  # the partial last second too
+
+
+def hanging_reader(monkeypatch: pytest.MonkeyPatch, after: int) -> threading.Event:
+    """The decoder delivers `after` items, then blocks inside a read until the returned event is set."""
+    gate = threading.Event()
+    iterate = media.MediaReader.__iter__
+
+    def reads(self: media.MediaReader) -> Iterator[Any]:
+        for k, item in enumerate(iterate(self)):
+            if k == after:
+                gate.wait()
+                return
+            yield item
+
+    monkeypatch.setattr(media.MediaReader, "__iter__", reads)
+    return gate
+
+
+def test_a_decoder_that_hangs_ends_an_offline_replay(model: Sec2Sec, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = hanging_reader(monkeypatch, after=200)
+    sink = ListSink()
+    pipeline = replay_pipeline(DEMO, AffectStream(model), "offline", sink, stall_timeout_s=1.0)
+    try:
+        ended = run_bounded(pipeline, HANG_S)
+    finally:
+        gate.set()
+    assert ended == "error: file: no data for 1 s (decoder stalled)"
+    assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(sink.rows) >= 2
+
+
+def test_a_camera_that_stalls_live_still_gives_a_window_every_second() -> None:
+    """Live, a silent camera does not stall the output: windows close on the grace timer, video flagged."""
+    inputs: BoundedQueue = BoundedQueue(100)
+
+    class Silent:
+        name = "camera"
+
+        def start(self, origin_ns: int | None = None) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+        @property
+        def status(self) -> SourceStatus:
+            return SourceStatus("camera", True, 0, 0)
+
+    sink, stream = ListSink(), FakeStream()
+    windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False, grace_ns=100_000_000)
+    pipeline = Pipeline(stream, [Silent()], inputs, windower, [sink], clock="live")
+    threading.Timer(2.6, lambda: pipeline.request_stop("interrupted")).start()
+    assert run_bounded(pipeline, HANG_S) == "interrupted"
+    assert [r.index for r in sink.rows][:2] == [0, 1] and not any(r.video_ok for r in sink.rows)
+
+
+def test_a_stuck_sink_cannot_hold_the_shutdown(tmp_path: Path) -> None:
+    """The worker blocks for ever in one sink; a stop request still ends the run, and the CSV recorder (the
+    other sink) closes with its summary. The stuck thread is reported as abandoned."""
+    csv, stuck = recorder(tmp_path), StuckSink(2)
+    pipeline, _ = scripted(FakeStream(), "offline", 20, stuck, end=False)
+    pipeline.sinks.insert(0, csv)
+    threading.Timer(1.0, lambda: pipeline.request_stop("terminated")).start()
+    try:
+        assert run_bounded(pipeline, HANG_S) == "terminated"
+        assert list(pd.read_csv(csv.path)["window"]) == [0, 1, 2] and summary(csv.path)["ended_by"] == "terminated"
+        assert "inference" in pipeline.abandoned
+    finally:
+        stuck.release.set()
+
+
+def test_shutdown_finishes_the_window_in_flight(tmp_path: Path) -> None:
+    """Stop while a window is being computed (1 s each): that estimate is still written, the CSV and the
+    closing count agree."""
+    csv = recorder(tmp_path)
+    pipeline, _ = scripted(FakeStream(sleep_s=1.0), "offline", 20, csv, end=False)
+    threading.Timer(1.5, lambda: pipeline.request_stop("interrupted")).start()
+    assert run_bounded(pipeline, HANG_S) == "interrupted"
+    rows = pd.read_csv(csv.path)
+    assert list(rows["window"]) == [0, 1] and pipeline.summary()["windows"] == 2 == summary(csv.path)["windows"]
+    assert pipeline.abandoned == [] and pipeline.unwritten == 0
+
+
+@pytest.mark.parametrize("ends_early", ["audio", "video"])
+def test_a_stream_that_ends_early_in_a_long_replay(model: Sec2Sec, tmp_path: Path, ends_early: str) -> None:
+    """A 30 s clip whose audio (or video) stops after 3 s: windows keep closing while the file plays (the
+    decoder is never more than a few seconds ahead of the estimates), flagged missing after 3 s."""
+    seconds = 30
+    frames = np.full((seconds * FPS if ends_early == "audio" else 3 * FPS, 112, 112, 3), 90, np.uint8)
+    audio = 0.1 * np.ones((3 if ends_early == "audio" else seconds) * SAMPLE_RATE, np.float32)
+    clip = write_mp4(tmp_path / f"{ends_early}_ends.mp4", frames, audio)
+    sink, positions = ListSink(), []
+    pipeline = replay_pipeline(clip, AffectStream(model), "offline", sink)
+    replay = pipeline.sources[0]
+    pipeline.on_estimate = lambda estimate: positions.append((estimate.index, replay.status.detail))
+    assert run_bounded(pipeline, HANG_S) == "end"
+    rows = sink.rows[:seconds]  # AAC's padding may add a 31st, partial window
+    assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(rows) == seconds
+    missing = [not (r.audio_ok if ends_early == "audio" else r.video_ok) for r in rows]
+    assert missing[:3] == [False] * 3 and all(missing[4:])  # window 3 may hold the encoder's last padding
+    at_window_5 = float(dict(positions)[5].split()[1])  # "<name> 12.3 / 30.0 s": the decoder's position
+    assert at_window_5 < 20, positions[:8]
+
+
+# ---- subprocesses: sec2sec-live as a user runs it, with one planted fault -------------------------------------
+
+
+def start(fault: str, n: int, *args: str | Path, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    cmd = [sys.executable, str(RUNNER), fault, str(n), "--", *map(str, args)]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+
+
+def wait_for_phase(proc: subprocess.Popen[str], name: str) -> list[str]:
+    """Read stderr until the runner says `PHASE name`; the lines read so far."""
+    lines: list[str] = []
+    deadline = time.monotonic() + HANG_S
+    assert proc.stderr is not None
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.strip() == f"PHASE {name}":
+            return lines
+    raise AssertionError(f"never reached phase {name}: {lines}")
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, list[str]]:
+    _, stderr = proc.communicate(timeout=HANG_S)
+    return proc.returncode, stderr.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("fault", "phase", "sig", "code"),
+    [
+        ("slow-open", "opening", signal.SIGTERM, 143),
+        ("slow-warm-up", "warm-up", signal.SIGINT, 130),
+        ("slow-warm-up", "warm-up", signal.SIGTERM, 143),
+    ],
+)
+def test_signals_before_the_run(small: Path, tmp_path: Path, fault: str, phase: str, sig: int, code: int) -> None:
+    csv = tmp_path / "early.csv"
+    proc = start(fault, 0, "--replay", DEMO, "--config", small, "--no-ui", "--csv", csv)
+    wait_for_phase(proc, phase)
+    os.kill(proc.pid, sig)
+    returncode, lines = finish(proc)
+    assert returncode == code and lines == ["interrupted" if code == 130 else "terminated"]
+    assert not csv.exists()  # the recorders open after the warm-up; the early probe leaves nothing behind
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_draining_keeps_every_computed_row(small: Path, tmp_path: Path, sig: int) -> None:
+    csv = tmp_path / "drain.csv"
+    proc = start("slow-drain", 0, "--replay", DEMO, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv)
+    wait_for_phase(proc, "draining")
+    os.kill(proc.pid, sig)
+    returncode, lines = finish(proc)
+    ended = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert returncode == (130 if sig == signal.SIGINT else 143), lines
+    rows = pd.read_csv(csv)
+    assert list(rows["window"]) == list(range(len(rows))) and len(rows) >= 8
+    assert summary(csv)["ended_by"] == ended and summary(csv)["windows"] == len(rows)
+    assert lines[-1].endswith(f"ended by {ended}") and lines[-1].startswith(f"{len(rows)} windows")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_with_stdout_stuck(small: Path, tmp_path: Path, sig: int) -> None:
+    """stdout is a pipe that blocks (nobody reads it): the signal still ends the run, the CSV keeps its rows
+    and its summary."""
+    csv = tmp_path / "stuck.csv"
+    proc = start("stuck-stdout", 2, "--replay", DEMO, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv)
+    wait_for_phase(proc, "stuck")
+    os.kill(proc.pid, sig)
+    returncode, _ = finish(proc)
+    assert returncode == (130 if sig == signal.SIGINT else 143)
+    assert list(pd.read_csv(csv)["window"]) == [0, 1, 2]
+    assert summary(csv)["ended_by"] == ("interrupted" if sig == signal.SIGINT else "terminated")
+
+
+def test_disk_full_mid_run_exits_1_with_one_line(small: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "full.csv"
+    proc = start("disk-full", 4, "--replay", DEMO, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv)
+    returncode, lines = finish(proc)
+    errors = [line for line in lines if line.startswith("error:")]
+    assert returncode == 1 and "Traceback" not in "\n".join(lines)
+    assert errors == [f"error: csv recorder {csv} failed at window 4: OSError: [Errno 28] No space left on device"]
+    assert list(pd.read_csv(csv)["window"]) == [0, 1, 2, 3]
+    assert summary(csv)["ended_by"].startswith("error: csv recorder") and summary(csv)["windows"] == 4
+
+
+def test_a_decoder_failure_mid_run_exits_1_and_keeps_the_rows(small: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "decoder.csv"
+    proc = start(
+        "decoder-fails", 250, "--replay", DEMO, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv
+    )
+    returncode, lines = finish(proc)
+    assert returncode == 1 and [x for x in lines if x.startswith("error:")] == [
+        "error: file: RuntimeError: planted decoder failure"
+    ]
+    rows = pd.read_csv(csv)
+    assert len(rows) >= 2 and list(rows["window"]) == list(range(len(rows)))
+
+
+def test_kill_9_loses_at_most_the_row_in_flight(small: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "killed.csv"
+    proc = start("mark-warm-up", 0, "--replay", DEMO, "--config", small, "--no-ui", "--csv", csv)
+    deadline = time.monotonic() + HANG_S
+    while time.monotonic() < deadline and (not csv.exists() or csv.read_text().count("\n") < 4):
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=HANG_S)
+    text = csv.read_text()
+    assert text.endswith("\n")  # whole lines only
+    rows = pd.read_csv(csv)
+    assert len(rows) >= 3 and list(rows["window"]) == list(range(len(rows)))
+    assert json.loads(Path(str(csv) + ".json").read_text())["summary"] is None  # it did not close: and says so
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("/dev/full", "cannot record to '/dev/full': the disk is full; free some space or record somewhere else"),
+        ("/sys/session.csv", "cannot record to '/sys/session.csv': permission denied"),
+        ("{tmp}", "it is a directory; give a file name inside it"),
+        ("{tmp}/missing/x.csv", "does not exist; create it first"),
+    ],
+)
+def test_unwritable_output_is_refused_before_the_model_loads(
+    small: Path, tmp_path: Path, target: str, message: str
+) -> None:
+    path = target.format(tmp=tmp_path)
+    proc = start("mark-warm-up", 0, "--replay", DEMO, "--config", small, "--no-ui", "--csv", path)
+    returncode, lines = finish(proc)
+    assert returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_a_microphone_that_cannot_be_opened_fails_before_the_warm_up(small: Path) -> None:
+    proc = start("mark-warm-up", 0, "--no-camera", "--mic", "98", "--config", small, "--no-ui")
+    returncode, lines = finish(proc)
+    assert returncode == 2 and "PHASE warm-up" not in lines and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and ("98" in lines[0] or "PortAudio" in lines[0] or "no audio" in lines[0])
