@@ -280,7 +280,8 @@ class MicrophoneSource:
         self._out.put_latest(SourceEnd("microphone", error=self._error))
 
     def _portaudio_errors(self) -> tuple[type[BaseException], ...]:
-        return (self._sd.PortAudioError,) if self._sd is not None else ()
+        """What opening or starting a stream raises: PortAudio's error, or anything from an injected factory."""
+        return (self._sd.PortAudioError,) if self._sd is not None else (Exception,)
 
     def _open(self, rate: int) -> Any:
         """Open the input stream at `rate`: mono if the device allows it, else two channels averaged."""

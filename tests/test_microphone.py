@@ -4,13 +4,18 @@ sink playing a known tone."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from pulse_fixture import RATE, TONE_HZ, PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
@@ -385,3 +390,84 @@ def test_records_the_tone_through_pulseaudio(pulse_server: PulseServer) -> None:
     assert (status.items, status.running) == (len(chunks), False)
     assert status.dropped == mic.overflows and mic.queue_drops == 0
     assert status.detail == f"pulse {rate} Hz" and RATE == 48_000
+
+
+SMALL_MODEL = """
+[model]
+clip_seconds = 6
+[model.video]
+frames_per_window = 4
+weights = "none"
+[model.audio]
+weights = "none"
+[model.fusion]
+modalities = "{modalities}"
+width = 64
+heads = 4
+ff_width = 128
+feature_width = 64
+[model.temporal]
+hidden = 32
+"""
+
+
+@pytest.mark.audio_device
+@pytest.mark.parametrize("modalities", ["audio", "both"])
+def test_a_live_run_from_the_microphone_alone(
+    pulse_server: PulseServer,  # noqa: F811
+    tmp_path: Path,
+    modalities: str,
+) -> None:
+    """`sec2sec-live --mic pulse` without a camera: an audio-only model needs nothing else; a two-modality
+    model runs with video_ok=0. The device is opened at the model's 16 kHz (PulseAudio converts)."""
+    config, csv = tmp_path / "model.toml", tmp_path / "mic.csv"
+    config.write_text(SMALL_MODEL.format(modalities=modalities))
+    args = ["--mic", "pulse", "--config", config, "--duration", "3", "--no-ui", "--csv", csv]
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_csv(csv)
+    assert list(rows["window"]) == [0, 1, 2]
+    assert rows["audio_ok"].eq(1).all() and rows["video_ok"].eq(0).all() and rows["frames"].eq(0).all()
+    assert rows["audio_coverage"].iloc[1:].gt(0.9).all()  # the tone arrives continuously
+    sidecar = json.loads(Path(f"{csv}.json").read_text())
+    assert sidecar["source"] == {"camera": None, "microphone": "pulse"}
+    assert sidecar["summary"]["ended_by"] == "duration"
+    if modalities == "both":
+        assert "running audio-only, every window has video_ok=0" in result.stderr
+
+
+def test_a_device_that_refuses_the_model_rate_is_resampled_on_the_way(fake_devices: None) -> None:
+    """The device records at 48 kHz only: the stream opens at 48 kHz and a streaming resampler delivers
+    16 kHz chunks, contiguous across blocks, carrying the same tone."""
+    rate_in, rate_out, hz = 48_000, 16_000, 440
+    t = np.arange(rate_in) / rate_in
+    tone = (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)[:, None]
+    script = [Block(tone[i : i + 480]) for i in range(0, rate_in, 480)]
+    made: list[FakeStream] = []
+
+    def only_48k(**kwargs: Any) -> FakeStream:
+        if kwargs["samplerate"] != rate_in:
+            raise ValueError("Invalid sample rate")
+        return FakeStream.factory(script, made)(**kwargs)
+
+    q: BoundedQueue = BoundedQueue(1_000)
+    mic = MicrophoneSource(3, q, time.monotonic_ns(), stream_factory=only_48k)
+    mic.prepare(sample_rate=rate_out)  # opens and starts now: what it hears before start() is discarded
+    assert drain(q) == [] and (mic.device_rate, mic.sample_rate) == (rate_in, rate_out)
+    mic.start(time.monotonic_ns())
+    made[0].start()  # the open stream goes on delivering blocks, now kept
+    chunks = drain(q)
+    assert all(c.sample_rate == rate_out for c in chunks)
+    assert [c.first_sample for c in chunks[1:]] == [c.end_sample for c in chunks[:-1]]
+    x = np.concatenate([c.samples for c in chunks])
+    assert rate_out - 800 < len(x) <= rate_out  # the resampler holds back its last few ms until more comes
+    assert abs(dominant_hz(x, rate_out) - hz) < 3.0
+    assert mic.status.detail == "USB Audio Mic: Audio (hw:1,0) 48000 Hz -> 16000 Hz"
+    mic.stop()
