@@ -277,3 +277,55 @@ def test_jsonl_writes_nan_as_null(tmp_path: Path) -> None:
         recorder.write(estimate(0, outputs={"valence": float("nan"), "arousal": 0.5}, attribution=(float("inf"),)))
     line = json.loads(path.read_text())
     assert line["outputs"] == {"valence": None, "arousal": 0.5} and line["attribution"] == [None]
+
+
+def test_the_sidecar_gets_the_csv_permissions(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        rec = CsvRecorder(tmp_path / "perm.csv", NAMES, {})
+        rec.write(FIRST)
+        rec.close()
+    finally:
+        os.umask(previous)
+    csv_mode = (tmp_path / "perm.csv").stat().st_mode & 0o777
+    assert csv_mode == 0o640 and sidecar_path(tmp_path / "perm.csv").stat().st_mode & 0o777 == csv_mode
+
+
+def test_a_write_that_fails_part_way_is_cut_back_to_whole_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills in the middle of a row: the half row is removed, the error is raised, and what is on disk
+    still reads as a clean CSV."""
+    rec = CsvRecorder(tmp_path / "full.csv", NAMES, {})
+    rec.write(FIRST)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        rec.write(SECOND)
+    monkeypatch.undo()
+    rec.close("error")
+    assert (tmp_path / "full.csv").read_text().splitlines() == [HEADER, ROWS[0]]
+    assert json.loads(sidecar_path(tmp_path / "full.csv").read_text())["summary"]["windows"] == 1
+
+
+@pytest.mark.parametrize("target", ["/dev/full", "{tmp}/exists.csv"])
+def test_check_writable_probes_without_harm(tmp_path: Path, target: str) -> None:
+    from monitor.recorders import check_writable
+
+    path = Path(target.format(tmp=tmp_path))
+    if target == "/dev/full":
+        with pytest.raises(ValueError, match="the disk is full"):
+            check_writable(path)
+        return
+    path.write_text("old session\n")
+    assert check_writable(path) == path and path.read_text() == "old session\n"  # untouched
+    new = tmp_path / "new.csv"
+    assert check_writable(new) == new and not new.exists()  # probed, then removed
