@@ -5,7 +5,8 @@
 Generates one clip per size with the same content (the demo face, scaled; a voiced tone; `--fps` frames a
 second), replays each through `sec2sec-live` as a subprocess (default config, no UI, CSV), samples the child's
 resident memory every `--sample-s` seconds, and prints, per size: peak RSS, RSS after warm-up (when the first
-row is written), growth per hour (least-squares slope of the samples after warm-up), windows, drops and
+row is written), growth per hour of media (least-squares slope of RSS over the windows done, after warm-up;
+needs 10 minutes of media), windows, drops and
 CPU-seconds per second of video (the child's user + system time over the media duration), each beside its goal:
 growth < 50 MB/h; peak <= RSS after warm-up + 200 MB; the largest size's peak within 100 MB of the smallest's;
 its CPU per second of video <= 1.1x the smallest's; with --clock realtime, zero drops. `--minutes 10 --clock
@@ -78,7 +79,7 @@ def cpu_s(pid: int) -> float:
 class Soak:
     size: str
     seconds: int
-    samples: list[tuple[float, float]]  # (seconds since the first row, RSS MB)
+    samples: list[tuple[int, float]]  # (windows done, RSS MB), after the first row
     warm_rss: float
     cpu: float  # CPU seconds from the first row to the last
     windows: int
@@ -95,12 +96,12 @@ class Soak:
 
     @property
     def growth_per_hour(self) -> float | None:
-        """Least-squares slope of RSS after warm-up in MB per hour; None for runs under 10 minutes (too
-        short to extrapolate to an hour)."""
+        """Least-squares slope of RSS over windows done (one window = one second of media), in MB per hour
+        of media; None for runs under 10 minutes of media (too short to extrapolate to an hour)."""
         if len(self.samples) < 5 or self.samples[-1][0] - self.samples[0][0] < 600:
             return None
-        t, rss = np.array(self.samples).T
-        return float(np.polyfit(t, rss, 1)[0] * 3600)
+        windows, rss = np.array(self.samples).T
+        return float(np.polyfit(windows, rss, 1)[0] * 3600)
 
 
 def soak(clip: Path, size: str, seconds: int, clock: str, sample_s: float, extra: list[str]) -> Soak:
@@ -109,7 +110,7 @@ def soak(clip: Path, size: str, seconds: int, clock: str, sample_s: float, extra
         csv = Path(tmp) / "soak.csv"
         cmd = [sys.executable, "-m", "monitor.cli", "--replay", str(clip), "--clock", clock, "--no-ui"]
         child = subprocess.Popen([*cmd, "--csv", str(csv), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        samples, warm, rows, cpu = [], None, 0, (0.0, 0.0)
+        samples, warm, rows, cpu, last_sample = [], None, 0, (0.0, 0.0), 0.0
         while child.poll() is None:
             try:
                 rss, now_cpu = rss_mb(child.pid), cpu_s(child.pid)
@@ -121,8 +122,9 @@ def soak(clip: Path, size: str, seconds: int, clock: str, sample_s: float, extra
                 warm, cpu = (now, rss), (now_cpu, now_cpu)  # the first row is written: warm-up is over
             if warm is not None and rows >= 1:
                 cpu = (cpu[0], now_cpu)  # the last reading while rows were still being written
-                if not samples or now - warm[0] >= samples[-1][0] + sample_s:
-                    samples.append((now - warm[0], rss))
+                if not samples or now >= last_sample + sample_s:
+                    samples.append((rows, rss))
+                    last_sample = now
             time.sleep(0.2)
         stderr = child.communicate()[1].decode(errors="replace")
         if child.returncode != 0:

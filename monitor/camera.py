@@ -194,7 +194,9 @@ class CameraSource:
             return None
         return VideoFrame(rgb=_to_rgb(image), t_ns=t_ns)
 
-    def prepare(self, short_side: int | None = None, sample_rate: int | None = None) -> None:
+    def prepare(
+        self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
+    ) -> None:
         """Before `start()`: frames will be scaled down (area filter) to short side `short_side`."""
         self.short_side = short_side
 

@@ -274,7 +274,7 @@ def build_pipeline(
     warning = check_streams(model, has_video, has_audio, what)
     cfg = model.config
     for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
-        source.prepare(short_side=cfg.video.resize, sample_rate=cfg.audio.sample_rate)
+        source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
     stream = AffectStream(compile_encoders(model) if args.compile else model, horizon=args.horizon, device=device)
     stream.warm_up()  # first forward of every stage happens before any window is timed
     windower = Windower(

@@ -305,7 +305,9 @@ class MicrophoneSource:
             "pick another device or rate from --list-devices, or run video-only with --no-mic"
         )
 
-    def prepare(self, short_side: int | None = None, sample_rate: int | None = None) -> None:
+    def prepare(
+        self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
+    ) -> None:
         """Open and start the stream now (before the model's warm-up), delivering `sample_rate` Hz; what it
         hears is discarded until `start()`. Raises MicrophoneError (one line) when the device cannot be used."""
         wanted = sample_rate or self.sample_rate

@@ -21,7 +21,7 @@ from monitor.queues import BoundedQueue, Closed
 from monitor.recorders import percentile
 from monitor.sources import SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
-from sec2sec.media import AudioChunk, VideoFrame
+from sec2sec.media import AudioChunk, FrameTick, VideoFrame
 from sec2sec.stream import AffectStream, Estimate
 from sec2sec.windows import Window, Windower
 
@@ -42,9 +42,12 @@ class Source(Protocol):
 
     name: str
 
-    def prepare(self, short_side: int | None = None, sample_rate: int | None = None) -> None:
+    def prepare(
+        self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
+    ) -> None:
         """Before `start()`: deliver frames with short side `short_side` and audio at `sample_rate` Hz (the
-        model's input); devices are opened here, before the model's warm-up."""
+        model's input; a file reader converts only the frames the m = `frames_per_window` slots will use);
+        devices are opened here, before the model's warm-up."""
 
     def start(self, origin_ns: int | None = None) -> None:
         """Start capturing; live sources stamp time from `origin_ns` (monotonic ns) when it is given."""
@@ -175,7 +178,7 @@ class Pipeline:
             if self._stalled():
                 return
             now_ns = time.monotonic_ns() - self.origin_ns if self.clock == "live" else None
-            if isinstance(item, VideoFrame):
+            if isinstance(item, (VideoFrame, FrameTick)):
                 self.windower.push_frame(item)
                 self._frames.append(time.monotonic_ns())
             elif isinstance(item, AudioChunk):

@@ -14,14 +14,14 @@ from pathlib import Path
 from monitor.queues import BoundedQueue
 from monitor.sources import SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
-from sec2sec.media import AudioChunk, MediaReader, VideoFrame
+from sec2sec.media import AudioChunk, FrameTick, MediaReader, VideoFrame
 
 CLOCKS = ("realtime", "virtual", "offline")
 
 
-def item_time_ns(item: VideoFrame | AudioChunk) -> int:
+def item_time_ns(item: VideoFrame | FrameTick | AudioChunk) -> int:
     """Presentation time of a frame, or of the first sample of a chunk, in ns."""
-    if isinstance(item, VideoFrame):
+    if isinstance(item, (VideoFrame, FrameTick)):
         return item.t_ns
     return item.first_sample * NANOS_PER_SECOND // item.sample_rate
 
@@ -56,9 +56,12 @@ class FileReplay:
         self._done = False
         self._decoding_since_ns: int | None = None  # set while the thread is inside the decoder
 
-    def prepare(self, short_side: int | None = None, sample_rate: int | None = None) -> None:
-        """Before `start()`: the model's input size and audio rate, applied in the decoding thread."""
-        self.reader.set_output(short_side=short_side, sample_rate=sample_rate)
+    def prepare(
+        self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
+    ) -> None:
+        """Before `start()`: the model's input size, audio rate and frames per window, applied in the decoding
+        thread (only the frames the windows will use are converted)."""
+        self.reader.set_output(short_side=short_side, sample_rate=sample_rate, frames_per_window=frames_per_window)
 
     def start(self, origin_ns: int | None = None) -> None:
         """Start decoding; a replay's clock is the file's own media time, so `origin_ns` is not used."""

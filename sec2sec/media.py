@@ -62,6 +62,14 @@ class VideoFrame:
 
 
 @dataclass(frozen=True)
+class FrameTick:
+    """A decoded frame at `t_ns` that no window slot will use (see MediaReader's `frames_per_window`): it was
+    not converted to RGB, but it counts as a frame seen and moves the video clock like a VideoFrame."""
+
+    t_ns: int
+
+
+@dataclass(frozen=True)
 class AudioChunk:
     """Mono float32 samples in [-1, 1], shape (n,); `first_sample` indexes the first at `sample_rate`."""
 
@@ -122,6 +130,10 @@ class MediaReader:
     is at most this many pixels, so no queue or window downstream ever holds full-resolution frames.
     `sample_rate`: audio is resampled on the decoded stream (FFmpeg's resampler keeps its state across frames,
     so there are no edges at window boundaries) to this rate; default: the stream's own rate.
+    `frames_per_window` (m): only frames that the windower will pick for one of a window's m slots (the
+    nearest to each slot centre, ties to the earlier) are converted and scaled; the others, decided with one
+    frame of look-ahead, come as `FrameTick`s. A 30 fps source converts 8 of 30 frames at m = 8, and the
+    windows are exactly those of unthinned frames. Frames out of time order switch thinning off.
     """
 
     def __init__(
@@ -130,10 +142,11 @@ class MediaReader:
         *,
         short_side: int | None = None,
         sample_rate: int | None = None,
+        frames_per_window: int | None = None,
         audio_tolerance_ms: int = 5,
     ) -> None:
         self.path = Path(path)
-        self.set_output(short_side=short_side, sample_rate=sample_rate)
+        self.set_output(short_side=short_side, sample_rate=sample_rate, frames_per_window=frames_per_window)
         av = _import_av()
         if not self.path.exists():
             raise MediaError(f"{self.path}: no such file; check the path given to --replay")
@@ -185,8 +198,14 @@ class MediaReader:
             sample_rate=a.codec_context.sample_rate if a is not None else 0,
         )
 
-    def set_output(self, *, short_side: int | None, sample_rate: int | None) -> None:
-        """Change the frame size and audio rate this reader delivers (before iterating; see the class doc)."""
+    def set_output(
+        self, *, short_side: int | None, sample_rate: int | None, frames_per_window: int | None = None
+    ) -> None:
+        """Change the frame size, audio rate and thinning this reader delivers (before iterating; see the
+        class doc)."""
+        if frames_per_window is not None and frames_per_window < 1:
+            raise ValueError(f"frames_per_window = {frames_per_window}; give None (every frame) or at least 1")
+        self._frames_per_window = frames_per_window
         if short_side is not None and short_side < 8:
             raise ValueError(f"short_side = {short_side}; give None (full size) or at least 8 pixels")
         if sample_rate is not None and sample_rate < 1:
@@ -207,10 +226,11 @@ class MediaReader:
     def close(self) -> None:
         self._container.close()
 
-    def __iter__(self) -> Iterator[VideoFrame | AudioChunk]:
+    def __iter__(self) -> Iterator[VideoFrame | FrameTick | AudioChunk]:
         av = _import_av()
         streams = [s for s in (self._video, self._audio) if s is not None]
         self._resampler = None
+        thinning = _Thinning(self._frames_per_window) if self._frames_per_window else None
         next_sample: int | None = None
         packets = self._container.demux(*streams)
         while True:
@@ -230,13 +250,13 @@ class MediaReader:
                 continue
             for frame in frames:
                 if packet.stream.type == "video":
-                    item = self._video_frame(frame)
-                    if item is not None:
-                        yield item
+                    yield from self._video_items(frame, thinning)
                 else:
                     for chunk in self._audio_chunks(self._resample(frame), next_sample):
                         next_sample = chunk.end_sample
                         yield chunk
+        if thinning is not None and thinning.pending is not None:
+            yield self._decided(thinning.pending, thinning, None)
         if self._resampler is not None:
             for chunk in self._audio_chunks(self._resampler.resample(None), next_sample):
                 next_sample = chunk.end_sample
@@ -257,10 +277,24 @@ class MediaReader:
         self.skipped += 1
         return []
 
-    def _video_frame(self, frame) -> VideoFrame | None:
+    def _video_items(self, frame, thinning: _Thinning | None) -> Iterator[VideoFrame | FrameTick]:
+        """The item(s) one decoded frame releases: itself, or (thinning) the frame before it, decided now."""
         if frame.pts is None or frame.time_base is None:
-            return None
+            return
         t_ns = _to_ns(_seconds(frame.pts, frame.time_base) - self._origin)
+        if thinning is None:
+            yield self._video_frame(frame, t_ns)
+            return
+        previous, thinning.pending = thinning.pending, (frame, t_ns)
+        if previous is not None:
+            yield self._decided(previous, thinning, t_ns)
+
+    def _decided(self, held: tuple[object, int], thinning: _Thinning, next_t_ns: int | None) -> VideoFrame | FrameTick:
+        """The frame held back, converted when a window slot will use it, else a FrameTick."""
+        frame, t_ns = held
+        return self._video_frame(frame, t_ns) if thinning.needed(t_ns, next_t_ns) else FrameTick(t_ns)
+
+    def _video_frame(self, frame, t_ns: int) -> VideoFrame:
         width, height = scaled_size(frame.width, frame.height, self._short_side)
         if (width, height) == (frame.width, frame.height):
             rgb = frame.to_ndarray(format="rgb24")
@@ -293,3 +327,32 @@ class MediaReader:
                     sample_rate=rate,
                 )
                 next_sample = first + samples.size
+
+
+class _Thinning:
+    """Which frames a window will pick: the pending frame (held unconverted) is needed when, for some slot
+    centre of its window, it is strictly nearer than the frame before it in that window and no farther than
+    the frame after it (the windower keeps the earlier of two equally near frames)."""
+
+    def __init__(self, m: int) -> None:
+        self.m = m
+        self.pending: tuple[object, int] | None = None
+        self.previous_t_ns: int | None = None
+        self.off = False  # frames came out of time order: convert everything from then on
+
+    def needed(self, t: int, next_t_ns: int | None) -> bool:
+        """Whether the frame at `t` (followed by one at `next_t_ns`, None at the end) fills a slot."""
+        previous, self.previous_t_ns = self.previous_t_ns, t
+        if (next_t_ns is not None and next_t_ns < t) or (previous is not None and previous > t):
+            self.off = True
+        if self.off or t < 0:
+            return True
+        from sec2sec.windows import sample_frame_times
+
+        index = t // NANOS_PER_SECOND
+        before = previous if previous is not None and previous // NANOS_PER_SECOND == index else None
+        after = next_t_ns if next_t_ns is not None and next_t_ns // NANOS_PER_SECOND == index else None
+        return any(
+            (before is None or abs(t - c) < abs(before - c)) and (after is None or abs(t - c) <= abs(after - c))
+            for c in sample_frame_times(index, self.m)
+        )

@@ -16,7 +16,7 @@ import torch
 import torchaudio.functional as AF
 
 from sec2sec.config import NANOS_PER_SECOND
-from sec2sec.media import AudioChunk, VideoFrame
+from sec2sec.media import AudioChunk, FrameTick, VideoFrame
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,11 @@ class Windower:
         if self.max_skew_ns < 0 or self.grace_ns < 0:
             raise ValueError(f"grace_ns = {self.grace_ns}, max_skew_ns = {self.max_skew_ns}; both must be >= 0")
 
-    def push_frame(self, frame: VideoFrame) -> None:
-        """Take one frame; a frame for an already closed window (or before time 0) is counted as late."""
-        if frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3 or frame.rgb.dtype != np.uint8:
+    def push_frame(self, frame: VideoFrame | FrameTick) -> None:
+        """Take one frame (a FrameTick counts as seen and moves the clock, but fills no slot); a frame for an
+        already closed window (or before time 0) is counted as late."""
+        tick = isinstance(frame, FrameTick)
+        if not tick and (frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3 or frame.rgb.dtype != np.uint8):
             raise ValueError(f"video frame must be uint8 (H, W, 3) RGB, got {frame.rgb.dtype} {frame.rgb.shape}")
         index = frame.t_ns // NANOS_PER_SECOND
         self._video_end_ns = max(self._video_end_ns, frame.t_ns)
@@ -125,6 +127,8 @@ class Windower:
             return
         window = self._open.setdefault(index, _OpenWindow(slots=[None] * self.frames_per_window))
         window.seen += 1
+        if tick:
+            return
         for k, centre in enumerate(sample_frame_times(index, self.frames_per_window)):
             held = window.slots[k]
             if held is None or abs(frame.t_ns - centre) < abs(held.t_ns - centre):
@@ -175,8 +179,8 @@ class Windower:
         index = self.next_index
         opened = self._open.pop(index, None)
         frames = None
-        if opened is not None and opened.seen:
-            # the first frame of a window fills every slot, so no slot is empty once one frame was seen
+        if opened is not None and opened.slots[0] is not None:
+            # the first frame stored in a window fills every slot, so no slot is empty once one was stored
             frames = np.stack([slot.rgb for slot in opened.slots if slot is not None])
         audio, seen = self._window_audio(index)
         self.next_index += 1
@@ -233,7 +237,9 @@ def file_windows(
     """
     from sec2sec.media import MediaReader
 
-    with MediaReader(path, short_side=short_side, sample_rate=sample_rate) as reader:
+    with MediaReader(
+        path, short_side=short_side, sample_rate=sample_rate, frames_per_window=frames_per_window
+    ) as reader:
         windower = Windower(
             frames_per_window,
             sample_rate,
@@ -242,10 +248,10 @@ def file_windows(
         )
         windows: list[Window] = []
         for item in reader:
-            if isinstance(item, VideoFrame):
-                windower.push_frame(item)
-            else:
+            if isinstance(item, AudioChunk):
                 windower.push_audio(item)
+            else:
+                windower.push_frame(item)
             windows.extend(windower.ready())
         windows.extend(windower.finish())
         report = {

@@ -27,6 +27,39 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_media_folder(tmp_path_factory.mktemp("media"))
 
 
+SMALL_TOML = """
+[model]
+clip_seconds = 6
+[model.video]
+frames_per_window = 4
+weights = "none"
+[model.audio]
+weights = "none"
+[model.fusion]
+modalities = "{modalities}"
+width = 64
+heads = 4
+ff_width = 128
+feature_width = 64
+[model.temporal]
+kind = "attention_lstm"
+hidden = 32
+"""
+
+
+def small_toml(modalities: str = "both") -> str:
+    """A TOML config for subprocess runs of the CLI: random encoders, a small fusion block, attention-LSTM."""
+    return SMALL_TOML.format(modalities=modalities)
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small config as a file."""
+    path = tmp_path_factory.mktemp("cfg") / "small.toml"
+    path.write_text(small_toml())
+    return path
+
+
 def small_config(kind: str = "lstm", **fusion: object) -> ModelConfig:
     """A model config with random encoders (nothing to download) and a small fusion block."""
     return ModelConfig(

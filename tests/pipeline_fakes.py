@@ -37,7 +37,7 @@ def replay_pipeline(path: Path, stream: AffectStream, clock: str, sink: ListSink
     inputs: BoundedQueue = BoundedQueue(64)
     replay = FileReplay(path, inputs, paced=clock == "realtime", speed=float(kw.pop("speed", 1.0)))
     cfg = stream.config
-    replay.prepare(short_side=cfg.video.resize, sample_rate=cfg.audio.sample_rate)
+    replay.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
     windower = Windower(
         cfg.video.frames_per_window,
         cfg.audio.sample_rate,

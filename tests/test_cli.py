@@ -12,33 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import small_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
-SMALL = """
-[model]
-clip_seconds = 6
-[model.video]
-frames_per_window = 4
-weights = "none"
-[model.audio]
-weights = "none"
-[model.fusion]
-width = 64
-heads = 4
-ff_width = 128
-feature_width = 64
-[model.temporal]
-kind = "attention_lstm"
-hidden = 32
-"""
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "small.toml"
-    path.write_text(SMALL)
-    return path
 
 
 def live(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -90,7 +67,7 @@ def test_no_video_stream_runs_audio_only_with_video_ok_0(media: Path, small: Pat
 
 def test_no_video_stream_is_refused_by_a_vision_only_model(media: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "vision.toml"
-    cfg.write_text(SMALL.replace("feature_width = 64", 'feature_width = 64\nmodalities = "video"'))
+    cfg.write_text(small_toml("video"))
     result = live("--replay", media / "audio_only_no_video_stream.mov", "--config", cfg, "--no-ui")
     assert result.returncode == 2
     assert "has no video and this model uses video only" in error_line(result)

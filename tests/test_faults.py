@@ -37,30 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
 RUNNER = Path(__file__).resolve().parent / "fault_runner.py"
 HANG_S = 60  # only a hang takes this long
-SMALL = """
-[model]
-clip_seconds = 6
-[model.video]
-frames_per_window = 4
-weights = "none"
-[model.audio]
-weights = "none"
-[model.fusion]
-width = 64
-heads = 4
-ff_width = 128
-feature_width = 64
-[model.temporal]
-kind = "attention_lstm"
-hidden = 32
-"""
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "small.toml"
-    path.write_text(SMALL)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sec2sec.media import AudioChunk, MediaError, MediaReader, VideoFrame
-from sec2sec.windows import file_windows
+from sec2sec.media import AudioChunk, FrameTick, MediaError, MediaReader, VideoFrame
+from sec2sec.windows import Windower, file_windows
 
 
 def read_all(path: Path) -> tuple[list[VideoFrame], list[AudioChunk], MediaReader]:
@@ -122,3 +123,55 @@ def test_committed_clips_are_small_and_listed_in_the_manifest() -> None:
     listed = {row[0] for row in rows}
     assert listed == {p.name for p in data.iterdir()} - {"MANIFEST.tsv"}
     assert sum((data / name).stat().st_size for name in listed) < 2_000_000
+
+
+def unthinned_windows(path: Path, m: int) -> list:
+    """The windows of every frame converted (no thinning), for comparison."""
+    with MediaReader(path, short_side=128, sample_rate=16_000) as reader:
+        windower = Windower(m, 16_000, expect_video=reader.info.has_video, expect_audio=reader.info.has_audio)
+        windows = []
+        for item in reader:
+            if isinstance(item, AudioChunk):
+                windower.push_audio(item)
+            else:
+                windower.push_frame(item)
+            windows += list(windower.ready())
+        return windows + list(windower.finish())
+
+
+def write_jittered_clip(path: Path, seconds: int = 3) -> Path:
+    """H.264 at an irregular frame rate (10-40 ms gaps, two equal-gap runs), so frames sit near slot edges."""
+    import av
+
+    rng = np.random.default_rng(3)
+    gaps_ms = rng.choice([10, 20, 25, 33, 40], size=seconds * 40)
+    times_ms = np.cumsum(gaps_ms)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=1000, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = 64, 48, "yuv420p", Fraction(1, 1000)
+        for k, t in enumerate(times_ms[times_ms < seconds * 1000]):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), k % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = int(t), Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("m", [1, 4, 8, 16])
+def test_thinned_decoding_gives_the_windows_of_every_frame(media: Path, tmp_path: Path, m: int) -> None:
+    """Converting only the frames a slot will use (FrameTick for the rest) changes nothing in the windows:
+    same frames, same counts, on a regular 25 fps clip and an irregular one."""
+    demo = Path(__file__).resolve().parents[1] / "samples" / "demo_face.mp4"
+    for path in (demo, write_jittered_clip(tmp_path / "jitter.mp4")):
+        thinned, _ = file_windows(str(path), m, 16_000, 128)
+        full = unthinned_windows(path, m)
+        assert [w.index for w in thinned] == [w.index for w in full] and len(full) >= 3
+        for a, b in zip(thinned, full, strict=True):
+            assert a.frames_seen == b.frames_seen and a.video_ok == b.video_ok
+            assert a.frames is not None and np.array_equal(a.frames, b.frames)
+            assert np.array_equal(a.audio, b.audio)
+    with MediaReader(demo, short_side=128, frames_per_window=8) as reader:
+        items = list(reader)
+    converted = sum(isinstance(item, VideoFrame) for item in items)
+    ticks = sum(isinstance(item, FrameTick) for item in items)
+    assert converted == 8 * 12 and ticks == 25 * 12 - converted  # 8 of every 25 frames are converted

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import small_toml
 from pulse_fixture import RATE, TONE_HZ, PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
 from monitor import microphone
@@ -392,25 +393,6 @@ def test_records_the_tone_through_pulseaudio(pulse_server: PulseServer) -> None:
     assert status.detail == f"pulse {rate} Hz" and RATE == 48_000
 
 
-SMALL_MODEL = """
-[model]
-clip_seconds = 6
-[model.video]
-frames_per_window = 4
-weights = "none"
-[model.audio]
-weights = "none"
-[model.fusion]
-modalities = "{modalities}"
-width = 64
-heads = 4
-ff_width = 128
-feature_width = 64
-[model.temporal]
-hidden = 32
-"""
-
-
 @pytest.mark.audio_device
 @pytest.mark.parametrize("modalities", ["audio", "both"])
 def test_a_live_run_from_the_microphone_alone(
@@ -421,7 +403,7 @@ def test_a_live_run_from_the_microphone_alone(
     """`sec2sec-live --mic pulse` without a camera: an audio-only model needs nothing else; a two-modality
     model runs with video_ok=0. The device is opened at the model's 16 kHz (PulseAudio converts)."""
     config, csv = tmp_path / "model.toml", tmp_path / "mic.csv"
-    config.write_text(SMALL_MODEL.format(modalities=modalities))
+    config.write_text(small_toml(modalities))
     args = ["--mic", "pulse", "--config", config, "--duration", "3", "--no-ui", "--csv", csv]
     result = subprocess.run(
         [sys.executable, "-m", "monitor.cli", *map(str, args)],
