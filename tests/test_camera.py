@@ -85,6 +85,20 @@ def test_file_frames_arrive_in_order_as_rgb(clip: Path) -> None:
     assert camera_threads() == []
 
 
+def test_frames_are_scaled_down_in_the_camera_thread(clip: Path) -> None:
+    """prepare(short_side) makes the camera thread scale each frame (area filter) before it is queued, so no
+    queue holds full-resolution frames; colours survive."""
+    q: BoundedQueue = BoundedQueue(64)
+    cam = CameraSource(str(clip), q, time.monotonic_ns())
+    cam.prepare(short_side=24, sample_rate=16_000, frames_per_window=8)
+    cam.start()
+    frames = [item for item in collect(q) if isinstance(item, VideoFrame)]
+    cam.stop()
+    assert len(frames) == N_FRAMES and all(f.rgb.shape == (24, 32, 3) for f in frames)  # 64x48 -> 32x24
+    for frame, colour in zip(frames, COLOURS, strict=True):
+        assert np.abs(frame.rgb.reshape(-1, 3).mean(axis=0) - colour).max() < 12
+
+
 def test_a_new_origin_at_start_restarts_the_clock(clip: Path) -> None:
     """The pipeline opens the camera, warms the model up, then starts the camera at a new origin: the probed
     frame (grabbed before that origin) is dropped and every time counts from the new origin."""
