@@ -266,7 +266,7 @@ def test_stream_reproduces_evaluate(order_cache: tuple[Path, Path], order_run: P
     assert ckpt.meta["label_thresholds"] == {"valence": 1.5}
     for k in (0, 1, 2):
         clip_id = result.ids[k]
-        windows, _ = file_windows(str(root / "data" / f"{clip_id}.mp4"), 8, 16_000)
+        windows, _ = file_windows(str(root / "data" / f"{clip_id}.mp4"), 8, 16_000, model.config.video.resize)
         stream = AffectStream(model, horizon=3)
         estimates = [stream.step(w) for w in windows[:3]]
         assert estimates[-1].outputs["valence"] == pytest.approx(float(result.probabilities[k, 0]), abs=1e-5)
