@@ -192,7 +192,16 @@ class CameraSource:
         ok, image = self._cap.retrieve()
         if not ok or image is None:
             return None
-        return VideoFrame(rgb=_to_rgb(image), t_ns=t_ns)
+        return VideoFrame(rgb=_to_rgb(self._scaled(image)), t_ns=t_ns)  # scale first: convert fewer pixels
+
+    def _scaled(self, image: np.ndarray) -> np.ndarray:
+        """`image` with its short side reduced to `short_side` (area filter); the same array when no smaller."""
+        h, w = image.shape[:2]
+        width, height = scaled_size(w, h, self.short_side)
+        if (width, height) == (w, h):
+            return image
+        cv2 = _cv2()
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
     def prepare(
         self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
@@ -211,11 +220,7 @@ class CameraSource:
         self._thread.start()
 
     def _emit(self, frame: VideoFrame) -> None:
-        h, w = frame.rgb.shape[:2]
-        width, height = scaled_size(w, h, self.short_side)
-        if (width, height) != (w, h):
-            cv2 = _cv2()
-            frame = VideoFrame(cv2.resize(frame.rgb, (width, height), interpolation=cv2.INTER_AREA), frame.t_ns)
+        frame = VideoFrame(self._scaled(frame.rgb), frame.t_ns)  # only the probed first frame is still full size
         self._dropped += self._out.put_latest(frame)
         self._items += 1
 

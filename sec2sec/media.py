@@ -335,7 +335,10 @@ class _Thinning:
     the frame after it (the windower keeps the earlier of two equally near frames)."""
 
     def __init__(self, m: int) -> None:
+        from sec2sec.windows import sample_frame_times  # windows imports this module: import here, once
+
         self.m = m
+        self.centres = sample_frame_times
         self.pending: tuple[object, int] | None = None
         self.previous_t_ns: int | None = None
         self.off = False  # frames came out of time order: convert everything from then on
@@ -347,12 +350,10 @@ class _Thinning:
             self.off = True
         if self.off or t < 0:
             return True
-        from sec2sec.windows import sample_frame_times
-
         index = t // NANOS_PER_SECOND
         before = previous if previous is not None and previous // NANOS_PER_SECOND == index else None
         after = next_t_ns if next_t_ns is not None and next_t_ns // NANOS_PER_SECOND == index else None
         return any(
             (before is None or abs(t - c) < abs(before - c)) and (after is None or abs(t - c) <= abs(after - c))
-            for c in sample_frame_times(index, self.m)
+            for c in self.centres(index, self.m)
         )

@@ -136,12 +136,17 @@ def test_a_corrupted_cached_file_is_detected_and_downloaded_again(hub: Hub) -> N
     assert _holds(model, hub.state) and hub.cached.read_bytes() == hub.source.read_bytes()
 
 
-@pytest.mark.parametrize("cached", ["missing", "damaged"])
-def test_offline_auto_warns_and_keeps_random_weights(hub: Hub, monkeypatch: pytest.MonkeyPatch, cached: str) -> None:
+def _cache_as(hub: Hub, cached: str) -> None:
+    """Leave the cache "missing" (as it is) or holding a "damaged" copy of the hub's file."""
     if cached == "damaged":
         hub.cached.parent.mkdir(parents=True)
         hub.cached.write_bytes(hub.source.read_bytes())
         _damage(hub.cached)
+
+
+@pytest.mark.parametrize("cached", ["missing", "damaged"])
+def test_offline_auto_warns_and_keeps_random_weights(hub: Hub, monkeypatch: pytest.MonkeyPatch, cached: str) -> None:
+    _cache_as(hub, cached)
     _offline(monkeypatch)
     model = _fresh()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -155,10 +160,7 @@ def test_offline_auto_warns_and_keeps_random_weights(hub: Hub, monkeypatch: pyte
 
 @pytest.mark.parametrize("cached", ["missing", "damaged"])
 def test_offline_pretrained_is_a_one_line_error(hub: Hub, monkeypatch: pytest.MonkeyPatch, cached: str) -> None:
-    if cached == "damaged":
-        hub.cached.parent.mkdir(parents=True)
-        hub.cached.write_bytes(hub.source.read_bytes())
-        _damage(hub.cached)
+    _cache_as(hub, cached)
     _offline(monkeypatch)
     with pytest.raises(WeightsError) as err:
         load_pretrained(_fresh(), "tiny", "pretrained")
