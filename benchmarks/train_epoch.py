@@ -16,10 +16,12 @@ from dataclasses import replace
 
 import torch
 
+from sec2sec.checkpoint import without_weight_files
 from sec2sec.config import load_config
-from sec2sec.features import Features, without_weight_files
 from sec2sec.model import Sec2Sec
-from sec2sec.train import Split, set_norm_statistics, train_epoch
+from sec2sec.offline.features import Features
+from sec2sec.offline.prepared import Split, set_norm_statistics
+from sec2sec.offline.train import train_epoch
 
 
 def synthetic_features(clips: int, seconds: int, video_tokens: int, audio_tokens: int, seed: int) -> Features:

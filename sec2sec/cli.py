@@ -13,11 +13,11 @@ import warnings
 
 SUBCOMMAND_MODULES = (
     "sec2sec.describe",
-    "sec2sec.extract",
-    "sec2sec.train",
-    "sec2sec.evaluate",
-    "sec2sec.compare",
-    "sec2sec.plot",
+    "sec2sec.offline.extract",
+    "sec2sec.offline.train",
+    "sec2sec.offline.evaluate",
+    "sec2sec.offline.compare",
+    "sec2sec.offline.plot",
     "sec2sec.weights_cli",
 )
 

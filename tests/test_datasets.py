@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from synthetic_clips import python2_pickle, write_liris_tree
 
-from sec2sec.datasets import (
+from sec2sec.offline.datasets import (
     assign_splits,
     film_split,
     label_thresholds,
@@ -19,7 +19,7 @@ from sec2sec.datasets import (
     read_first_impressions,
     read_liris,
 )
-from sec2sec.metrics import binary_metrics, majority_baseline, mean_accuracy, pearson
+from sec2sec.offline.metrics import binary_metrics, majority_baseline, mean_accuracy, pearson
 
 # (file name, movie, set 0 test / 1 learning / 2 validation, valenceValue, arousalValue)
 LIRIS_ROWS = [

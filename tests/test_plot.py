@@ -11,7 +11,7 @@ import pytest
 
 from monitor.recorders import CsvRecorder
 from sec2sec.cli import main as sec2sec_main
-from sec2sec.plot import attribution_grid, default_output, plot_session, read_session, title_of
+from sec2sec.offline.plot import attribution_grid, default_output, plot_session, read_session, title_of
 from sec2sec.stream import Estimate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_output_directory_must_exist(session_csv: Path, tmp_path: Path) -> None:
 
 
 def test_import_has_no_side_effects_and_no_monitor() -> None:
-    code = "import sys, sec2sec.plot; print(sorted(m for m in ('matplotlib', 'monitor') if m in sys.modules))"
+    code = "import sys, sec2sec.offline.plot; print(sorted(m for m in ('matplotlib', 'monitor') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -171,6 +171,6 @@ def test_the_plot_knows_the_recorder_columns() -> None:
     """sec2sec may not import monitor, so plot.py keeps its own list of the recorder's columns: it must stay
     the recorder's list, or a new column would be drawn as a model output."""
     from monitor.recorders import LEADING_COLUMNS, TRAILING_COLUMNS
-    from sec2sec.plot import RECORDER_COLUMNS
+    from sec2sec.offline.plot import RECORDER_COLUMNS
 
     assert set(RECORDER_COLUMNS) == {*LEADING_COLUMNS, *TRAILING_COLUMNS}

@@ -31,13 +31,13 @@ from synthetic_clips import (
 
 from sec2sec.checkpoint import load_model
 from sec2sec.cli import main
-from sec2sec.compare import compare, comparison_table
 from sec2sec.config import parse_config
-from sec2sec.evaluate import evaluate
-from sec2sec.extract import extract
-from sec2sec.features import encoder_identity, read_index
+from sec2sec.offline.compare import compare, comparison_table
+from sec2sec.offline.evaluate import evaluate
+from sec2sec.offline.extract import extract
+from sec2sec.offline.features import encoder_identity, read_index
+from sec2sec.offline.train import fit
 from sec2sec.stream import AffectStream
-from sec2sec.train import fit
 from sec2sec.windows import file_windows
 
 SETS = {"train": 1, "validation": 2, "test": 0}

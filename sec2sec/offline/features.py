@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from sec2sec.config import ModelConfig, from_dict, to_dict
-from sec2sec.datasets import ClipRecord
 from sec2sec.model import Sec2Sec
+from sec2sec.offline.datasets import ClipRecord
 
 FORMAT = "sec2sec-features"
 FORMAT_VERSION = 1
@@ -288,3 +288,26 @@ def load_features(folder: str | Path, index: CacheIndex, ids: list[str]) -> Feat
         audio_ok=torch.stack(parts["ao"]),
         lengths=torch.stack(parts["n"]).long(),
     )
+
+
+@torch.no_grad()
+def features_from_clips(model: Sec2Sec, records: list[ClipRecord], workers: int = 1, batch: int = 8) -> Features:
+    """Tokens of clips computed now with the model's own encoders (float32), in the cache's layout.
+
+    Used by `--finetune` (the encoders change, so the cache no longer describes them) and by
+    `evaluate --from-clips`. An unreadable clip is an error here: it was readable at extraction.
+    """
+    model.eval()
+    parts: list[tuple] = []
+    for record, clip in zip(records, clip_loader(records, model.config, workers), strict=True):
+        if clip.error:
+            raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
+        parts.append((*encode_clip(model, clip, batch), clip.video_ok, clip.audio_ok, clip.length))
+    return stack_features([r.clip_id for r in records], parts)
+
+
+def stack_features(ids: list[str], parts: list[tuple]) -> Features:
+    def stack(k: int) -> torch.Tensor | None:
+        return None if not parts or parts[0][k] is None else torch.stack([p[k] for p in parts])
+
+    return Features(ids, stack(0), stack(1), stack(2), stack(3), torch.tensor([p[4] for p in parts]).long())

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sec2sec.config import Config, parse_config
-from sec2sec.datasets import SPLIT_MODES
-from sec2sec.evaluate import Evaluation, evaluate
-from sec2sec.train import TrainResult, fit
+from sec2sec.offline.datasets import SPLIT_MODES
+from sec2sec.offline.evaluate import Evaluation, evaluate
+from sec2sec.offline.train import TrainResult, fit
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -39,6 +39,7 @@ REQUIRED_COLUMNS = ("window", "start_s", "end_s", "video_ok", "audio_ok", "laten
 DEFAULT_SIZE = (1600, 900)  # pixels
 DPI = 100
 MIN_PIXELS = 320
+ATTRIBUTION_TITLE = "attention weight on each earlier second / an even split (1 = even; grey: not yet seen)"
 FIX = "give the CSV that `sec2sec-live --csv PATH` wrote"
 
 
@@ -349,11 +350,7 @@ def _plot_attribution(ax: Any, session: Session) -> None:
     )
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
     ax.set_ylabel("seconds\nback")
-    ax.set_title(
-        "attention attribution: weight on each earlier second relative to an even split (1 = even; grey: not yet seen)",
-        loc="left",
-        fontsize=10,
-    )
+    ax.set_title(ATTRIBUTION_TITLE, loc="left", fontsize=10)
     bar = ax.inset_axes((1.01, 0.0, 0.015, 1.0))
     ax.figure.colorbar(image, cax=bar, label="weight / even share")
 
@@ -390,8 +387,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    session = read_session(args.session)
-    out = plot_session(session, args.output or default_output(args.session), size=args.size)
+    out = plot_session(read_session(args.session), args.output or default_output(args.session), size=args.size)
     print(f"wrote {out}")
     return 0
 

@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model
-from sec2sec.datasets import SPLITS, assign_splits, labels
-from sec2sec.features import CacheIndex, encoder_identity, load_features, read_index
-from sec2sec.metrics import BINARY_METRICS, score_outputs
 from sec2sec.model import Sec2Sec
-from sec2sec.train import features_from_clips, predict
+from sec2sec.offline.datasets import SPLITS, assign_splits, labels
+from sec2sec.offline.features import CacheIndex, encoder_identity, features_from_clips, load_features, read_index
+from sec2sec.offline.metrics import BINARY_METRICS, score_outputs
+from sec2sec.offline.train import predict
 
 
 @dataclass(frozen=True)

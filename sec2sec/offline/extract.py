@@ -19,8 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.config import Config, ModelConfig, load_config
-from sec2sec.datasets import DATASETS, ClipRecord, read_dataset
-from sec2sec.features import (
+from sec2sec.model import Sec2Sec
+from sec2sec.offline.datasets import DATASETS, ClipRecord, read_dataset
+from sec2sec.offline.features import (
     DTYPES,
     ENCODERS,
     CacheIndex,
@@ -32,7 +33,6 @@ from sec2sec.features import (
     read_index,
     write_index,
 )
-from sec2sec.model import Sec2Sec
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,6 @@ Resumable: RUN/last.pt holds the weights, optimizer, RNG state and history after
 from __future__ import annotations
 
 import argparse
-import copy
-import csv
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,123 +26,22 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sec2sec.checkpoint import encoder_settings_mismatch, save_checkpoint, without_weight_files
+from sec2sec.checkpoint import save_checkpoint
 from sec2sec.config import Config, load_config, to_dict
-from sec2sec.datasets import SPLIT_MODES, ClipRecord, assign_splits, label_thresholds, labels
-from sec2sec.features import (
-    ENCODERS,
-    CacheIndex,
-    Features,
-    clip_loader,
-    encode_clip,
-    load_features,
-    read_encoders,
-    read_index,
-)
-from sec2sec.metrics import headline, score_outputs
 from sec2sec.model import Sec2Sec
-
-STATE_FORMAT = "sec2sec-train-state"
-COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "val_metric",
-    "train_seconds",
-    "seconds",
+from sec2sec.offline.datasets import SPLIT_MODES
+from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, features_from_clips, stack_features
+from sec2sec.offline.metrics import headline, score_outputs
+from sec2sec.offline.prepared import Prepared, Split, build_model, prepare
+from sec2sec.offline.train_state import (
+    History,
+    identity,
+    load_state,
+    load_trainable,
+    save_state,
+    trainable_state,
+    write_metrics,
 )
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split's clips: records, cached features, and targets (N, n_outputs) float32 (0/1 or scores)."""
-
-    records: list[ClipRecord]
-    features: Features
-    targets: torch.Tensor
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Everything `fit` needs: the cache index, the three splits, label thresholds (binary) and the
-    training positive rate per output (for the majority baseline)."""
-
-    index: CacheIndex
-    splits: dict[str, Split]
-    thresholds: dict[str, float] | None
-    positive_rate: list[float] | None
-
-
-def prepare(cache: str | Path, config: Config, split_mode: str, split_seed: int) -> Prepared:
-    """Read the cache, split it by film (or officially), and label it; see `sec2sec.datasets.labels`."""
-    index = read_index(cache)
-    _check_cache_config(index, config)
-    records = assign_splits(index.records(), split_mode, split_seed)
-    heads = config.model.heads
-    thresholds = None
-    if heads.task == "binary":
-        thresholds = label_thresholds(records, heads.outputs, config.train.label_threshold)
-    splits = {}
-    for name in ("train", "validation", "test"):
-        chosen = [r for r in records if r.split == name]
-        if not chosen and name != "test":
-            raise ValueError(f"the {name} split of cache {cache} is empty; extract more clips or use --split film")
-        y = torch.from_numpy(labels(chosen, heads.outputs, thresholds)) if chosen else torch.zeros(0)
-        if heads.task == "regression" and chosen and (y.min() < 0 or y.max() > 1):
-            raise ValueError(
-                f"regression targets must lie in [0, 1]; the {name} split has {y.min():.3g}..{y.max():.3g}"
-            )
-        splits[name] = Split(chosen, load_features(cache, index, [r.clip_id for r in chosen]), y)
-    rate = splits["train"].targets.mean(dim=0).tolist() if thresholds is not None else None
-    return Prepared(index, splits, thresholds, rate)
-
-
-def _check_cache_config(index: CacheIndex, config: Config) -> None:
-    key = encoder_settings_mismatch(index.config, config.model)
-    if key is not None:
-        raise ValueError(
-            f"the cache was extracted with model.{key} = {getattr(index.config, key)!r} but the config has "
-            f"{getattr(config.model, key)!r}; use the extraction's settings or extract again"
-        )
-
-
-def build_model(config: Config, folder: str | Path, index: CacheIndex, train: Split | None) -> Sec2Sec:
-    """The model of `config` with the cache's encoder weights and, given the training split, FeatureNorm
-    statistics from its tokens. Seeded with `train.seed`, so the initial weights are reproducible."""
-    torch.manual_seed(config.train.seed)
-    model = Sec2Sec(without_weight_files(config.model))
-    state = read_encoders(folder, index)
-    for name in ENCODERS:
-        module = getattr(model, name)
-        if module is not None:
-            module.load_state_dict(state[name])
-            module.pretrained = index.pretrained.get(name.split("_")[0], False)
-    if train is not None:
-        set_norm_statistics(model, train.features)
-    return model
-
-
-def _token_statistics(tokens: torch.Tensor, ok: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per-channel mean and std over the valid windows of (N, T, n, 512) tokens (float64, in chunks)."""
-    valid = ok & (torch.arange(ok.shape[1])[None, :] < lengths[:, None])
-    total, square, count = torch.zeros(512, dtype=torch.float64), torch.zeros(512, dtype=torch.float64), 0
-    for start in range(0, tokens.shape[0], 256):
-        x = tokens[start : start + 256][valid[start : start + 256]].reshape(-1, 512).double()
-        total, square, count = total + x.sum(0), square + (x * x).sum(0), count + x.shape[0]
-    if count == 0:
-        return torch.zeros(512), torch.ones(512)
-    mean = total / count
-    return mean.float(), (square / count - mean * mean).clamp_min(0).sqrt().float()
-
-
-def set_norm_statistics(model: Sec2Sec, features: Features) -> None:
-    """Standardise each token channel with the training split's statistics (FeatureNorm)."""
-    if features.video is not None and model.fusion.use_video:
-        model.fusion.video_norm.set_statistics(*_token_statistics(features.video, features.video_ok, features.lengths))
-    if features.audio is not None and model.fusion.use_audio:
-        model.fusion.audio_norm.set_statistics(*_token_statistics(features.audio, features.audio_ok, features.lengths))
 
 
 def logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor) -> torch.Tensor:
@@ -239,122 +136,6 @@ def train_epoch(
     return {"loss": total / max(seen, 1), "accuracy": _accuracy(heads.task, scores)}
 
 
-def trainable_state(model: Sec2Sec, finetune: bool) -> dict[str, torch.Tensor]:
-    """The weights training changes (without the frozen encoders unless fine-tuning), deep-copied."""
-    keep = {k: v for k, v in model.state_dict().items() if finetune or not k.startswith(ENCODERS)}
-    return copy.deepcopy(keep)
-
-
-def _load_trainable(model: Sec2Sec, state: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith(ENCODERS) for k in missing):
-        raise ValueError(f"saved training state does not fit the model (missing {missing[:3]}, extra {unexpected[:3]})")
-
-
-@dataclass
-class History:
-    """Mutable training progress (the loop's own state, saved to last.pt after every epoch)."""
-
-    epoch: int = 0
-    best_metric: float = float("-inf")
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    rows: list[dict[str, float]] | None = None
-    finished: bool = False
-
-
-def _identity(config: Config, index: CacheIndex, split_mode: str, split_seed: int, finetune: bool) -> dict[str, Any]:
-    train = {k: v for k, v in to_dict(config.train).items() if k not in ("epochs", "patience")}  # may be extended
-    return {
-        "model": to_dict(config.model),
-        "train": train,
-        "encoders": index.encoders,
-        "split": split_mode,
-        "split_seed": split_seed,
-        "finetune": finetune,
-    }
-
-
-def save_state(
-    path: Path, model: Sec2Sec, optimizer: torch.optim.Optimizer, history: History, ident: dict, finetune: bool
-) -> None:
-    """RUN/last.pt: everything needed to continue exactly where training stopped (weights_only-loadable)."""
-    payload = {
-        "format": STATE_FORMAT,
-        "identity": ident,
-        "model": trainable_state(model, finetune),
-        "optimizer": optimizer.state_dict(),
-        "rng": torch.get_rng_state(),
-        "epoch": history.epoch,
-        "best_metric": history.best_metric,
-        "best_epoch": history.best_epoch,
-        "bad_epochs": history.bad_epochs,
-        "best_state": history.best_state,
-        "rows": history.rows or [],
-        "finished": history.finished,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def load_state(path: Path, model: Sec2Sec, optimizer: torch.optim.Optimizer, ident: dict) -> History:
-    """Restore RUN/last.pt into model and optimizer; refuse a state made with another config or cache."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a sec2sec training state; remove it or choose another --out")
-    if payload["identity"] != ident:
-        raise ValueError(
-            f"{path} was made with another config, cache, split or --finetune setting; use another --out, "
-            "or --restart to train from scratch in this folder"
-        )
-    _load_trainable(model, payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    torch.set_rng_state(payload["rng"])
-    return History(
-        payload["epoch"],
-        payload["best_metric"],
-        payload["best_epoch"],
-        payload["bad_epochs"],
-        payload["best_state"],
-        list(payload["rows"]),
-        payload["finished"],
-    )
-
-
-def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
-    """RUN/metrics.csv, one row per finished epoch (rewritten whole, so a resumed run stays consistent)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row[k] for k in COLUMNS})
-
-
-@torch.no_grad()
-def features_from_clips(model: Sec2Sec, records: list[ClipRecord], workers: int = 1, batch: int = 8) -> Features:
-    """Tokens of clips computed now with the model's own encoders (float32), in the cache's layout.
-
-    Used by `--finetune` (the encoders change, so the cache no longer describes them) and by
-    `evaluate --from-clips`. An unreadable clip is an error here: it was readable at extraction.
-    """
-    model.eval()
-    parts: list[tuple] = []
-    for record, clip in zip(records, clip_loader(records, model.config, workers), strict=True):
-        if clip.error:
-            raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
-        parts.append((*encode_clip(model, clip, batch), clip.video_ok, clip.audio_ok, clip.length))
-    return _stack_features([r.clip_id for r in records], parts)
-
-
-def _stack_features(ids: list[str], parts: list[tuple]) -> Features:
-    def stack(k: int) -> torch.Tensor | None:
-        return None if not parts or parts[0][k] is None else torch.stack([p[k] for p in parts])
-
-    return Features(ids, stack(0), stack(1), stack(2), stack(3), torch.tensor([p[4] for p in parts]).long())
-
-
 def finetune_epoch(
     model: Sec2Sec,
     optimizer: torch.optim.Optimizer,
@@ -376,7 +157,7 @@ def finetune_epoch(
             if clip.error:
                 raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
             parts.append((*encode_clip(model, clip, 8), clip.video_ok, clip.audio_ok, clip.length))
-        features = _stack_features([r.clip_id for r in chosen], parts)
+        features = stack_features([r.clip_id for r in chosen], parts)
         loss = loss_of(logits_of(model, features, torch.arange(len(chosen))), split.targets[rows], t.loss)
         _step(model, optimizer, loss, t.grad_clip)
         total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
@@ -477,7 +258,7 @@ def fit(
             getattr(model, name).requires_grad_(finetune)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
-    ident = _identity(config, data.index, split_mode, split_seed, finetune)
+    ident = identity(config, data.index, split_mode, split_seed, finetune)
     last = out / "last.pt"
     history = History(rows=[])
     if last.is_file() and not restart:
@@ -501,7 +282,7 @@ def fit(
             note = f"val {row['val_metric']:.3f} (best {history.best_metric:.3f} @ {history.best_epoch})"
             progress.update(task, completed=history.epoch, note=note)
     best = out / "best.pt"
-    _load_trainable(model, history.best_state)
+    load_trainable(model, history.best_state)
     save_checkpoint(
         best, model, trained=True, meta=_checkpoint_meta(data, config, history, split_mode, split_seed, finetune)
     )

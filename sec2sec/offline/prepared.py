@@ -1,0 +1,107 @@
+"""A feature cache + a config -> what training needs: three labelled splits and a model with the cache's encoders.
+
+Splits are by film (official sets, or a seeded film-disjoint split), never by clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
+from sec2sec.config import Config
+from sec2sec.model import Sec2Sec
+from sec2sec.offline.datasets import ClipRecord, assign_splits, label_thresholds, labels
+from sec2sec.offline.features import ENCODERS, CacheIndex, Features, load_features, read_encoders, read_index
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's clips: records, cached features, and targets (N, n_outputs) float32 (0/1 or scores)."""
+
+    records: list[ClipRecord]
+    features: Features
+    targets: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything `fit` needs: the cache index, the three splits, label thresholds (binary) and the
+    training positive rate per output (for the majority baseline)."""
+
+    index: CacheIndex
+    splits: dict[str, Split]
+    thresholds: dict[str, float] | None
+    positive_rate: list[float] | None
+
+
+def prepare(cache: str | Path, config: Config, split_mode: str, split_seed: int) -> Prepared:
+    """Read the cache, split it by film (or officially), and label it; see `sec2sec.offline.datasets.labels`."""
+    index = read_index(cache)
+    _check_cache_config(index, config)
+    records = assign_splits(index.records(), split_mode, split_seed)
+    heads = config.model.heads
+    thresholds = None
+    if heads.task == "binary":
+        thresholds = label_thresholds(records, heads.outputs, config.train.label_threshold)
+    splits = {}
+    for name in ("train", "validation", "test"):
+        chosen = [r for r in records if r.split == name]
+        if not chosen and name != "test":
+            raise ValueError(f"the {name} split of cache {cache} is empty; extract more clips or use --split film")
+        y = torch.from_numpy(labels(chosen, heads.outputs, thresholds)) if chosen else torch.zeros(0)
+        if heads.task == "regression" and chosen and (y.min() < 0 or y.max() > 1):
+            raise ValueError(
+                f"regression targets must lie in [0, 1]; the {name} split has {y.min():.3g}..{y.max():.3g}"
+            )
+        splits[name] = Split(chosen, load_features(cache, index, [r.clip_id for r in chosen]), y)
+    rate = splits["train"].targets.mean(dim=0).tolist() if thresholds is not None else None
+    return Prepared(index, splits, thresholds, rate)
+
+
+def _check_cache_config(index: CacheIndex, config: Config) -> None:
+    key = encoder_settings_mismatch(index.config, config.model)
+    if key is not None:
+        raise ValueError(
+            f"the cache was extracted with model.{key} = {getattr(index.config, key)!r} but the config has "
+            f"{getattr(config.model, key)!r}; use the extraction's settings or extract again"
+        )
+
+
+def build_model(config: Config, folder: str | Path, index: CacheIndex, train: Split | None) -> Sec2Sec:
+    """The model of `config` with the cache's encoder weights and, given the training split, FeatureNorm
+    statistics from its tokens. Seeded with `train.seed`, so the initial weights are reproducible."""
+    torch.manual_seed(config.train.seed)
+    model = Sec2Sec(without_weight_files(config.model))
+    state = read_encoders(folder, index)
+    for name in ENCODERS:
+        module = getattr(model, name)
+        if module is not None:
+            module.load_state_dict(state[name])
+            module.pretrained = index.pretrained.get(name.split("_")[0], False)
+    if train is not None:
+        set_norm_statistics(model, train.features)
+    return model
+
+
+def _token_statistics(tokens: torch.Tensor, ok: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-channel mean and std over the valid windows of (N, T, n, 512) tokens (float64, in chunks)."""
+    valid = ok & (torch.arange(ok.shape[1])[None, :] < lengths[:, None])
+    total, square, count = torch.zeros(512, dtype=torch.float64), torch.zeros(512, dtype=torch.float64), 0
+    for start in range(0, tokens.shape[0], 256):
+        x = tokens[start : start + 256][valid[start : start + 256]].reshape(-1, 512).double()
+        total, square, count = total + x.sum(0), square + (x * x).sum(0), count + x.shape[0]
+    if count == 0:
+        return torch.zeros(512), torch.ones(512)
+    mean = total / count
+    return mean.float(), (square / count - mean * mean).clamp_min(0).sqrt().float()
+
+
+def set_norm_statistics(model: Sec2Sec, features: Features) -> None:
+    """Standardise each token channel with the training split's statistics (FeatureNorm)."""
+    if features.video is not None and model.fusion.use_video:
+        model.fusion.video_norm.set_statistics(*_token_statistics(features.video, features.video_ok, features.lengths))
+    if features.audio is not None and model.fusion.use_audio:
+        model.fusion.audio_norm.set_statistics(*_token_statistics(features.audio, features.audio_ok, features.lengths))
