@@ -1,8 +1,12 @@
 """`sec2sec compare`: train and evaluate the paper's variants on one cache -> a table like its Tables 1 and 2.
 
-Each variant is a TOML file in `--config-dir` (e.g. configs/audio_only.toml), laid over `--base` when given
-(e.g. configs/first_impressions.toml), so a variant file only says what differs. Every variant is trained
-into OUT/<variant> (resumable, like `sec2sec train`) and scored on the test split.
+Each variant is a TOML file in `--config-dir` (e.g. configs/audio_only.toml) that states only what differs
+from the base, and is laid over it. The base is `--base` (e.g. configs/first_impressions.toml, itself laid
+over the built-in defaults), else `<config-dir>/default.toml` when it exists, else the built-in defaults. The
+variant `default` is the base itself (SA-CA, the model every other variant departs from): default.toml spells
+out every key, so laying it over another base would silently undo that base. Every variant must keep the base's
+task, outputs and clip length (the table compares methods on one task). Every variant is trained into
+OUT/<variant> (resumable, like `sec2sec train`) and scored on the test split.
 """
 
 from __future__ import annotations
@@ -62,14 +66,34 @@ def _toml(path: Path) -> dict[str, Any]:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+def base_document(config_dir: str | Path, base: str | Path | None) -> tuple[dict[str, Any], str]:
+    """The base every variant is laid over, as a TOML dict, and its name for messages (see the module doc)."""
+    if base:
+        return _toml(Path(base)), str(base)
+    default = Path(config_dir) / "default.toml"
+    return (_toml(default), str(default)) if default.is_file() else ({}, "the built-in defaults")
+
+
 def variant_config(config_dir: str | Path, variant: str, base: str | Path | None) -> Config:
-    """configs/<variant>.toml over the base file (if any) over the built-in defaults."""
+    """configs/<variant>.toml over the base; the variant `default` is the base itself."""
     path = Path(config_dir) / f"{variant}.toml"
-    data = merge(_toml(Path(base)) if base else {}, _toml(path))
+    base_data, base_name = base_document(config_dir, base)
+    data = base_data if variant == "default" else merge(base_data, _toml(path))
     try:
-        return parse_config(data)
+        config = parse_config(data)
+        reference = parse_config(base_data)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(f"{path if variant != 'default' else base_name}: {exc}") from None
+    for key, made, wanted in (
+        ("model.heads", config.model.heads, reference.model.heads),
+        ("model.clip_seconds", config.model.clip_seconds, reference.model.clip_seconds),
+    ):
+        if made != wanted:
+            raise ValueError(
+                f"{path} changes {key} from {base_name}'s {wanted!r} to {made!r}; a variant file states only what "
+                "differs in the method (e.g. [model.fusion] mode), never the task: remove those keys from it"
+            )
+    return config
 
 
 def compare(
