@@ -17,6 +17,8 @@ SUBCOMMAND_MODULES = (
     "sec2sec.offline.train",
     "sec2sec.offline.evaluate",
     "sec2sec.offline.compare",
+    "sec2sec.offline.splits",
+    "sec2sec.offline.prepare",
     "sec2sec.offline.plot",
     "sec2sec.weights_cli",
 )
