@@ -99,7 +99,7 @@ def _same_clips(out: Path, clip_bytes: dict[str, bytes]) -> bool:
     return all((out / s / n).read_bytes() == clip_bytes[n] for s, names in _expected().items() for n in names)
 
 
-def test_prepare_unpacks_nested_parts_into_the_reader_layout(tmp_path: Path, clip_bytes, capsys) -> None:
+def test_prepare_unpacks_nested_parts_into_the_reader_layout(tmp_path: Path, clip_bytes, capsys, monkeypatch) -> None:
     downloads, out = _downloads(tmp_path / "downloads", clip_bytes), tmp_path / "fi"
     with pytest.raises(ValueError, match=r"holds the First Impressions zip parts as downloaded; unpack them with"):
         read_first_impressions(downloads)
@@ -128,7 +128,15 @@ def test_prepare_unpacks_nested_parts_into_the_reader_layout(tmp_path: Path, cli
     assert len(records) == 7 and records[0].path == out / "train" / "abcDEF12345.001.mp4"
     assert records[1].targets["extraversion"] == pytest.approx(0.11)
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")}
+    opened, real_open = [], prepare_module._Unpacker._open
+
+    def counting_open(self, file, label: str, redownload: str):
+        opened.append(label)
+        return real_open(self, file, label, redownload)
+
+    monkeypatch.setattr(prepare_module._Unpacker, "_open", counting_open)
     again = prepare_first_impressions(downloads, out)
+    assert len(opened) == 7 and not any("(member" in label for label in opened)  # finished inner zips stay shut
     assert (again.unpacked, again.skipped, again.clips) == (0, 7, {"train": 4, "validation": 2, "test": 1})
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")} == stamps  # nothing rewritten
 

@@ -65,10 +65,6 @@ class PrepareSummary:
     clips: dict[str, int]
 
 
-class _Bad(Exception):
-    """A damaged archive or a password problem, turned into a one-line ValueError by `_archive`."""
-
-
 @contextmanager
 def _archive(label: str, redownload: str) -> Iterator[None]:
     """Errors met while reading archive `label` -> one ValueError naming it and the fix."""
@@ -81,10 +77,15 @@ def _archive(label: str, redownload: str) -> Iterator[None]:
         if "Bad password" in text:
             raise ValueError(f"{label}: wrong --password; use the one the organisers sent for this file") from None
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+    except NotImplementedError as exc:  # e.g. Deflate64 or AES, which zipfile cannot read
         raise ValueError(
-            f"{label} is damaged ({exc}) or the --password is wrong; download {redownload} again"
+            f"{label} uses a method zipfile cannot read ({exc}); unpack {redownload} with 7z or unzip into the "
+            "--from folder (its inner zips are taken from there)"
         ) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        # a wrong ZipCrypto password passes the one-byte check 1 time in 256 and shows as a CRC error
+        maybe = " (or the --password is wrong)" if "CRC" in str(exc) else ""
+        raise ValueError(f"{label} is damaged ({exc}){maybe}; download {redownload} again") from None
 
 
 def _copy(src: IO[bytes], target: Path) -> None:
@@ -129,8 +130,13 @@ class _Unpacker:
         self.out, self.report = out, report
         self.pwd = password.encode("utf-8") if password else None
         self.unpacked = self.skipped = 0
+        self.done: dict[str, dict] = {}
         marker = out / MARKER
-        self.done: dict[str, dict] = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+        if marker.is_file():
+            try:
+                self.done = json.loads(marker.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                pass  # only an optimisation: without it every inner zip is opened and its clips checked by size
 
     def _open(self, file: Path | IO[bytes], label: str, redownload: str) -> zipfile.ZipFile:
         with _archive(label, redownload):
@@ -175,12 +181,13 @@ class _Unpacker:
         ):
             self.skipped += len(previous["clips"])
             return
-        tmp = None
+        tmp = member = None
         if info is None:
             archive = self._open(source, label, source.name)
         elif info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
             with _archive(label, source.name):
-                archive = self._open(outer.open(info), label, source.name)  # seekable in place: no copy
+                member = outer.open(info)  # stored, not encrypted: seekable in place, no copy needed
+                archive = self._open(member, label, source.name)
         else:
             tmp = self.out / f".{name}.part"
             with _archive(label, source.name), outer.open(info) as src, open(tmp, "wb") as dst:
@@ -191,6 +198,8 @@ class _Unpacker:
             clips = self.clips(archive, folder, label, source.name)
         finally:
             archive.close()
+            if member is not None:
+                member.close()
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
         self._mark(key, {**stamp, "clips": clips})
