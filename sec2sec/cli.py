@@ -1,4 +1,4 @@
-"""`sec2sec`: offline commands (describe the model; extract, train, evaluate, compare on datasets).
+"""`sec2sec`: offline commands (describe the model; prepare, extract, train, evaluate, compare, split on datasets).
 
 Each subcommand lives in its own module exposing `register(subparsers)`, which adds its parser and sets
 `func(args) -> int`. User errors (ValueError and subclasses) become one line on stderr and exit code 2.
@@ -13,10 +13,12 @@ import warnings
 
 SUBCOMMAND_MODULES = (
     "sec2sec.describe",
+    "sec2sec.offline.prepare",
     "sec2sec.offline.extract",
     "sec2sec.offline.train",
     "sec2sec.offline.evaluate",
     "sec2sec.offline.compare",
+    "sec2sec.offline.splits",
     "sec2sec.offline.plot",
     "sec2sec.weights_cli",
 )

@@ -9,8 +9,9 @@ Two datasets, read in the formats their authors publish them (users download the
   (the *Value columns, about 1.3-4.5); binary labels are made at training time by a threshold.
 - First Impressions, ChaLearn LAP 2016 (`fi`): `train|validation|test/**/*.mp4` and
   `annotation_training.pkl`, `annotation_validation.pkl`, `annotation_test.pkl` (Python 2 pickles:
-  trait -> {video file name: score in [0, 1]}). The group of a clip is its YouTube video (the name before
-  the first dot), so a group split keeps all clips of one person's video together.
+  trait -> {video file name: score in [0, 1]}), as `sec2sec prepare fi` unpacks the downloaded zip parts.
+  The group of a clip is its YouTube video (the name before the first dot), so a group split keeps all
+  clips of one person's video together.
 
 Pickles are read with a restricted unpickler that builds only dicts, strings and numbers.
 """
@@ -184,8 +185,16 @@ def _fi_scores(path: Path) -> dict[str, dict[str, float]]:
 
 
 def read_first_impressions(root: str | Path) -> list[ClipRecord]:
-    """A First Impressions folder -> one record per annotated clip found on disk (official splits)."""
+    """A First Impressions folder -> one record per annotated clip found on disk (official splits).
+
+    The folder is the unpacked layout; the zip parts as downloaded are unpacked into it by `sec2sec prepare fi`.
+    """
     root = Path(root)
+    if not (root / FI_ANNOTATIONS["train"]).is_file() and any(root.glob("*-annotation.zip")):
+        raise ValueError(
+            f"{root} holds the First Impressions zip parts as downloaded; unpack them with "
+            f"`sec2sec prepare fi --from {root} --out FOLDER` and pass FOLDER as --root"
+        )
     records = []
     for split, file_name in FI_ANNOTATIONS.items():
         annotation = _require(

@@ -2,7 +2,8 @@
 
 Binary outputs: accuracy, F1, balanced accuracy, macro-F1, and the majority-class baseline beside them.
 Regression outputs: mean accuracy 1 - |y - y_hat| per output and averaged, and Pearson r.
-The split and the label thresholds are the ones the checkpoint was trained with (stored in its meta).
+The split and the label thresholds are the ones the checkpoint was trained with (stored in its meta); the
+split is the one pinned in the cache folder, and a cache changed or re-split since training is refused.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from rich.table import Table
 
 from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model
 from sec2sec.model import Sec2Sec
-from sec2sec.offline.datasets import SPLITS, assign_splits, labels
+from sec2sec.offline.datasets import SPLITS, labels
 from sec2sec.offline.features import CacheIndex, encoder_identity, features_from_clips, load_features, read_index
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs
+from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split
 from sec2sec.offline.train import predict
 
 
@@ -64,7 +66,11 @@ def evaluate(checkpoint: str | Path, cache: str | Path, split: str = "test", fro
     if not from_clips:
         check_same_encoders(model, index, checkpoint)
     meta = ckpt.meta
-    records = assign_splits(index.records(), meta.get("split", "official"), int(meta.get("split_seed", 0)))
+    assignment = pinned_split(
+        cache, index.dataset, index.records(), meta.get("split", "official"), int(meta.get("split_seed", 0))
+    )
+    check_trained_split(assignment, meta.get("split_digest", ""), checkpoint)
+    records = apply_split(index.records(), assignment)
     chosen = [r for r in records if r.split == split]
     if not chosen:
         raise ValueError(f"the {split} split of cache {cache} is empty; choose another --split")

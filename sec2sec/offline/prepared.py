@@ -1,6 +1,7 @@
 """A feature cache + a config -> what training needs: three labelled splits and a model with the cache's encoders.
 
-Splits are by film (official sets, or a seeded film-disjoint split), never by clip.
+Splits are by film (official sets, or a seeded film-disjoint split), never by clip, and pinned: the assignment
+is written into the cache folder when first made and reused (see `sec2sec.offline.splits`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import torch
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.config import Config
 from sec2sec.model import Sec2Sec
-from sec2sec.offline.datasets import ClipRecord, assign_splits, label_thresholds, labels
+from sec2sec.offline.datasets import ClipRecord, label_thresholds, labels
 from sec2sec.offline.features import ENCODERS, CacheIndex, Features, load_features, read_encoders, read_index
+from sec2sec.offline.splits import Assignment, apply_split, pinned_split
 
 
 @dataclass(frozen=True)
@@ -29,19 +31,22 @@ class Split:
 @dataclass(frozen=True)
 class Prepared:
     """Everything `fit` needs: the cache index, the three splits, label thresholds (binary) and the
-    training positive rate per output (for the majority baseline)."""
+    training positive rate per output (for the majority baseline); `assignment` is the pinned split used."""
 
     index: CacheIndex
     splits: dict[str, Split]
     thresholds: dict[str, float] | None
     positive_rate: list[float] | None
+    assignment: Assignment | None = None
 
 
 def prepare(cache: str | Path, config: Config, split_mode: str, split_seed: int) -> Prepared:
-    """Read the cache, split it by film (or officially), and label it; see `sec2sec.offline.datasets.labels`."""
+    """Read the cache, split it by film (or officially) as pinned in the cache folder (pinning the split on
+    first use; a cache changed since is refused), and label it; see `sec2sec.offline.datasets.labels`."""
     index = read_index(cache)
     _check_cache_config(index, config)
-    records = assign_splits(index.records(), split_mode, split_seed)
+    assignment = pinned_split(cache, index.dataset, index.records(), split_mode, split_seed)
+    records = apply_split(index.records(), assignment)
     heads = config.model.heads
     thresholds = None
     if heads.task == "binary":
@@ -58,7 +63,7 @@ def prepare(cache: str | Path, config: Config, split_mode: str, split_seed: int)
             )
         splits[name] = Split(chosen, load_features(cache, index, [r.clip_id for r in chosen]), y)
     rate = splits["train"].targets.mean(dim=0).tolist() if thresholds is not None else None
-    return Prepared(index, splits, thresholds, rate)
+    return Prepared(index, splits, thresholds, rate, assignment)
 
 
 def _check_cache_config(index: CacheIndex, config: Config) -> None:

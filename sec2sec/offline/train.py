@@ -228,6 +228,7 @@ def _checkpoint_meta(
         "clip_seconds": config.model.clip_seconds,
         "split": split_mode,
         "split_seed": split_seed,
+        "split_digest": data.assignment.digest if data.assignment is not None else "",
         "label_thresholds": data.thresholds or {},
         "train_positive_rate": data.positive_rate or [],
         "finetuned": finetune,
@@ -259,6 +260,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
     ident = identity(config, data.index, split_mode, split_seed, finetune)
+    ident["split_digest"] = data.assignment.digest if data.assignment is not None else ""
     last = out / "last.pt"
     history = History(rows=[])
     if last.is_file() and not restart:
