@@ -12,8 +12,17 @@ from sec2sec.config import Config, ModelConfig, from_dict, load_config, parse_co
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def test_default_toml_equals_dataclass_defaults() -> None:
+def _keys(table: dict, prefix: str = "") -> set[str]:
+    return {
+        k for key, v in table.items() for k in (_keys(v, f"{prefix}{key}.") if isinstance(v, dict) else {prefix + key})
+    }
+
+
+def test_default_toml_equals_dataclass_defaults_and_spells_every_key() -> None:
+    import tomllib
+
     assert load_config(CONFIGS / "default.toml") == Config()
+    assert _keys(tomllib.loads((CONFIGS / "default.toml").read_text())) == _keys(to_dict(Config()))
 
 
 @pytest.mark.parametrize(
