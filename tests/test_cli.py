@@ -192,17 +192,28 @@ def test_offline_replay_with_every_output(small: Path, tmp_path: Path) -> None:
     assert result.stdout.count("valence") == 5 and "5 windows, 0 dropped" in result.stderr
 
 
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 40 s demo clip: a loaded machine drops windows under the realtime clock, and the run must still be
+    going when the signal arrives."""
+    from monitor.demo_clip import write_demo_clip
+
+    return write_demo_clip(tmp_path_factory.mktemp("long") / "long.mp4", seconds=40)
+
+
 @pytest.mark.parametrize(
     ("sig", "code", "ended"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 )
-def test_signals_stop_cleanly_and_keep_rows(small: Path, tmp_path: Path, sig: int, code: int, ended: str) -> None:
+def test_signals_stop_cleanly_and_keep_rows(
+    small: Path, long_clip: Path, tmp_path: Path, sig: int, code: int, ended: str
+) -> None:
     csv = tmp_path / "sig.csv"
     cmd = [
         sys.executable,
         "-m",
         "monitor.cli",
         "--replay",
-        str(DEMO),
+        str(long_clip),
         "--config",
         str(small),
         "--no-ui",
@@ -213,6 +224,7 @@ def test_signals_stop_cleanly_and_keep_rows(small: Path, tmp_path: Path, sig: in
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (not csv.exists() or len(csv.read_text().splitlines()) < 3):
         time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before the signal could be sent"
     os.kill(proc.pid, sig)
     sent = time.monotonic()
     _, stderr = proc.communicate(timeout=30)
