@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "sec2sec.offline.compare",
     "sec2sec.offline.plot",
     "sec2sec.weights_cli",
+    "sec2sec.compile_cli",
 )
 
 
