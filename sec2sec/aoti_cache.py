@@ -75,6 +75,7 @@ class PackageSpec:
     device: str
     cpu_capability: str
     torch_version: str
+    threads: int  # inductor writes torch.get_num_threads() into its CPU loops (`omp parallel num_threads(N)`)
 
     def key(self) -> str:
         payload = json.dumps({"format": FORMAT_VERSION, **self.as_json()}, sort_keys=True)
@@ -91,7 +92,7 @@ class PackageSpec:
 def spec_for(
     name: str, module: nn.Module, config: dict[str, Any], item_shape: tuple[int, ...], max_batch: int
 ) -> PackageSpec:
-    """The spec of `module` as it is now (its weights and the device its parameters are on)."""
+    """The spec of `module` as it is now: its weights, the device its parameters are on, torch's thread count."""
     device = next(module.parameters()).device
     return PackageSpec(
         name=name,
@@ -102,6 +103,7 @@ def spec_for(
         device=device_label(device),
         cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
         torch_version=torch.__version__,
+        threads=torch.get_num_threads(),
     )
 
 

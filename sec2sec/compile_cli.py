@@ -4,13 +4,15 @@ sec2sec compile --checkpoint runs/x/best.pt      the encoders of a trained model
 sec2sec compile --config configs/default.toml    the untrained model sec2sec-live builds from that config
 sec2sec compile                                  the built-in default config
 
-The packages land in the cache `sec2sec-live` reads (`$SEC2SEC_CACHE/aoti`); a package already there is checked
-(checksum, output parity against eager) and kept.
+A package is specific to the torch thread count (inductor writes it into the compiled loops): give the
+same --threads as `sec2sec-live`. The packages land in the cache `sec2sec-live` reads ($SEC2SEC_CACHE/aoti);
+a package already there is checked (checksum, output parity against eager) and kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
@@ -34,6 +36,9 @@ def model_for(config_path: str | None, checkpoint: str | None) -> Sec2Sec:
 def _run(args: argparse.Namespace) -> int:
     from sec2sec.stream import resolve_device
 
+    if args.threads < 0:
+        raise ValueError(f"--threads {args.threads} must be >= 0 (0: one per core, as sec2sec-live)")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)  # compiled CPU code keeps this thread count
     device = resolve_device(args.device)
     model = model_for(args.config, args.checkpoint).to(device).eval()
     report = compile_model(model)
@@ -48,4 +53,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="TOML config (the untrained model sec2sec-live builds from it)")
     p.add_argument("--checkpoint", help="a trained checkpoint (.pt); its encoders' weights are compiled")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads, as sec2sec-live --threads (0: per core)")
     p.set_defaults(func=_run)

@@ -1,12 +1,13 @@
 """The encoders run from cached AOTInductor packages by default; eager is the checked fallback.
 
 `compile_model(model)` gives each encoder of a model (on the device it is on, with the weights it holds) a
-compiled forward: the package is loaded from the cache (`sec2sec.aoti_cache`; a few tenths of a second) or,
-on first use of a config + weights + torch + device + CPU capability, built there once with a message and a
-progress line (about a minute per encoder on a 2-core CPU). Before it is used, every package, freshly built
-or loaded, is run on a fixed pseudo-random warm-up input beside the eager encoder; when the outputs differ by
-more than `PARITY_TOL` (relative to the output's scale once that exceeds 1), the package is deleted (the next
-run builds it again) and the encoder stays eager, with one warning for the whole model.
+compiled forward: the package is loaded from the cache (`sec2sec.aoti_cache`; a few tenths of a second)
+or, on first use of a config + weights + torch + device + CPU capability + thread count, built there once
+with a message and a progress line (about a minute per encoder on a 2-core CPU). Before it is used, every
+package, freshly built or loaded, is run on a fixed pseudo-random warm-up input beside the eager encoder;
+when the outputs differ by more than `PARITY_TOL` (relative to the output's scale once that exceeds 1), the
+package is deleted (the next run builds it again) and the encoder stays eager, with one warning for the
+whole model.
 
 The compiled forward is used for float32 inputs of the compiled item shape on the compiled device, in
 inference (no autograd, eval mode), with batches of any size (split into chunks of `max_batch`); any other call
@@ -57,8 +58,9 @@ def compile_requested(no_compile: bool = False) -> bool:
 
 
 def _versions(module: nn.Module) -> int:
-    """Sum of the in-place version counters of every parameter and buffer (load_state_dict bumps them)."""
-    return sum(t._version for t in (*module.parameters(), *module.buffers()))
+    """Sum of the in-place version counters of every parameter and buffer (load_state_dict bumps them).
+    Tensors made under inference_mode have no counter: build models outside it (extract does)."""
+    return sum(t._version for t in (*module.parameters(), *module.buffers()) if not t.is_inference())
 
 
 class CompiledForward:

@@ -128,7 +128,6 @@ def _progress(console: Console) -> Progress:
     )
 
 
-@torch.inference_mode()
 def extract(
     dataset: str,
     root: str | Path,
@@ -157,7 +156,7 @@ def extract(
     if todo and (compile_requested() if compiled is None else compiled):
         compile_model(model)
     started, windows, pending, trimmed, padded = time.perf_counter(), 0, [], 0, 0
-    with _progress(console) as progress:
+    with _progress(console) as progress, torch.inference_mode():
         task = progress.add_task("extract", total=len(todo), note="")
         for record, clip in zip(todo, clip_loader(todo, index.config, workers), strict=True):
             if clip.error:
@@ -172,8 +171,8 @@ def extract(
                 pending = []
             rate = windows / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, note=f"{windows} windows, {rate:.1f}/s, {len(index.unreadable)} bad")
-    if pending:
-        _write_shard(folder, index, pending, dtype)
+        if pending:
+            _write_shard(folder, index, pending, dtype)
     write_index(folder, index)
     _write_report(folder, index.unreadable)
     encoded = len(todo) - sum(r.clip_id in index.unreadable for r in todo)
