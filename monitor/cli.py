@@ -73,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of history per estimate (0: carry state forever; default: the training clip length)",
     )
     model.add_argument(
-        "--compile",
+        "--no-compile",
         action="store_true",
-        help="torch.compile the encoders (inductor, freezing): ~1.9x faster video encoder after a ~30 s start",
+        help="run the encoders eagerly (default: cached AOTInductor packages, built once on first use; "
+        "also SEC2SEC_COMPILE=0)",
     )
     model.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
     out = p.add_argument_group("output")
@@ -265,7 +266,8 @@ def build_pipeline(
     import torch
 
     from monitor.pipeline import Pipeline
-    from sec2sec.stream import AffectStream, compile_encoders, resolve_device
+    from sec2sec.compiled import compile_model, compile_requested
+    from sec2sec.stream import AffectStream, resolve_device
     from sec2sec.windows import Windower
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -275,7 +277,8 @@ def build_pipeline(
     cfg = model.config
     for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
         source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
-    stream = AffectStream(compile_encoders(model) if args.compile else model, horizon=args.horizon, device=device)
+    stream = AffectStream(model, horizon=args.horizon, device=device)
+    info["compiled_encoders"] = compile_model(stream.model) if compile_requested(args.no_compile) else {}
     stream.warm_up()  # first forward of every stage happens before any window is timed
     windower = Windower(
         cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio

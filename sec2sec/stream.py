@@ -153,20 +153,3 @@ class AffectStream:
         )
         self.step(blank)
         self.reset()
-
-
-def compile_encoders(model: Sec2Sec) -> Sec2Sec:
-    """Compile the encoders for inference with torch.compile + inductor freezing (weights folded in as
-    constants; ~1.9x faster than eager for R(2+1)D-18 on a 2-core CPU after a ~15-30 s first call).
-
-    The modules stay the same objects (only their `forward` is wrapped), so state dicts are unchanged.
-    Inference only: freezing assumes the weights no longer change.
-    """
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    model.eval()
-    for encoder in (model.video_encoder, model.audio_encoder):
-        if encoder is not None:
-            encoder.forward = torch.compile(encoder.forward, dynamic=False)
-    return model

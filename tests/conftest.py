@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,17 @@ import torch
 from media_clips import build_media_folder
 
 from sec2sec.config import AudioConfig, FusionConfig, ModelConfig, TemporalConfig, VideoConfig
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run the encoders eagerly unless a test asks for the compiled default (tests/test_compiled.py), and
+    never touch the user's cache: SEC2SEC_CACHE is a fresh folder, removed at the end (child processes too)."""
+    os.environ["SEC2SEC_COMPILE"] = "0"
+    os.environ["SEC2SEC_CACHE"] = tempfile.mkdtemp(prefix="sec2sec-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.get("SEC2SEC_CACHE", ""), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

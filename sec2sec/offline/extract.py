@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
+from sec2sec.compiled import compile_model, compile_requested
 from sec2sec.config import Config, ModelConfig, load_config
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import DATASETS, ClipRecord, read_dataset
@@ -127,7 +128,6 @@ def _progress(console: Console) -> Progress:
     )
 
 
-@torch.inference_mode()
 def extract(
     dataset: str,
     root: str | Path,
@@ -139,8 +139,13 @@ def extract(
     shard_size: int = 64,
     batch: int = 8,
     console: Console | None = None,
+    compiled: bool | None = None,
 ) -> ExtractSummary:
-    """Encode every readable clip of `dataset` under `root` into the cache `out` (see the module docstring)."""
+    """Encode every readable clip of `dataset` under `root` into the cache `out` (see the module docstring).
+
+    `compiled`: run the encoders from their AOTInductor packages (sec2sec/compiled.py; None: unless
+    SEC2SEC_COMPILE=0), the same packages `sec2sec-live` uses for these weights (batch dimension dynamic).
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not allowed; use one of {', '.join(DTYPES)}")
     console = console or Console()
@@ -148,8 +153,10 @@ def extract(
     records = read_dataset(dataset, root)
     model, index = open_cache(folder, dataset, root, config, dtype)
     todo = [r for r in records if r.clip_id not in index.clips]
+    if todo and (compile_requested() if compiled is None else compiled):
+        compile_model(model)
     started, windows, pending, trimmed, padded = time.perf_counter(), 0, [], 0, 0
-    with _progress(console) as progress:
+    with _progress(console) as progress, torch.inference_mode():
         task = progress.add_task("extract", total=len(todo), note="")
         for record, clip in zip(todo, clip_loader(todo, index.config, workers), strict=True):
             if clip.error:
@@ -164,8 +171,8 @@ def extract(
                 pending = []
             rate = windows / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, note=f"{windows} windows, {rate:.1f}/s, {len(index.unreadable)} bad")
-    if pending:
-        _write_shard(folder, index, pending, dtype)
+        if pending:
+            _write_shard(folder, index, pending, dtype)
     write_index(folder, index)
     _write_report(folder, index.unreadable)
     encoded = len(todo) - sum(r.clip_id in index.unreadable for r in todo)
@@ -191,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         batch=args.batch,
         console=console,
+        compiled=compile_requested(args.no_compile),
     )
     console.print(
         f"[bold]extract done[/]: {s.encoded} clips encoded ({s.windows} windows) in {s.seconds:.1f} s, "
@@ -213,4 +221,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="decoding processes running ahead (0: decode inline)")
     p.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
     p.add_argument("--batch", type=int, default=8, help="windows per encoder call")
+    p.add_argument("--no-compile", action="store_true", help="run the encoders eagerly (also SEC2SEC_COMPILE=0)")
     p.set_defaults(func=_run)

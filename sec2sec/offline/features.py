@@ -17,7 +17,6 @@ windows are the same.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sec2sec.aoti_cache import tensor_digest
 from sec2sec.config import ModelConfig, from_dict, to_dict
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
@@ -34,16 +34,6 @@ FORMAT = "sec2sec-features"
 FORMAT_VERSION = 1
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ENCODERS = ("video_encoder", "audio_encoder")
-
-
-def tensor_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a state dict's names, dtypes, shapes and bytes (identity of a set of weights)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def encoder_identity(model: Sec2Sec) -> dict[str, str]:

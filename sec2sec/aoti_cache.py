@@ -1,0 +1,201 @@
+"""A folder of AOTInductor packages, one per key of everything that changes the compiled code.
+
+A package is `torch.export` of a module (batch dimension dynamic, 1..max_batch) compiled by
+`torch._inductor.aoti_compile_and_package` with inductor freezing (weights folded in as constants). The cache
+folder is `$SEC2SEC_CACHE/aoti` (default `~/.cache/sec2sec/aoti`) and holds, per key:
+- `<name>-<key>.pt2`: the package;
+- `<name>-<key>.json`: what it was built from (the `PackageSpec`), its sha256 and size, the build time. It is
+  written last, so a package without it was never finished; a package is used only when this record names
+  the same spec and the file's sha256 matches. Anything else (damaged, stale, foreign, half-written) is built
+  again, never trusted.
+- `<name>-<key>.lock`: held (flock) while one process builds, so concurrent first runs compile once; the
+  others wait, then load. Every file is written under a temporary name and renamed into place, so even
+  without the lock (a file system without flock) no reader ever sees half a package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT_VERSION = 1
+ENV_CACHE = "SEC2SEC_CACHE"
+BLOCK = 1 << 20
+
+
+def cache_root() -> Path:
+    """`$SEC2SEC_CACHE`, or `~/.cache/sec2sec`."""
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "sec2sec")
+
+
+def packages_dir() -> Path:
+    return cache_root() / "aoti"
+
+
+def device_label(device: torch.device) -> str:
+    """The device as far as compiled code cares: "cpu", or the GPU's name and compute capability."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        return f"cuda {torch.cuda.get_device_name(index)} sm_{major}{minor}"
+    return device.type
+
+
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes (identity of a set of weights)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """Everything that changes the compiled code of one module. `item_shape` is one input without the batch
+    dimension (float32); `config` the module's own settings (a JSON-able dict)."""
+
+    name: str
+    config: dict[str, Any]
+    weights_sha256: str
+    item_shape: tuple[int, ...]
+    max_batch: int
+    device: str
+    cpu_capability: str
+    torch_version: str
+    threads: int  # inductor writes torch.get_num_threads() into its CPU loops (`omp parallel num_threads(N)`)
+
+    def key(self) -> str:
+        payload = json.dumps({"format": FORMAT_VERSION, **self.as_json()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def as_json(self) -> dict[str, Any]:
+        """The spec as its JSON record reads back (lists for tuples)."""
+        return json.loads(json.dumps(asdict(self), sort_keys=True))
+
+    def stem(self) -> str:
+        return f"{self.name}-{self.key()}"
+
+
+def spec_for(
+    name: str, module: nn.Module, config: dict[str, Any], item_shape: tuple[int, ...], max_batch: int
+) -> PackageSpec:
+    """The spec of `module` as it is now: its weights, the device its parameters are on, torch's thread count."""
+    device = next(module.parameters()).device
+    return PackageSpec(
+        name=name,
+        config=config,
+        weights_sha256=tensor_digest(module.state_dict()),
+        item_shape=tuple(int(s) for s in item_shape),
+        max_batch=int(max_batch),
+        device=device_label(device),
+        cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
+        torch_version=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_problem(spec: PackageSpec, folder: Path) -> str | None:
+    """None when the package for `spec` is present, finished and whole; else what is wrong, in a few words."""
+    package, record = folder / f"{spec.stem()}.pt2", folder / f"{spec.stem()}.json"
+    if not record.is_file():
+        return "not built yet" if not package.exists() else "unfinished (no record beside it)"
+    try:
+        meta = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"unreadable record ({type(exc).__name__})"
+    if not isinstance(meta, dict) or meta.get("spec") != spec.as_json():
+        return "stale or foreign (its record names another config, weights, device or torch)"
+    if not package.is_file():
+        return "missing (a record without its package)"
+    digest = sha256_of(package)
+    if digest != meta.get("sha256"):
+        return f"damaged (sha256 {digest[:12]}..., recorded {str(meta.get('sha256'))[:12]}...)"
+    return None
+
+
+@contextlib.contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (waits for another builder); a no-op where flock does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: atomic renames alone keep the cache whole
+        yield
+        return
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def export_and_compile(module: nn.Module, spec: PackageSpec, dest: Path, step: Callable[[str], None]) -> None:
+    """torch.export (batch dynamic in 1..max_batch) + AOTInductor with freezing, written to `dest`."""
+    device = next(module.parameters()).device
+    example = torch.randn(2, *spec.item_shape, device=device)  # batch 2: export must not specialise on 1
+    batch = torch.export.Dim("batch", min=1, max=spec.max_batch)
+    step("export")
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: batch},))
+    step("compile (AOTInductor, freezing)")
+    torch._inductor.aoti_compile_and_package(program, package_path=str(dest), inductor_configs={"freezing": True})
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build(module: nn.Module, spec: PackageSpec, folder: Path, step: Callable[[str], None]) -> Path:
+    """Compile `module` into the cache under `spec` (temporary names, then renames; the record last)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    package = folder / f"{spec.stem()}.pt2"
+    tmp = folder / f".{spec.stem()}.{uuid.uuid4().hex}.pt2"
+    started = time.perf_counter()
+    try:
+        export_and_compile(module, spec, tmp, step)
+        meta = {
+            "spec": spec.as_json(),
+            "sha256": sha256_of(tmp),
+            "bytes": tmp.stat().st_size,
+            "build_seconds": round(time.perf_counter() - started, 1),
+        }
+        (folder / f"{spec.stem()}.json").unlink(missing_ok=True)  # a package is never beside an old record
+        os.replace(tmp, package)
+        _write_atomic(folder / f"{spec.stem()}.json", json.dumps(meta, indent=1))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return package
+
+
+def discard(spec: PackageSpec, folder: Path) -> None:
+    """Remove a package that failed its checks (the next run builds it again)."""
+    for suffix in (".json", ".pt2"):
+        (folder / f"{spec.stem()}{suffix}").unlink(missing_ok=True)
+
+
+def load(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The package's runner: (B, *item_shape) -> the module's output."""
+    return torch._inductor.aoti_load_package(str(path))

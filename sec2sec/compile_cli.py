@@ -1,0 +1,57 @@
+"""`sec2sec compile`: build the compiled encoders of a model ahead of time (see sec2sec/compiled.py).
+
+sec2sec compile --checkpoint runs/x/best.pt      the encoders of a trained model
+sec2sec compile --config configs/default.toml    the untrained model sec2sec-live builds from that config
+sec2sec compile                                  the built-in default config
+
+A package is specific to the torch thread count (inductor writes it into the compiled loops): give the
+same --threads as `sec2sec-live`. The packages land in the cache `sec2sec-live` reads ($SEC2SEC_CACHE/aoti);
+a package already there is checked (checksum, output parity against eager) and kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from sec2sec.aoti_cache import packages_dir
+from sec2sec.compiled import compile_model
+from sec2sec.model import Sec2Sec
+
+
+def model_for(config_path: str | None, checkpoint: str | None) -> Sec2Sec:
+    """The model `sec2sec-live` would run with the same --config / --checkpoint (same weights, same seed)."""
+    from sec2sec.checkpoint import load_model
+    from sec2sec.config import Config, load_config
+
+    config = load_config(config_path).model if config_path else None
+    if checkpoint:
+        return load_model(checkpoint, expect=config)[0]
+    torch.manual_seed(0)  # as sec2sec-live seeds an untrained model, so the weights (and the key) agree
+    return Sec2Sec(config or Config().model)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sec2sec.stream import resolve_device
+
+    if args.threads < 0:
+        raise ValueError(f"--threads {args.threads} must be >= 0 (0: one per core, as sec2sec-live)")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)  # compiled CPU code keeps this thread count
+    device = resolve_device(args.device)
+    model = model_for(args.config, args.checkpoint).to(device).eval()
+    report = compile_model(model)
+    for name, status in report.items():
+        print(f"{name} encoder: {status}")
+    print(f"cache: {packages_dir()}")
+    return 1 if any(status.startswith("eager") for status in report.values()) else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("compile", help="build the compiled (AOTInductor) encoders ahead of time")
+    p.add_argument("--config", help="TOML config (the untrained model sec2sec-live builds from it)")
+    p.add_argument("--checkpoint", help="a trained checkpoint (.pt); its encoders' weights are compiled")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads, as sec2sec-live --threads (0: per core)")
+    p.set_defaults(func=_run)
