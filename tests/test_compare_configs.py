@@ -97,8 +97,9 @@ def fi_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_table_1_runs_from_the_shipped_configs(liris_cache: Path, tmp_path: Path) -> None:
-    results = compare(CONFIGS, liris_cache, tmp_path / "runs", PAPER_VARIANTS)
-    assert [r.variant for r in results] == list(PAPER_VARIANTS)
+    """Two rows (all five are trained for Table 2 below; every variant file is checked above)."""
+    results = compare(CONFIGS, liris_cache, tmp_path / "runs", ("vision_only", "default"))
+    assert [r.variant for r in results] == ["vision_only", "default"]
     for r in results:
         assert r.evaluation.task == "binary" and list(r.evaluation.scores) == ["valence", "arousal"]
         assert len(r.evaluation.ids) == SPLIT_SIZES["test"] and (tmp_path / "runs" / r.variant / "best.pt").is_file()
