@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from sec2sec.cli import main
 from sec2sec.config import parse_config
 from sec2sec.offline.extract import extract, open_cache
 from sec2sec.offline.features import ClipReader, decode_clip, encode_clip, load_features, read_index
+from sec2sec.offline.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -73,6 +75,15 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return base / "liris", base / "config.toml"
 
 
+@pytest.fixture(scope="module")
+def one_process_cache(dataset: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
+    """The dataset extracted in this process: windows batched 3 at a time across clips, 3 clips per shard."""
+    root, config_path = dataset
+    cache = tmp_path_factory.mktemp("cache1") / "cache"
+    summary = extract("liris", root, cache, _config(config_path), dtype="float32", workers=0, batch=3, shard_size=3)
+    return cache, summary
+
+
 def _config(path: Path):
     import tomllib
 
@@ -100,16 +111,15 @@ def _records(root: Path):
     return read_dataset("liris", root)
 
 
-def test_batched_extraction_equals_per_clip(dataset: tuple[Path, Path], tmp_path: Path) -> None:
+def test_batched_extraction_equals_per_clip(dataset: tuple[Path, Path], one_process_cache) -> None:
     """Windows batched across clips (3 per encoder call, clips of 1-4 s) give per-clip encoding's tokens."""
     root, config_path = dataset
-    config = _config(config_path)
-    summary = extract("liris", root, tmp_path / "cache", config, dtype="float32", workers=0, batch=3, shard_size=3)
+    cache, summary = one_process_cache
     assert (summary.encoded, summary.windows, summary.trimmed) == (8, 16, 7)
-    index = read_index(tmp_path / "cache")
+    index = read_index(cache)
     assert list(index.clips) == [f"ACCEDE{i:05d}" for i in range(8)] and len(index.shards) == 3
-    cached = load_features(tmp_path / "cache", index, list(index.clips))
-    model, _ = open_cache(tmp_path / "cache", "liris", root, config, "float32")
+    cached = load_features(cache, index, list(index.clips))
+    model, _ = open_cache(cache, "liris", root, _config(config_path), "float32")
     with torch.no_grad():
         for k, record in enumerate(index.records()):
             clip = decode_clip(record, 4, 16_000, 2, 40, 32)
@@ -135,64 +145,63 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one(dataset: tuple[Path, Path], tmp_path: Path) -> None:
+def test_torchrun_two_processes_equal_one(dataset: tuple[Path, Path], one_process_cache, tmp_path: Path) -> None:
     """torchrun with 2 gloo processes: extraction gives the 1-process cache (ranks' shards merged into one
-    index in dataset order), training gives the 1-process metrics and weights (tolerance 1e-5: the
-    gradient is the same mean, summed in another order), evaluate prints once."""
+    index in dataset order), training gives the 1-process metrics to 1e-5 (the gradient is the same mean,
+    summed in another order), evaluate prints once and ends."""
     root, config = dataset
+    cache1, _ = one_process_cache
     common = ["--dataset", "liris", "--root", str(root), "--config", str(config), "--dtype", "float32"]
-    for n in (1, 2):
-        _sec2sec(
-            ["extract", *common, "--out", str(tmp_path / f"cache{n}"), "--batch", "3", "--shard-size", "2"], n, tmp_path
-        )
-    one, two = read_index(tmp_path / "cache1"), read_index(tmp_path / "cache2")
+    _sec2sec(["extract", *common, "--out", str(tmp_path / "cache2"), "--batch", "3", "--shard-size", "2"], 2, tmp_path)
+    one, two = read_index(cache1), read_index(tmp_path / "cache2")
     assert list(one.clips) == list(two.clips) and len(one.clips) == 8 and one.encoders == two.encoders
     assert sorted(two.shards) == [f"shard-{k:05d}.pt" for k in range(4)]  # rank 0: 0, 2; rank 1: 1, 3
     assert not list((tmp_path / "cache2").glob("index.rank*.json"))
-    a, b = (load_features(tmp_path / f"cache{n}", i, list(one.clips)) for n, i in ((1, one), (2, two)))
+    a, b = load_features(cache1, one, list(one.clips)), load_features(tmp_path / "cache2", two, list(one.clips))
     torch.testing.assert_close(a.video, b.video, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a.audio, b.audio, atol=1e-5, rtol=1e-5)
     assert torch.equal(a.video_ok, b.video_ok) and torch.equal(a.lengths, b.lengths)
 
-    cache = str(tmp_path / "cache1")
-    for n in (1, 2):
-        _sec2sec(["train", "--config", str(config), "--cache", cache, "--out", str(tmp_path / f"run{n}")], n, tmp_path)
+    fit(cache1, _config(config), tmp_path / "run1")
+    _sec2sec(["train", "--config", str(config), "--cache", str(cache1), "--out", str(tmp_path / "run2")], 2, tmp_path)
     rows = [_metrics(tmp_path / f"run{n}") for n in (1, 2)]
     assert len(rows[0]) == len(rows[1]) == 4
     for r1, r2 in zip(*rows, strict=True):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_metric"):
             assert float(r1[key]) == pytest.approx(float(r2[key]), abs=1e-5), key
     w1, w2 = (torch.load(tmp_path / f"run{n}" / "best.pt", weights_only=True)["state_dict"] for n in (1, 2))
-    for key in w1:
-        torch.testing.assert_close(w1[key].float(), w2[key].float(), atol=1e-5, rtol=1e-4)
+    # AdamW divides by the gradient's running RMS: a weight whose gradient is ~0 can move by a fraction of
+    # lr (3e-3) on rounding noise, so single weights are compared to lr / 10 and all of them on average
+    difference = torch.cat([(w1[k].float() - w2[k].float()).abs().flatten() for k in w1])
+    assert float(difference.max()) < 3e-4 and float(difference.mean()) < 1e-6
 
     checkpoint = str(tmp_path / "run2" / "best.pt")
-    args = ["evaluate", "--checkpoint", checkpoint, "--cache", cache, "--split", "validation"]
+    args = ["evaluate", "--checkpoint", checkpoint, "--cache", str(cache1), "--split", "validation"]
     out = _sec2sec([*args, "--out", str(tmp_path / "eval.json")], 2, tmp_path).stdout
     assert out.count("on the validation split (2 clips)") == 1
     assert len(json.loads((tmp_path / "eval.json").read_text())["predictions"]) == 2
 
 
-def test_rank_files_of_a_killed_run_are_merged_on_resume(dataset: tuple[Path, Path], tmp_path: Path) -> None:
+def test_rank_files_of_a_killed_run_are_merged_on_resume(dataset, one_process_cache, tmp_path: Path) -> None:
     """A 2-rank run killed before rank 0's final merge left rank 1's finished shard in index.rank1.json:
     the next run (any number of processes) merges it and encodes only what no rank finished."""
     root, config_path = dataset
     config = _config(config_path)
     cache = tmp_path / "cache"
-    extract("liris", root, cache, config, dtype="float32", workers=0, shard_size=4)
+    shutil.copytree(one_process_cache[0], cache)
     index = json.loads((cache / "index.json").read_text())
     moved = {k: v for k, v in index["clips"].items() if v["shard"] == "shard-00001.pt"}
     part = {"shards": ["shard-00001.pt"], "clips": moved, "unreadable": {}}
     (cache / "index.rank1.json").write_text(json.dumps(part))
-    dropped = {k: v for k, v in index["clips"].items() if v["shard"] == "shard-00000.pt"}
-    index["clips"] = {k: v for k, v in index["clips"].items() if k not in moved and k not in list(dropped)[2:]}
-    index["shards"] = ["shard-00000.pt"]
+    index["clips"] = {k: v for k, v in index["clips"].items() if v["shard"] == "shard-00000.pt"}
+    index["shards"] = ["shard-00000.pt"]  # shard-00002.pt was written, never recorded: it is done again
     (cache / "index.json").write_text(json.dumps(index))
     again = extract("liris", root, cache, config, dtype="float32", workers=0, shard_size=4)
     assert (again.encoded, again.skipped) == (2, 6)
     merged = read_index(cache)
     assert list(merged.clips) == [f"ACCEDE{i:05d}" for i in range(8)]
     assert merged.shards == ["shard-00000.pt", "shard-00001.pt", "shard-00002.pt"]
+    assert [merged.clips[f"ACCEDE{i:05d}"]["shard"] for i in (2, 3, 7)] == [f"shard-0000{k}.pt" for k in range(3)]
     assert not (cache / "index.rank1.json").exists()
 
 
@@ -239,7 +248,5 @@ def test_cuda_extraction_matches_the_cpu(dataset: tuple[Path, Path], tmp_path: P
     torch.testing.assert_close(gpu.video, cpu.video, atol=1e-3, rtol=1e-3)
     scale = cpu.video.abs().max()
     assert float((amp.video - cpu.video).abs().max() / scale) < 5e-2
-    from sec2sec.offline.train import fit
-
     result = fit(tmp_path / "gpu", config, tmp_path / "run", device="cuda")
     assert result.epochs == 4 and result.best_path.is_file()

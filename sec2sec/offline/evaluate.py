@@ -74,6 +74,7 @@ def evaluate(
         raise ValueError(f"split {split!r} is not allowed; use one of {', '.join(SPLITS)}")
     model, ckpt = load_model(checkpoint)
     device = resolve_device(device) if isinstance(device, str) else device
+    model = model.to(device)  # --from-clips encodes there too
     index = read_index(cache)
     if not from_clips:
         check_same_encoders(model, index, checkpoint)
@@ -90,7 +91,7 @@ def evaluate(
     features = (
         features_from_clips(model, chosen) if from_clips else load_features(cache, index, [r.clip_id for r in chosen])
     )
-    probabilities = predict(model.to(device), features_to(features, device))
+    probabilities = predict(model, features_to(features, device))
     rate = _positive_rate(ckpt, heads.task)
     scores = score_outputs(heads.outputs, heads.task, truth, probabilities, rate)
     return Evaluation(split, heads.task, [r.clip_id for r in chosen], truth, probabilities, scores)
