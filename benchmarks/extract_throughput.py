@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import av
@@ -154,6 +155,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="decoding workers per process")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
+    from sec2sec.weights import PretrainedWeightsMissing
+
+    warnings.simplefilter("ignore", PretrainedWeightsMissing)  # random weights cost the same; extract says so
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
         root = write_dataset(Path(tmp) / "liris", args.clips, args.seconds, width, height)

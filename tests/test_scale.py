@@ -147,8 +147,8 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(dataset: tuple[Path, Path], one_process_cache, tmp_path: Path) -> None:
     """torchrun with 2 gloo processes: extraction gives the 1-process cache (ranks' shards merged into one
-    index in dataset order), training gives the 1-process metrics to 1e-5 (the gradient is the same mean,
-    summed in another order), evaluate prints once and ends."""
+    index in dataset order), training (2 epochs, then resumed to 4) gives the 1-process metrics to 1e-5 (the
+    gradient is the same mean, summed in another order), evaluate prints once and ends."""
     root, config = dataset
     cache1, _ = one_process_cache
     common = ["--dataset", "liris", "--root", str(root), "--config", str(config), "--dtype", "float32"]
@@ -163,7 +163,12 @@ def test_torchrun_two_processes_equal_one(dataset: tuple[Path, Path], one_proces
     assert torch.equal(a.video_ok, b.video_ok) and torch.equal(a.lengths, b.lengths)
 
     fit(cache1, _config(config), tmp_path / "run1")
-    _sec2sec(["train", "--config", str(config), "--cache", str(cache1), "--out", str(tmp_path / "run2")], 2, tmp_path)
+    short = tmp_path / "two_epochs.toml"
+    short.write_text(config.read_text().replace("epochs = 4", "epochs = 2"))
+    for path in (short, config):  # 2 epochs, then resumed from last.pt to 4
+        args = ["train", "--config", str(path), "--cache", str(cache1), "--out", str(tmp_path / "run2")]
+        out = _sec2sec(args, 2, tmp_path).stdout
+    assert out.count("resuming") == 1 and "after epoch 2" in out
     rows = [_metrics(tmp_path / f"run{n}") for n in (1, 2)]
     assert len(rows[0]) == len(rows[1]) == 4
     for r1, r2 in zip(*rows, strict=True):

@@ -3,14 +3,16 @@
 A cache folder holds:
 - `index.json`: format, dataset, the model config the tokens were made with, the dtype, the encoders'
   compute precision (float32, or the CUDA autocast dtype), the encoder identity (sha256 per encoder),
-  every finished clip (shard, row, group, official split, raw targets,
-  windows read and kept) and every unreadable clip with the reason;
+  every finished clip (shard, row, group, official split, raw targets, windows read and kept) in dataset
+  order, and every unreadable clip with the reason;
 - `encoders.pt`: the encoder weights used (a state dict per encoder). With random encoders (no pretrained
   weights available) this file is the only way a trained model can be given the same encoders live, so
   `train` builds its checkpoints from exactly these weights and `evaluate` checks the hashes;
 - `shard-NNNNN.pt`: per clip, video tokens (T, Nv, 512) and audio tokens (T, Na, 512) in the cache dtype,
   `video_ok`/`audio_ok` (T,) and the length, T = model.clip_seconds (longer clips are trimmed, shorter ones
-  padded with ok = False; both recorded).
+  padded with ok = False; both recorded);
+- `index.rank<r>.json` only while a torchrun extraction runs (or after one was killed): the shards rank r
+  finished, merged into `index.json` by rank 0 (see `cache_writer`).
 
 Clips are read with `file_windows`, the reader and windower of live replay, so training windows and live
 windows are the same.
