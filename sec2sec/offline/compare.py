@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from sec2sec.config import Config, parse_config
 from sec2sec.offline.datasets import SPLIT_MODES
+from sec2sec.offline.distributed import DEVICE_HELP, session
 from sec2sec.offline.evaluate import Evaluation, evaluate
 from sec2sec.offline.train import TrainResult, fit
 
@@ -105,6 +107,7 @@ def compare(
     base: str | Path | None = None,
     split_mode: str = "official",
     split_seed: int = 0,
+    device: str | torch.device = "cpu",
     console: Console | None = None,
 ) -> list[VariantResult]:
     """Train (or resume) and test every variant; configs are all read first, so a typo fails fast."""
@@ -113,8 +116,10 @@ def compare(
     results = []
     for variant, config in configs.items():
         console.print(f"[bold]{variant}[/]: training into {Path(out) / variant}")
-        trained = fit(cache, config, Path(out) / variant, split_mode=split_mode, split_seed=split_seed, console=console)
-        results.append(VariantResult(variant, trained, evaluate(trained.best_path, cache, "test")))
+        folder = Path(out) / variant
+        split = {"split_mode": split_mode, "split_seed": split_seed}
+        trained = fit(cache, config, folder, **split, device=device, console=console)
+        results.append(VariantResult(variant, trained, evaluate(trained.best_path, cache, "test", device=device)))
     return results
 
 
@@ -148,18 +153,20 @@ def comparison_table(results: list[VariantResult]) -> Table:
 
 
 def _run(args: argparse.Namespace) -> int:
-    console = Console()
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    results = compare(
-        args.config_dir,
-        args.cache,
-        args.out,
-        variants,
-        base=args.base or None,
-        split_mode=args.split,
-        split_seed=args.split_seed,
-        console=console,
-    )
+    with session(args.device) as dist:
+        console = Console(quiet=not dist.main)
+        results = compare(
+            args.config_dir,
+            args.cache,
+            args.out,
+            variants,
+            base=args.base or None,
+            split_mode=args.split,
+            split_seed=args.split_seed,
+            device=dist.device,
+            console=console,
+        )
     console.print(comparison_table(results))
     return 0
 
@@ -173,4 +180,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for one run folder per variant")
     p.add_argument("--split", default="official", choices=SPLIT_MODES, help="as for `sec2sec train`")
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split film")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_run)

@@ -4,6 +4,8 @@ Binary outputs: accuracy, F1, balanced accuracy, macro-F1, and the majority-clas
 Regression outputs: mean accuracy 1 - |y - y_hat| per output and averaged, and Pearson r.
 The split and the label thresholds are the ones the checkpoint was trained with (stored in its meta); the
 split is the one pinned in the cache folder, and a cache changed or re-split since training is refused.
+Under torchrun (e.g. as the last step of a multi-process job) rank 0 evaluates and prints; the other
+ranks wait for it at a barrier and print nothing.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import SPLITS, labels
+from sec2sec.offline.distributed import DEVICE_HELP, features_to, resolve_device, session
 from sec2sec.offline.features import CacheIndex, encoder_identity, features_from_clips, load_features, read_index
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs
 from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split
@@ -57,11 +61,22 @@ def check_same_encoders(model: Sec2Sec, index: CacheIndex, checkpoint: str | Pat
             )
 
 
-def evaluate(checkpoint: str | Path, cache: str | Path, split: str = "test", from_clips: bool = False) -> Evaluation:
-    """Predict every clip of `split` in the cache and score it (see the module docstring)."""
+def evaluate(
+    checkpoint: str | Path,
+    cache: str | Path,
+    split: str = "test",
+    from_clips: bool = False,
+    device: str | torch.device = "cpu",
+) -> Evaluation:
+    """Predict every clip of `split` in the cache on `device` and score it (see the module docstring).
+
+    No collectives: under torchrun the `evaluate` command runs this on rank 0 while the others wait.
+    """
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not allowed; use one of {', '.join(SPLITS)}")
     model, ckpt = load_model(checkpoint)
+    device = resolve_device(device) if isinstance(device, str) else device
+    model = model.to(device)  # --from-clips encodes there too
     index = read_index(cache)
     if not from_clips:
         check_same_encoders(model, index, checkpoint)
@@ -82,7 +97,7 @@ def evaluate(checkpoint: str | Path, cache: str | Path, split: str = "test", fro
     features = (
         features_from_clips(model, chosen) if from_clips else load_features(cache, index, [r.clip_id for r in chosen])
     )
-    probabilities = predict(model, features)
+    probabilities = predict(model, features_to(features, device))
     rate = _positive_rate(ckpt, heads.task)
     scores = score_outputs(heads.outputs, heads.task, truth, probabilities, rate)
     return Evaluation(split, heads.task, [r.clip_id for r in chosen], truth, probabilities, scores)
@@ -126,8 +141,15 @@ def results_table(result: Evaluation, title: str) -> Table:
 
 
 def _run(args: argparse.Namespace) -> int:
+    with session(args.device) as dist:
+        if dist.main:
+            _report(args, evaluate(args.checkpoint, args.cache, args.split, args.from_clips, dist.device))
+        dist.barrier()
+    return 0
+
+
+def _report(args: argparse.Namespace, result: Evaluation) -> None:
     console = Console()
-    result = evaluate(args.checkpoint, args.cache, args.split, args.from_clips)
     console.print(results_table(result, f"{args.checkpoint} on the {args.split} split ({len(result.ids)} clips)"))
     if args.out:
         payload = {
@@ -137,7 +159,6 @@ def _run(args: argparse.Namespace) -> int:
         }
         Path(args.out).write_text(json.dumps(payload, indent=1), encoding="utf-8")
         console.print(f"scores and per-clip predictions written to {args.out}")
-    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -147,4 +168,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="which split to score")
     p.add_argument("--from-clips", action="store_true", help="re-read and encode the clips (fine-tuned encoders)")
     p.add_argument("--out", default="", help="also write scores and per-clip predictions to this JSON file")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_run)

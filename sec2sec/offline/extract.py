@@ -2,8 +2,14 @@
 
 Resumable: finished clips are in `index.json` and are skipped by a second run, which reuses the cache's
 own `encoders.pt` (never new random weights). Unreadable clips are listed in `unreadable.tsv`, never fatal.
-Decoding overlaps encoding: a torch DataLoader worker process decodes the next clips while the main
-process runs the encoders (`--workers 0` decodes inline).
+Decoding overlaps encoding: torch DataLoader worker processes decode the next clips (only the frames a
+window uses, scaled to the model's input in the worker) while the main process runs the encoders on
+batches of windows gathered across clips (`WindowBatcher`); `--workers 0` decodes inline.
+
+`--device cuda` runs the encoders on a GPU (pinned, non-blocking copies; `--autocast float16|bfloat16`
+optionally). `torchrun --nproc_per_node N -m sec2sec extract ...` splits the clips still to do over N
+processes (clip k to rank k mod N); each writes its own shards and `index.rank<r>.json`, and rank 0 merges
+them into `index.json` (see `cache_writer`). A killed run resumes with any number of processes.
 """
 
 from __future__ import annotations
@@ -21,14 +27,15 @@ from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.compiled import compile_model, compile_requested
 from sec2sec.config import Config, ModelConfig, load_config
 from sec2sec.model import Sec2Sec
+from sec2sec.offline.batching import AUTOCAST, WindowBatcher, check_autocast
+from sec2sec.offline.cache_writer import ShardWriter, merge_parts
 from sec2sec.offline.datasets import DATASETS, ClipRecord, read_dataset
+from sec2sec.offline.distributed import DEVICE_HELP, context, session
 from sec2sec.offline.features import (
     DTYPES,
     ENCODERS,
     CacheIndex,
-    DecodedClip,
     clip_loader,
-    encode_clip,
     encoder_identity,
     read_encoders,
     read_index,
@@ -54,7 +61,9 @@ def encoder_config(config: ModelConfig) -> ModelConfig:
     return replace(config, fusion=replace(config.fusion, modalities="both"))
 
 
-def open_cache(folder: Path, dataset: str, root: Path, config: Config, dtype: str) -> tuple[Sec2Sec, CacheIndex]:
+def open_cache(
+    folder: Path, dataset: str, root: Path, config: Config, dtype: str, autocast: str = "off"
+) -> tuple[Sec2Sec, CacheIndex]:
     """An encoder model and an index: the cache's own when `folder` has one (resume), else new ones.
 
     New encoders are seeded with `train.seed` (reproducible random weights when no pretrained ones exist)
@@ -68,6 +77,11 @@ def open_cache(folder: Path, dataset: str, root: Path, config: Config, dtype: st
                 f"cache {folder} was made for dataset {index.dataset}, dtype {index.dtype} and another encoder "
                 "config (model.video / model.audio / clip_seconds); use another --out or the same settings"
             )
+        if index.autocast != autocast:
+            raise ValueError(
+                f"cache {folder} was encoded with --autocast {index.autocast}; resume it with the same "
+                "--autocast (mixing precisions in one cache is refused) or use another --out"
+            )
         model = Sec2Sec(encoder_config(without_weight_files(index.config)))
         state = read_encoders(folder, index)
         for name in ENCODERS:
@@ -77,43 +91,10 @@ def open_cache(folder: Path, dataset: str, root: Path, config: Config, dtype: st
     torch.manual_seed(config.train.seed)
     model = Sec2Sec(encoder_config(config.model)).eval()
     torch.save({name: getattr(model, name).state_dict() for name in ENCODERS}, folder / "encoders.pt")
-    index = CacheIndex(dataset, str(root), dtype, config.model, encoder_identity(model), model.pretrained, {}, {}, [])
+    identity = encoder_identity(model)
+    index = CacheIndex(dataset, str(root), dtype, config.model, identity, model.pretrained, {}, {}, [], autocast)
     write_index(folder, index)
     return model, index
-
-
-def _write_shard(
-    folder: Path, index: CacheIndex, rows: list[tuple[ClipRecord, DecodedClip, tuple]], dtype: str
-) -> None:
-    """Store finished clips as one shard, then record them in the index (so a crash loses at most a shard)."""
-    name = f"shard-{len(index.shards):05d}.pt"
-    cast = DTYPES[dtype]
-    torch.save(
-        {
-            "ids": [r.clip_id for r, _, _ in rows],
-            "video": torch.stack([t[0] for _, _, t in rows]).to(cast),
-            "audio": torch.stack([t[1] for _, _, t in rows]).to(cast),
-            "video_ok": torch.stack([c.video_ok for _, c, _ in rows]),
-            "audio_ok": torch.stack([c.audio_ok for _, c, _ in rows]),
-            "lengths": torch.tensor([c.length for _, c, _ in rows]),
-        },
-        folder / name,
-    )
-    index.shards.append(name)
-    for row, (record, clip, _) in enumerate(rows):
-        index.clips[record.clip_id] = {
-            "shard": name,
-            "row": row,
-            "path": str(record.path),
-            "group": record.group,
-            "split": record.split,
-            "targets": record.targets,
-            "windows": clip.windows,
-            "length": clip.length,
-            "trimmed": max(0, clip.windows - clip.length),
-        }
-        index.unreadable.pop(record.clip_id, None)
-    write_index(folder, index)
 
 
 def _progress(console: Console) -> Progress:
@@ -138,6 +119,8 @@ def extract(
     workers: int = 1,
     shard_size: int = 64,
     batch: int = 8,
+    device: str | torch.device = "cpu",
+    autocast: str = "off",
     console: Console | None = None,
     compiled: bool | None = None,
 ) -> ExtractSummary:
@@ -145,39 +128,71 @@ def extract(
 
     `compiled`: run the encoders from their AOTInductor packages (sec2sec/compiled.py; None: unless
     SEC2SEC_COMPILE=0), the same packages `sec2sec-live` uses for these weights (batch dimension dynamic).
+    Under torchrun each rank encodes clips rank, rank + N, ... of those not yet in the cache and the
+    returned summary counts all ranks (its `unreadable` is complete on rank 0, which merged the index).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not allowed; use one of {', '.join(DTYPES)}")
-    console = console or Console()
+    dist = context(device)
+    check_autocast(autocast, dist.device)
+    console = console or Console(quiet=not dist.main)
     folder, root = Path(out), Path(root)
     records = read_dataset(dataset, root)
-    model, index = open_cache(folder, dataset, root, config, dtype)
+
+    def opened() -> tuple[Sec2Sec, CacheIndex]:
+        model, index = open_cache(folder, dataset, root, config, dtype, autocast)
+        if dist.main:
+            merge_parts(folder, index, records)  # shards a killed run finished
+        return model, index
+
+    model, index = dist.in_turn(opened)
     todo = [r for r in records if r.clip_id not in index.clips]
-    if todo and (compile_requested() if compiled is None else compiled):
-        compile_model(model)
-    started, windows, pending, trimmed, padded = time.perf_counter(), 0, [], 0, 0
-    with _progress(console) as progress, torch.inference_mode():
-        task = progress.add_task("extract", total=len(todo), note="")
-        for record, clip in zip(todo, clip_loader(todo, index.config, workers), strict=True):
-            if clip.error:
-                index.unreadable[record.clip_id] = f"{record.path}: {clip.error}"
-            else:
-                pending.append((record, clip, encode_clip(model, clip, batch)))
-                windows += clip.length
-                trimmed += clip.windows > clip.length
-                padded += clip.length < index.config.clip_seconds
-            if len(pending) >= shard_size:
-                _write_shard(folder, index, pending, dtype)
-                pending = []
-            rate = windows / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, advance=1, note=f"{windows} windows, {rate:.1f}/s, {len(index.unreadable)} bad")
-        if pending:
-            _write_shard(folder, index, pending, dtype)
-    write_index(folder, index)
-    _write_report(folder, index.unreadable)
-    encoded = len(todo) - sum(r.clip_id in index.unreadable for r in todo)
+    mine = todo[dist.rank :: dist.world]
+    started = time.perf_counter()
+    writer = ShardWriter(folder, index, dtype, shard_size, dist.rank, dist.world)
+    model = model.to(dist.device)
+    if mine and autocast == "off" and (compile_requested() if compiled is None else compiled):
+        compile_model(model)  # autocast runs the eager encoders: a package is compiled for float32
+    batcher = WindowBatcher(model, batch, autocast)
+    counts = _encode_all(writer, batcher, mine, index.config, workers, console)
+    dist.barrier()
+    if dist.main:
+        merge_parts(folder, index, records)
+        _write_report(folder, index.unreadable)
+    encoded, windows, trimmed, padded = (sum(c[k] for c in dist.gather(counts)) for k in range(4))
     seconds = time.perf_counter() - started
     return ExtractSummary(encoded, len(records) - len(todo), dict(index.unreadable), windows, seconds, trimmed, padded)
+
+
+def _encode_all(
+    writer: ShardWriter,
+    batcher: WindowBatcher,
+    todo: list[ClipRecord],
+    config: ModelConfig,
+    workers: int,
+    console: Console,
+) -> tuple[int, int, int, int]:
+    """This rank's clips -> shards; returns (clips encoded, windows encoded, clips trimmed, clips padded)."""
+    started, windows, trimmed, padded, bad = time.perf_counter(), 0, 0, 0, 0
+    with _progress(console) as progress, torch.inference_mode():
+        task = progress.add_task("extract", total=len(todo), note="")
+        loader = clip_loader(todo, config, workers)
+        for record, clip in zip(todo, loader, strict=True):
+            if clip.error:
+                writer.unreadable(record, clip.error)
+                bad += 1
+            else:
+                for done in batcher.push(record, clip):
+                    writer.add(*done)
+                windows += clip.length
+                trimmed += clip.windows > clip.length
+                padded += clip.length < config.clip_seconds
+            rate = windows / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=1, note=f"{windows} windows, {rate:.1f}/s, {bad} bad")
+        for done in batcher.finish():
+            writer.add(*done)
+    writer.flush()
+    return len(todo) - bad, windows, trimmed, padded
 
 
 def _write_report(folder: Path, unreadable: dict[str, str]) -> None:
@@ -187,19 +202,22 @@ def _write_report(folder: Path, unreadable: dict[str, str]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    console = Console()
-    s = extract(
-        args.dataset,
-        args.root,
-        args.out,
-        config,
-        dtype=args.dtype,
-        workers=args.workers,
-        shard_size=args.shard_size,
-        batch=args.batch,
-        console=console,
-        compiled=compile_requested(args.no_compile),
-    )
+    with session(args.device) as dist:
+        console = Console(quiet=not dist.main)
+        s = extract(
+            args.dataset,
+            args.root,
+            args.out,
+            config,
+            dtype=args.dtype,
+            workers=args.workers,
+            shard_size=args.shard_size,
+            batch=args.batch,
+            device=dist.device,
+            autocast=args.autocast,
+            compiled=compile_requested(args.no_compile),
+            console=console,
+        )
     console.print(
         f"[bold]extract done[/]: {s.encoded} clips encoded ({s.windows} windows) in {s.seconds:.1f} s, "
         f"{s.skipped} already in the cache, {len(s.unreadable)} unreadable "
@@ -220,6 +238,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float16", choices=tuple(DTYPES), help="storage precision of the tokens")
     p.add_argument("--workers", type=int, default=1, help="decoding processes running ahead (0: decode inline)")
     p.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
-    p.add_argument("--batch", type=int, default=8, help="windows per encoder call")
+    p.add_argument("--batch", type=int, default=8, help="windows per encoder call (gathered across clips)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument(
+        "--autocast", default="off", choices=tuple(AUTOCAST), help="CUDA only: encoders under torch.autocast"
+    )
     p.add_argument("--no-compile", action="store_true", help="run the encoders eagerly (also SEC2SEC_COMPILE=0)")
     p.set_defaults(func=_run)

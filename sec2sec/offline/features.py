@@ -1,15 +1,18 @@
 """Clips -> encoder token maps per one-second window, and the on-disk feature cache that holds them.
 
 A cache folder holds:
-- `index.json`: format, dataset, the model config the tokens were made with, the dtype, the encoder
-  identity (sha256 per encoder), every finished clip (shard, row, group, official split, raw targets,
-  windows read and kept) and every unreadable clip with the reason;
+- `index.json`: format, dataset, the model config the tokens were made with, the dtype, the encoders'
+  compute precision (float32, or the CUDA autocast dtype), the encoder identity (sha256 per encoder),
+  every finished clip (shard, row, group, official split, raw targets, windows read and kept) in dataset
+  order, and every unreadable clip with the reason;
 - `encoders.pt`: the encoder weights used (a state dict per encoder). With random encoders (no pretrained
   weights available) this file is the only way a trained model can be given the same encoders live, so
   `train` builds its checkpoints from exactly these weights and `evaluate` checks the hashes;
 - `shard-NNNNN.pt`: per clip, video tokens (T, Nv, 512) and audio tokens (T, Na, 512) in the cache dtype,
   `video_ok`/`audio_ok` (T,) and the length, T = model.clip_seconds (longer clips are trimmed, shorter ones
-  padded with ok = False; both recorded).
+  padded with ok = False; both recorded);
+- `index.rank<r>.json` only while a torchrun extraction runs (or after one was killed): the shards rank r
+  finished, merged into `index.json` by rank 0 (see `cache_writer`).
 
 Clips are read with `file_windows`, the reader and windower of live replay, so training windows and live
 windows are the same.
@@ -65,11 +68,31 @@ class DecodedClip:
     error: str = ""
 
 
+def trim_to_input(frames: np.ndarray, resize: int, crop: int) -> np.ndarray:
+    """Frames (..., H, W, 3) whose short side is already `resize` -> the (resize, resize) square around the
+    front end's centre crop, so less crosses from a decoding worker. The front end then leaves the square
+    unscaled and crops the very same `crop` pixels (bit-identical input). Other sizes (a source smaller than
+    `resize`, which the front end scales up) come back unchanged."""
+    h, w = frames.shape[-3:-1]
+    if min(h, w) != resize or (h, w) == (resize, resize):
+        return frames
+    top = (h - crop) // 2 - (resize - crop) // 2  # the front end crops at ((size - crop) // 2) on both sizes
+    left = (w - crop) // 2 - (resize - crop) // 2
+    return frames[..., top : top + resize, left : left + resize, :]
+
+
 def decode_clip(
-    record: ClipRecord, frames_per_window: int, sample_rate: int, seconds: int, short_side: int | None = None
+    record: ClipRecord,
+    frames_per_window: int,
+    sample_rate: int,
+    seconds: int,
+    short_side: int | None = None,
+    crop: int | None = None,
 ) -> DecodedClip:
-    """Read a clip through `file_windows` (frames scaled to `short_side` in the decoding worker, as replay
-    does) and pad/trim it to `seconds` windows; never raises on a bad file."""
+    """Read a clip through `file_windows` (only the frames a window slot uses are converted, scaled to
+    `short_side` in the decoding worker, as replay does) and pad/trim it to `seconds` windows; with `crop`
+    too, frames are trimmed to the square the front end crops from (`trim_to_input`). Never raises on a
+    bad file."""
     from sec2sec.windows import file_windows
 
     try:
@@ -89,6 +112,8 @@ def decode_clip(
             frames[i], video_ok[i] = w.frames, True
         if w.audio_ok:
             audio[i], audio_ok[i] = w.audio, True
+    if short_side is not None and crop is not None:
+        frames = np.ascontiguousarray(trim_to_input(frames, short_side, crop))
     return DecodedClip(
         record.clip_id,
         torch.from_numpy(frames),
@@ -101,7 +126,8 @@ def decode_clip(
 
 
 class ClipReader(torch.utils.data.Dataset):
-    """A torch Dataset of DecodedClip, so a DataLoader worker process decodes while the main one encodes."""
+    """A torch Dataset of DecodedClip, so a DataLoader worker process decodes while the main one encodes.
+    What crosses to the main process is model-sized: m frames per window, at most (resize, resize) pixels."""
 
     def __init__(self, records: list[ClipRecord], config: ModelConfig) -> None:
         self.records = records
@@ -112,9 +138,8 @@ class ClipReader(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> DecodedClip:
         c = self.config
-        return decode_clip(
-            self.records[i], c.video.frames_per_window, c.audio.sample_rate, c.clip_seconds, c.video.resize
-        )
+        v = c.video
+        return decode_clip(self.records[i], v.frames_per_window, c.audio.sample_rate, c.clip_seconds, v.resize, v.crop)
 
 
 def _keep(item: DecodedClip) -> DecodedClip:
@@ -172,6 +197,7 @@ class CacheIndex:
     clips: dict[str, dict[str, Any]]
     unreadable: dict[str, str]
     shards: list[str]
+    autocast: str = "off"  # the encoders ran in float32 ("off") or under CUDA autocast to this dtype
 
     def records(self) -> list[ClipRecord]:
         """The finished clips as ClipRecords (official split, group, raw targets), in index order."""
@@ -193,6 +219,7 @@ def write_index(folder: Path, index: CacheIndex) -> None:
         "encoders": index.encoders,
         "pretrained": index.pretrained,
         "shards": index.shards,
+        "autocast": index.autocast,
         "clips": index.clips,
         "unreadable": index.unreadable,
     }
@@ -222,6 +249,7 @@ def read_index(folder: str | Path) -> CacheIndex:
         clips=dict(data["clips"]),
         unreadable=dict(data["unreadable"]),
         shards=list(data["shards"]),
+        autocast=str(data.get("autocast", "off")),
     )
 
 
@@ -285,14 +313,18 @@ def features_from_clips(model: Sec2Sec, records: list[ClipRecord], workers: int 
     """Tokens of clips computed now with the model's own encoders (float32), in the cache's layout.
 
     Used by `--finetune` (the encoders change, so the cache no longer describes them) and by
-    `evaluate --from-clips`. An unreadable clip is an error here: it was readable at extraction.
+    `evaluate --from-clips`; windows are batched across clips. An unreadable clip is an error here: it was
+    readable at extraction. Tokens come back on the CPU.
     """
+    from sec2sec.offline.batching import WindowBatcher
+
     model.eval()
-    parts: list[tuple] = []
+    batcher, done = WindowBatcher(model, batch), []
     for record, clip in zip(records, clip_loader(records, model.config, workers), strict=True):
         if clip.error:
             raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
-        parts.append((*encode_clip(model, clip, batch), clip.video_ok, clip.audio_ok, clip.length))
+        done += batcher.push(record, clip)
+    parts = [(*tokens, c.video_ok, c.audio_ok, c.length) for _, c, tokens in done + batcher.finish()]
     return stack_features([r.clip_id for r in records], parts)
 
 

@@ -30,6 +30,17 @@ from sec2sec.checkpoint import save_checkpoint
 from sec2sec.config import Config, load_config, to_dict
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import SPLIT_MODES
+from sec2sec.offline.distributed import (
+    DEVICE_HELP,
+    DataParallelModel,
+    context,
+    features_to,
+    gather_rows,
+    reduce_epoch,
+    session,
+    share_batch,
+    unwrap,
+)
 from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, features_from_clips, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, build_model, prepare
@@ -63,11 +74,11 @@ def loss_of(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Ten
 
 
 @torch.no_grad()
-def predict(model: Sec2Sec, features: Features, batch: int = 64) -> np.ndarray:
-    """Sigmoid outputs (N, n_outputs) for every cached clip, in eval mode."""
+def predict(model: Sec2Sec, features: Features, batch: int = 64, rows: torch.Tensor | None = None) -> np.ndarray:
+    """Sigmoid outputs (len(rows), n_outputs) for the cached clips `rows` (default: all), in eval mode."""
     model.eval()
-    n = features.lengths.shape[0]
-    out = [torch.sigmoid(logits_of(model, features, torch.arange(s, min(s + batch, n)))) for s in range(0, n, batch)]
+    rows = torch.arange(features.lengths.shape[0]) if rows is None else rows
+    out = [torch.sigmoid(logits_of(model, features, rows[s : s + batch])).cpu() for s in range(0, len(rows), batch)]
     return torch.cat(out).numpy() if out else np.zeros((0, len(model.config.heads.outputs)), dtype=np.float32)
 
 
@@ -77,12 +88,16 @@ def _accuracy(task: str, scores: dict[str, dict[str, float]]) -> float:
 
 
 def validate(model: Sec2Sec, split: Split, config: Config) -> dict[str, float]:
-    """Loss, mean accuracy and the early-stopping metric on one split."""
-    probabilities = predict(model, split.features, config.train.batch_size * 4)
+    """Loss, mean accuracy and the early-stopping metric on one split (under torchrun each rank predicts
+    its share of the clips and all get every prediction, so every rank returns the same numbers)."""
+    model, batch, heads = unwrap(model), config.train.batch_size * 4, config.model.heads
+    probabilities = gather_rows(
+        split.targets.shape[0], lambda rows: predict(model, split.features, batch, rows), len(heads.outputs)
+    )
+    targets = split.targets.cpu()
     p = torch.from_numpy(probabilities).clamp(1e-7, 1 - 1e-7)
-    loss = loss_of(torch.logit(p), split.targets, config.train.loss)
-    heads = config.model.heads
-    scores = score_outputs(heads.outputs, heads.task, split.targets.numpy(), probabilities)
+    loss = loss_of(torch.logit(p), targets, config.train.loss)
+    scores = score_outputs(heads.outputs, heads.task, targets.numpy(), probabilities)
     return {"loss": float(loss), "accuracy": _accuracy(heads.task, scores), "metric": headline(heads.task, scores)[1]}
 
 
@@ -119,20 +134,22 @@ def train_epoch(
     total, seen, outputs = 0.0, 0, []
     task = progress.add_task(f"epoch {epoch + 1}", total=n, note="") if progress is not None else None
     for start in range(0, n, t.batch_size):
-        rows = order[start : start + t.batch_size]
+        rows, weight = share_batch(order[start : start + t.batch_size])  # this rank's rows (all in 1 process)
         logits = logits_of(model, split.features, rows)
         loss = loss_of(logits, split.targets[rows], t.loss)
-        _step(model, optimizer, loss, t.grad_clip)
-        total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
-        outputs.append((rows, torch.sigmoid(logits.detach())))
+        _step(model, optimizer, loss * weight if weight != 1.0 else loss, t.grad_clip)
+        if weight > 0:
+            total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
+            outputs.append((rows, torch.sigmoid(logits.detach()).cpu()))
         if progress is not None:
-            progress.update(task, advance=len(rows))
+            progress.update(task, advance=min(t.batch_size, n - start))
     if progress is not None:
         progress.remove_task(task)
+    total, seen, outputs = reduce_epoch(total, seen, outputs)
     rows = torch.cat([r for r, _ in outputs])
     probabilities = torch.cat([p for _, p in outputs]).numpy()
     heads = config.model.heads
-    scores = score_outputs(heads.outputs, heads.task, split.targets[rows].numpy(), probabilities)
+    scores = score_outputs(heads.outputs, heads.task, split.targets.cpu()[rows].numpy(), probabilities)
     return {"loss": total / max(seen, 1), "accuracy": _accuracy(heads.task, scores)}
 
 
@@ -202,7 +219,8 @@ def _one_epoch(
     train_seconds = time.perf_counter() - started
     val_split = data.splits["validation"]
     if finetune:
-        val_split = replace(val_split, features=features_from_clips(model, val_split.records))
+        device = next(model.parameters()).device
+        val_split = replace(val_split, features=features_to(features_from_clips(model, val_split.records), device))
     val = validate(model, val_split, config)
     return {
         "epoch": epoch + 1,
@@ -246,17 +264,33 @@ def fit(
     split_seed: int = 0,
     finetune: bool = False,
     restart: bool = False,
+    device: str | torch.device = "cpu",
     console: Console | None = None,
 ) -> TrainResult:
-    """Train on cache `cache` into folder `out` (best.pt, last.pt, metrics.csv); resumes from out/last.pt."""
-    console = console or Console()
+    """Train on cache `cache` into folder `out` (best.pt, last.pt, metrics.csv); resumes from out/last.pt.
+
+    Under torchrun every rank trains a DistributedDataParallel copy on its share of each global batch of
+    `train.batch_size` clips (see `distributed.share_batch`); rank 0 alone writes last.pt, metrics.csv and
+    best.pt. With dropout 0 a run over N processes gives one process's numbers up to float summation order;
+    with dropout each rank draws its own masks (seeded by seed, epoch and rank).
+    """
+    dist = context(device)
+    if finetune and dist.world > 1:
+        raise ValueError("--finetune runs in one process; start it without torchrun (or with --nproc_per_node 1)")
+    console = console or Console(quiet=not dist.main)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = prepare(cache, config, split_mode, split_seed)
+    data = dist.in_turn(lambda: prepare(cache, config, split_mode, split_seed))
     model = build_model(config, cache, data.index, data.splits["train"])
     for name in ENCODERS:
         if getattr(model, name) is not None:
             getattr(model, name).requires_grad_(finetune)
+    model.to(dist.device)
+    splits = {
+        k: replace(v, features=features_to(v.features, dist.device), targets=v.targets.to(dist.device))
+        for k, v in data.splits.items()
+    }
+    data = replace(data, splits=splits)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
     ident = identity(config, data.index, split_mode, split_seed, finetune)
@@ -267,44 +301,56 @@ def fit(
         history = load_state(last, model, optimizer, ident)
         console.print(f"resuming {out} after epoch {history.epoch} (best {history.best_metric:.4f})")
     resumed_from = history.epoch
+    trainer = DataParallelModel(model, dist.device) if dist.world > 1 else model
     with _progress(console) as progress:
         task = progress.add_task("train", total=config.train.epochs, completed=history.epoch, note="")
         while history.bad_epochs < config.train.patience and history.epoch < config.train.epochs:
-            row = _one_epoch(model, optimizer, data, config, history.epoch, finetune, progress)
-            history.epoch += 1
-            history.rows.append(row)
-            if history.best_state is None or row["val_metric"] > history.best_metric:
-                history.best_metric, history.best_epoch, history.bad_epochs = row["val_metric"], history.epoch, 0
-                history.best_state = trainable_state(model, finetune)
-            else:
-                history.bad_epochs += 1
-            history.finished = history.bad_epochs >= config.train.patience  # stopped early
-            save_state(last, model, optimizer, history, ident, finetune)
-            write_metrics(out / "metrics.csv", history.rows)
+            if dist.world > 1:  # distinct, reproducible dropout draws per rank
+                torch.manual_seed(config.train.seed * 1_000_003 + history.epoch * 1009 + dist.rank)
+            row = _one_epoch(trainer, optimizer, data, config, history.epoch, finetune, progress)
+            _record(history, row, model, finetune, config.train.patience)
+            if dist.main:
+                save_state(last, model, optimizer, history, ident, finetune)
+                write_metrics(out / "metrics.csv", history.rows)
             note = f"val {row['val_metric']:.3f} (best {history.best_metric:.3f} @ {history.best_epoch})"
             progress.update(task, completed=history.epoch, note=note)
     best = out / "best.pt"
-    load_trainable(model, history.best_state)
-    save_checkpoint(
-        best, model, trained=True, meta=_checkpoint_meta(data, config, history, split_mode, split_seed, finetune)
-    )
+    if dist.main:
+        load_trainable(model, history.best_state)
+        meta = _checkpoint_meta(data, config, history, split_mode, split_seed, finetune)
+        save_checkpoint(best, model.cpu(), trained=True, meta=meta)
+    dist.barrier()  # best.pt exists on every rank's return
     per_epoch = float(np.mean([r["train_seconds"] for r in history.rows])) if history.rows else 0.0
     return TrainResult(best, history.best_epoch, history.best_metric, history.epoch, per_epoch, resumed_from)
 
 
+def _record(history: History, row: dict[str, float], model: Sec2Sec, finetune: bool, patience: int) -> None:
+    """Append an epoch's row; keep a copy of the weights when the validation metric improved."""
+    history.epoch += 1
+    history.rows.append(row)
+    if history.best_state is None or row["val_metric"] > history.best_metric:
+        history.best_metric, history.best_epoch, history.bad_epochs = row["val_metric"], history.epoch, 0
+        history.best_state = trainable_state(model, finetune)
+    else:
+        history.bad_epochs += 1
+    history.finished = history.bad_epochs >= patience  # stopped early
+
+
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    console = Console()
-    r = fit(
-        args.cache,
-        config,
-        args.out,
-        split_mode=args.split,
-        split_seed=args.split_seed,
-        finetune=args.finetune,
-        restart=args.restart,
-        console=console,
-    )
+    with session(args.device) as dist:
+        console = Console(quiet=not dist.main)
+        r = fit(
+            args.cache,
+            config,
+            args.out,
+            split_mode=args.split,
+            split_seed=args.split_seed,
+            finetune=args.finetune,
+            restart=args.restart,
+            device=dist.device,
+            console=console,
+        )
     console.print(
         f"[bold]train done[/]: {r.epochs} epochs ({r.seconds_per_epoch:.2f} s per epoch of training), best "
         f"validation {'balanced accuracy' if config.model.heads.task == 'binary' else 'mean accuracy'} "
@@ -328,4 +374,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split film")
     p.add_argument("--finetune", action="store_true", help="train through the encoders from the raw clips (slow)")
     p.add_argument("--restart", action="store_true", help="ignore RUN/last.pt and train from scratch")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_run)
