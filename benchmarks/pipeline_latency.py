@@ -1,7 +1,7 @@
 """End-to-end figures of the monitor as a user runs it: start-up, CPU per second of video, latency.
 
     .venv/bin/python benchmarks/pipeline_latency.py [--seconds 60] [--clocks virtual realtime] [--threads 1 2]
-        [--sizes 640x360 1920x1080] [--skip-startup] [--skip-cpu]
+        [--sizes 640x360 1920x1080] [--skip-startup] [--skip-cpu] [--config PATH] [--no-compile]
 
 1. Start-up (the `sec2sec-live` command to its first estimate, default config, a 640x360 clip): compiled with a
    cold cache (an empty $SEC2SEC_CACHE: the encoders are built), compiled with that cache warm, and eager
@@ -31,6 +31,7 @@ from pathlib import Path
 from soak import soak, write_soak_clip
 
 LIVE = [sys.executable, "-m", "monitor.cli"]
+CHILD: list[str] = []  # arguments every child gets (--config), set by main
 
 
 def startup_s(clip: Path, extra: list[str], tmp: Path) -> float:
@@ -38,7 +39,7 @@ def startup_s(clip: Path, extra: list[str], tmp: Path) -> float:
     csv = tmp / f"startup-{time.monotonic_ns()}.csv"
     started = time.monotonic()
     cmd = [*LIVE, "--replay", str(clip), "--clock", "virtual", "--no-ui", "--duration", "3", "--csv", str(csv)]
-    child = subprocess.Popen([*cmd, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen([*cmd, *CHILD, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = None
     while child.poll() is None and first is None:
         if csv.exists() and csv.read_text().count("\n") >= 2:  # header + one row
@@ -50,7 +51,7 @@ def startup_s(clip: Path, extra: list[str], tmp: Path) -> float:
     return first if first is not None else time.monotonic() - started
 
 
-def latency(clip: Path, clock: str, threads: int) -> dict[str, float]:
+def latency(clip: Path, clock: str, threads: int, extra: list[str]) -> dict[str, float]:
     """One replay through a child `sec2sec-live` with --jsonl; its rows summarised."""
     import json
 
@@ -58,7 +59,7 @@ def latency(clip: Path, clock: str, threads: int) -> dict[str, float]:
         jsonl = Path(tmp) / "out.jsonl"
         cmd = [*LIVE, "--replay", str(clip), "--clock", clock, "--no-ui", "--jsonl", str(jsonl)]
         started = time.perf_counter()
-        done = subprocess.run([*cmd, "--threads", str(threads)], capture_output=True, text=True)
+        done = subprocess.run([*cmd, "--threads", str(threads), *CHILD, *extra], capture_output=True, text=True)
         wall = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"sec2sec-live exited with {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
@@ -88,13 +89,13 @@ def report_startup(clip: Path, tmp: Path) -> None:
     print(f"  (median of 3), eager {eager:.1f} s (median of 3); goal warm <= eager + 2 s: {ok}")
 
 
-def report_cpu(sizes: list[str], seconds: int, tmp: Path) -> None:
+def report_cpu(sizes: list[str], seconds: int, tmp: Path, modes: dict[str, list[str]]) -> None:
     print(f"\nCPU-seconds per second of video ({seconds} s clips, 30 fps, offline clock):")
     for size in sizes:
         width, height = size_of(size)
         clip = write_soak_clip(tmp / f"cpu_{size}.mp4", width, height, seconds, 30)
-        for mode, extra in (("compiled", []), ("eager", ["--no-compile"])):
-            r = soak(clip, size, seconds, "offline", 1.0, extra)
+        for mode, extra in modes.items():
+            r = soak(clip, size, seconds, "offline", 1.0, [*CHILD, *extra])
             goal = "  goal <= 0.75: " + ("yes" if r.cpu_per_second <= 0.75 else "NO") if size == "640x360" else ""
             print(f"  {size:10} {mode:9} {r.cpu_per_second:.3f} CPU-s/s ({r.windows} windows){goal}")
 
@@ -107,23 +108,28 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["640x360", "1920x1080"])
     parser.add_argument("--skip-startup", action="store_true", help="no start-up figures (no cold compile)")
     parser.add_argument("--skip-cpu", action="store_true", help="no CPU-per-second figures")
+    parser.add_argument("--config", help="TOML config for every run (default: the built-in default config)")
+    parser.add_argument("--no-compile", action="store_true", help="eager runs only (no start-up figures)")
     args = parser.parse_args()
+    CHILD.extend(["--config", args.config] if args.config else [])
+    modes = {"eager": ["--no-compile"]} if args.no_compile else {"compiled": [], "eager": ["--no-compile"]}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ["SEC2SEC_CACHE"] = str(tmp / "cache")  # children inherit it: the cold start is cold
         os.environ.pop("SEC2SEC_COMPILE", None)
-        print(f"sec2sec-live, default config, cpu count {os.cpu_count()}")
-        if not args.skip_startup:
+        print(f"sec2sec-live, {args.config or 'default config'}, cpu count {os.cpu_count()}")
+        if not args.skip_startup and not args.no_compile:
             report_startup(write_soak_clip(tmp / "startup.mp4", 640, 360, 4, 30), tmp)
         if not args.skip_cpu:
-            report_cpu(args.sizes, args.seconds, tmp)
+            report_cpu(args.sizes, args.seconds, tmp, modes)
         clip = write_soak_clip(tmp / "latency.mp4", 640, 360, args.seconds, 30)
-        print(f"\n{args.seconds} s clip at 640x360, compiled encoders")
+        mode = next(iter(modes))
+        print(f"\n{args.seconds} s clip at 640x360, {mode} encoders")
         header = f"{'threads':7} {'clock':9} {'windows':>7} {'dropped':>7} {'p50 ms':>7} {'p99 ms':>7} {'compute':>8}"
         print(header + f" {'RTF':>6}  goal p50<=compute+50")
         for threads in args.threads:
             for clock in args.clocks:
-                r = latency(clip, clock, threads)
+                r = latency(clip, clock, threads, modes[mode])
                 ok = "yes" if r["p50"] <= r["compute"] + 50 else "NO"
                 print(
                     f"{threads:7d} {clock:9} {r['windows']:7d} {r['dropped']:7d} {r['p50']:7.0f} {r['p99']:7.0f} "

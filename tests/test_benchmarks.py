@@ -52,3 +52,31 @@ def test_train_epoch_prints_its_figures() -> None:
     assert float(figures["seconds per epoch"]) > 0 and float(figures["clips/s"]) > 0
     loss = float(lines[4].split()[2])
     assert 0.3 < loss < 1.5  # BCE on random labels, one epoch from a fresh model
+
+
+def test_window_compute_prints_each_stage_against_the_matmul_peak() -> None:
+    lines = _run_benchmark("window_compute.py", "--no-compile", "--default-only", "--reps", "1", "--threads", "1")
+    assert lines[0].startswith("torch ") and "fp32 matmul 2048^3:" in lines[0]
+    rows = [line for line in lines if line.startswith("default (8 frames, r2plus1d_18)")]
+    stages = [" ".join(row.split()[6:-4]) if "=" not in row else "total" for row in rows]
+    assert len(rows) == 7 and all(" eager " in row for row in rows), rows
+    video = next(row for row in rows if "video encoder" in row).split()
+    assert float(video[-4]) > 0 and 30 < float(video[-3]) < 60 and video[-1].endswith("%"), video  # ~40.5 GFLOP
+    assert stages[-1] == "total" and lines[-1].startswith("default path (eager) video encoder: ")
+    assert lines[-1].endswith("% of the matmul throughput (goal >= 75%)")
+
+
+def test_pipeline_latency_prints_cpu_per_second_and_latency(small: Path) -> None:
+    args = ["--config", str(small), "--no-compile", "--seconds", "3", "--sizes", "160x90", "--clocks", "offline"]
+    lines = _run_benchmark("pipeline_latency.py", *args, "--threads", "1")
+    cpu = next(line for line in lines if line.strip().startswith("160x90")).split()
+    assert cpu[1] == "eager" and float(cpu[2]) > 0 and cpu[3] == "CPU-s/s"
+    row = next(line for line in lines if line.split()[:2] == ["1", "offline"]).split()
+    assert int(row[2]) >= 3 and int(row[3]) == 0 and float(row[4]) > 0 and float(row[6]) > 0
+    assert lines[-1].startswith("peak RSS of the largest sec2sec-live run")
+
+
+def test_extract_throughput_prints_rates_and_projected_hours(small: Path) -> None:
+    args = ["--clips", "2", "--seconds", "2", "--size", "160x120", "--config", str(small), "--processes", "1"]
+    out = "\n".join(_run_benchmark("extract_throughput.py", *args))
+    assert "windows/s" in out and "LIRIS-ACCEDE" in out and "First Impressions" in out, out
