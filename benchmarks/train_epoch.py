@@ -21,7 +21,7 @@ from sec2sec.config import load_config
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.features import Features
 from sec2sec.offline.prepared import Split, set_norm_statistics
-from sec2sec.offline.train import train_epoch
+from sec2sec.offline.train import make_optimizer, train_epoch
 
 
 def synthetic_features(clips: int, seconds: int, video_tokens: int, audio_tokens: int, seed: int) -> Features:
@@ -57,7 +57,7 @@ def main() -> None:
     targets = (torch.rand(args.clips, len(config.model.heads.outputs)) > 0.5).float()
     split = Split([], features, targets)
     params = [p for n, p in model.named_parameters() if not n.startswith(("video_encoder", "audio_encoder"))]
-    optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
+    optimizer = make_optimizer(params, config)
     for name in ("video_encoder", "audio_encoder"):
         if getattr(model, name) is not None:
             getattr(model, name).requires_grad_(False)
