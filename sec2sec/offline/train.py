@@ -32,7 +32,7 @@ from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import SPLIT_MODES
 from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, features_from_clips, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
-from sec2sec.offline.prepared import Prepared, Split, build_model, prepare
+from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
 from sec2sec.offline.train_state import (
     History,
     identity,
@@ -44,13 +44,17 @@ from sec2sec.offline.train_state import (
 )
 
 
-def logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor) -> torch.Tensor:
-    """Rows of cached clips -> logits (len(rows), n_outputs), tokens upcast to float32."""
+def logits_of(
+    model: Sec2Sec, features: Features, rows: torch.Tensor, drop: tuple[float, torch.Generator] | None = None
+) -> torch.Tensor:
+    """Rows of cached clips -> logits (len(rows), n_outputs), tokens upcast to float32. `drop`: modality
+    dropout (probability, generator) for training; applied only to models that use both modalities."""
     video = features.video[rows].float() if model.fusion.use_video else None
     audio = features.audio[rows].float() if model.fusion.use_audio else None
-    logits, _ = model.forward_tokens(
-        video, audio, features.lengths[rows], features.video_ok[rows], features.audio_ok[rows]
-    )
+    video_ok, audio_ok = features.video_ok[rows], features.audio_ok[rows]
+    if drop is not None and drop[0] > 0 and model.fusion.use_video and model.fusion.use_audio:
+        video_ok, audio_ok = drop_modalities(video_ok, audio_ok, *drop)
+    logits, _ = model.forward_tokens(video, audio, features.lengths[rows], video_ok, audio_ok)
     return logits
 
 
@@ -118,9 +122,10 @@ def train_epoch(
     order = _start_epoch(model, n, t.seed, epoch)
     total, seen, outputs = 0.0, 0, []
     task = progress.add_task(f"epoch {epoch + 1}", total=n, note="") if progress is not None else None
+    drop = (t.modality_dropout, torch.Generator().manual_seed(t.seed * 100_003 + epoch + 7_919))
     for start in range(0, n, t.batch_size):
         rows = order[start : start + t.batch_size]
-        logits = logits_of(model, split.features, rows)
+        logits = logits_of(model, split.features, rows, drop)
         loss = loss_of(logits, split.targets[rows], t.loss)
         _step(model, optimizer, loss, t.grad_clip)
         total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
