@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -22,6 +23,8 @@ from sec2sec.offline.datasets import SPLITS, assign_splits, labels
 from sec2sec.offline.features import CacheIndex, encoder_identity, features_from_clips, load_features, read_index
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs
 from sec2sec.offline.train import predict
+
+WITHOUT = ("", "video", "audio")
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,15 @@ def check_same_encoders(model: Sec2Sec, index: CacheIndex, checkpoint: str | Pat
             )
 
 
-def evaluate(checkpoint: str | Path, cache: str | Path, split: str = "test", from_clips: bool = False) -> Evaluation:
-    """Predict every clip of `split` in the cache and score it (see the module docstring)."""
+def evaluate(
+    checkpoint: str | Path, cache: str | Path, split: str = "test", from_clips: bool = False, without: str = ""
+) -> Evaluation:
+    """Predict every clip of `split` in the cache and score it (see the module docstring). `without`:
+    "video" or "audio" is masked as missing in every window (as a --no-camera or --no-mic run)."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not allowed; use one of {', '.join(SPLITS)}")
+    if without not in WITHOUT:
+        raise ValueError(f"without = {without!r} is not allowed; use video or audio (or nothing)")
     model, ckpt = load_model(checkpoint)
     index = read_index(cache)
     if not from_clips:
@@ -76,6 +84,9 @@ def evaluate(checkpoint: str | Path, cache: str | Path, split: str = "test", fro
     features = (
         features_from_clips(model, chosen) if from_clips else load_features(cache, index, [r.clip_id for r in chosen])
     )
+    if without:
+        absent = torch.zeros_like(features.video_ok)
+        features = replace(features, **{f"{without}_ok": absent})
     probabilities = predict(model, features)
     rate = _positive_rate(ckpt, heads.task)
     scores = score_outputs(heads.outputs, heads.task, truth, probabilities, rate)
@@ -121,7 +132,7 @@ def results_table(result: Evaluation, title: str) -> Table:
 
 def _run(args: argparse.Namespace) -> int:
     console = Console()
-    result = evaluate(args.checkpoint, args.cache, args.split, args.from_clips)
+    result = evaluate(args.checkpoint, args.cache, args.split, args.from_clips, args.without)
     console.print(results_table(result, f"{args.checkpoint} on the {args.split} split ({len(result.ids)} clips)"))
     if args.out:
         payload = {
@@ -140,5 +151,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", required=True, help="the feature cache the checkpoint was trained on")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split to score")
     p.add_argument("--from-clips", action="store_true", help="re-read and encode the clips (fine-tuned encoders)")
+    p.add_argument(
+        "--without",
+        default="",
+        choices=WITHOUT[1:],
+        help="score with this modality missing in every window (as --no-camera / --no-mic live)",
+    )
     p.add_argument("--out", default="", help="also write scores and per-clip predictions to this JSON file")
     p.set_defaults(func=_run)
