@@ -171,7 +171,8 @@ def _variant_dir(tmp: Path, base: str, variants: tuple[str, ...]) -> Path:
 
 @pytest.mark.slow
 def test_synchrony_needs_both_modalities(sync_cache: tuple[Path, Path], tmp_path: Path) -> None:
-    """SA-CA reads the audio-visual synchrony; audio-only and vision-only cannot (>= 20 points behind)."""
+    """SA-CA reads the audio-visual synchrony; audio-only and vision-only cannot (>= 20 points behind).
+    Late fusion (fusion.mode = "concat") reads it too: this task shows fusion, not that co-attention is needed."""
     _, cache = sync_cache
     base = _model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10)
     variants = ("default", "audio_only", "vision_only", "late_fusion")
@@ -182,6 +183,8 @@ def test_synchrony_needs_both_modalities(sync_cache: tuple[Path, Path], tmp_path
     assert len(results[0].evaluation.ids) == 40
     assert accuracy["default"] >= 0.9, accuracy
     assert accuracy["default"] - max(accuracy["audio_only"], accuracy["vision_only"]) >= 0.2, accuracy
+    # what holds and what does not: late fusion of pooled vectors solves synchrony as well (measured 1.00 both)
+    assert accuracy["late_fusion"] >= 0.9, accuracy
     assert results[0].evaluation.scores["valence"]["majority_accuracy"] == pytest.approx(0.5)
 
 
