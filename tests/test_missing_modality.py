@@ -111,3 +111,24 @@ def test_live_without_a_modality_reproduces_evaluate(redundant, modality: str) -
 def test_evaluate_refuses_an_unknown_modality(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="without = 'sound' is not allowed; use video or audio"):
         evaluate(tmp_path / "x.pt", tmp_path, "test", without="sound")
+
+
+def test_modality_dropout_shares_and_untouched_windows() -> None:
+    """p = 1 drops every window that has both streams: ~40% lose video, ~40% audio, ~20% both; windows
+    already missing a modality are left as they are; p = 0 changes nothing."""
+    import torch
+
+    from sec2sec.offline.prepared import drop_modalities
+
+    video_ok = torch.ones(200, 50, dtype=torch.bool)
+    audio_ok = torch.ones(200, 50, dtype=torch.bool)
+    audio_ok[:, 0] = False
+    gen = torch.Generator().manual_seed(0)
+    v, a = drop_modalities(video_ok, audio_ok, 1.0, gen)
+    assert v[:, 0].all() and not a[:, 0].any()  # no second stream to lose: untouched
+    rest_v, rest_a = v[:, 1:], a[:, 1:]
+    assert not (rest_v & rest_a).any()
+    shares = [float(x.float().mean()) for x in (~rest_v & rest_a, rest_v & ~rest_a, ~rest_v & ~rest_a)]
+    assert shares == pytest.approx([0.4, 0.4, 0.2], abs=0.02)
+    same = drop_modalities(video_ok, audio_ok, 0.0, gen)
+    assert torch.equal(same[0], video_ok) and torch.equal(same[1], audio_ok)
