@@ -21,7 +21,7 @@ NANOS_PER_SECOND = 1_000_000_000
 
 TASKS = ("binary", "regression")
 TEMPORAL_KINDS = ("lstm", "attention_lstm", "gru_transformer", "none")
-FUSION_MODES = ("co", "self")  # SA-CA (the model) or SA-SA
+FUSION_MODES = ("co", "self", "concat")  # SA-CA (the model), SA-SA, or late fusion of pooled tokens
 MODALITIES = ("both", "video", "audio")
 VIDEO_ENCODERS = ("r2plus1d_18", "resnet18_2d")
 WEIGHT_CHOICES = ("auto", "pretrained", "none")
@@ -32,6 +32,38 @@ LOSSES = ("bce", "mse", "l1")
 def _check_choice(section: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"[{section}] {key} = {value!r} is not allowed; use one of {', '.join(allowed)}")
+
+
+def _ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
+
+
+def video_map_shape(frames: int, crop: int, encoder: str) -> tuple[int, int, int]:
+    """(T', H', W') of the video encoder's layer4 map for m = `frames` frames of crop x crop pixels.
+
+    R(2+1)D-18 halves time in layers 2-4 and space in the stem and layers 2-4 (each a stride-2 convolution
+    padded to ceil); the per-frame ResNet-18 keeps every frame and halves space five times. Checked against
+    the real encoders in tests/test_model.py.
+    """
+    if encoder == "r2plus1d_18":
+        return _ceil_div(frames, 8), _ceil_div(crop, 16), _ceil_div(crop, 16)
+    return frames, _ceil_div(crop, 32), _ceil_div(crop, 32)
+
+
+def audio_map_shape(image_size: tuple[int, int]) -> tuple[int, int]:
+    """(F', T') of the audio ResNet-18's layer4 map for an MFCC image resized to `image_size` (32x smaller)."""
+    return _ceil_div(image_size[0], 32), _ceil_div(image_size[1], 32)
+
+
+def _check_grid(section: str, grid: tuple[int, ...], cells: tuple[int, ...], made_by: str) -> None:
+    """A token grid finer than the layer4 map on any axis would pool some cells twice (duplicate tokens)."""
+    if any(g > c for g, c in zip(grid, cells, strict=True)):
+        shape = ", ".join(str(c) for c in (512, *cells))
+        allowed = " x ".join(f"1..{c}" for c in cells)
+        raise ValueError(
+            f"[{section}] token_grid = {list(grid)} is finer than the encoder's layer4 map: {made_by} gives a "
+            f"({shape}) map, so a grid of {allowed} cells is allowed (a finer grid only duplicates tokens)"
+        )
 
 
 def _check_range(section: str, key: str, value: float, low: float, high: float | None = None) -> None:
@@ -75,7 +107,18 @@ class AudioConfig:
             raise ValueError(f"[model.audio] delta_win = {self.delta_win} must be odd (3, 5, 7, 9, ...)")
         _check_pair("model.audio", "image_size", self.image_size, 32)
         _check_pair("model.audio", "token_grid", self.token_grid, 1)
+        _check_grid(
+            "model.audio",
+            self.token_grid,
+            audio_map_shape(self.image_size),
+            f"resnet18 on an MFCC image of {self.image_size[0]}x{self.image_size[1]}",
+        )
         _check_choice("model.audio", "weights", self.weights, WEIGHT_CHOICES)
+
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        """(F', T') of the encoder's layer4 map for this image size."""
+        return audio_map_shape(self.image_size)
 
     @property
     def frames_per_window(self) -> int:
@@ -97,11 +140,9 @@ class VideoConfig:
     resize: int = 128
     crop: int = 112
     encoder: str = "r2plus1d_18"
-    token_grid: tuple[int, int, int] = (
-        2,
-        2,
-        2,
-    )  # (time, height, width) cells after pooling layer4
+    # (time, height, width) cells after pooling layer4; at m = 8 R(2+1)D-18's map is (512, 1, 7, 7): one time
+    # slice, so a grid with 2 time cells would duplicate every token. 3 x 3 spatial cells keep 9 real tokens.
+    token_grid: tuple[int, int, int] = (1, 3, 3)
     weights: str = "auto"
     weights_path: str = ""
 
@@ -113,11 +154,24 @@ class VideoConfig:
         if len(self.token_grid) != 3 or min(self.token_grid) < 1:
             raise ValueError(f"[model.video] token_grid = {self.token_grid!r} must be three integers >= 1")
         _check_choice("model.video", "weights", self.weights, WEIGHT_CHOICES)
+        _check_grid(
+            "model.video",
+            self.token_grid,
+            self.map_shape,
+            f"{self.encoder} on {self.frames_per_window} frames of {self.crop}x{self.crop}",
+        )
+
+    @property
+    def map_shape(self) -> tuple[int, int, int]:
+        """(T', H', W') of the encoder's layer4 map for this m and crop."""
+        return video_map_shape(self.frames_per_window, self.crop, self.encoder)
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Co-attention block over encoder tokens (SA-CA), or self-attention only (SA-SA)."""
+    """Co-attention block over encoder tokens (SA-CA), self-attention only (SA-SA), or the late-fusion
+    baseline "concat": each modality's projected tokens mean-pooled, concatenated, then an MLP (no attention;
+    `heads` and `depth` unused)."""
 
     mode: str = "co"
     modalities: str = "both"
@@ -226,6 +280,9 @@ class TrainConfig:
     seed: int = 0
     loss: str = "bce"  # bce for binary outputs; mse or l1 for traits
     label_threshold: str = "median"  # LIRIS binary labels: "median" of the learning set, or a number
+    # probability that a training window (both streams present) loses its video, its audio or both (split
+    # 0.4 / 0.4 / 0.2), as --no-mic, a stalled camera or a dropped second do live; only two-modality models
+    modality_dropout: float = 0.3
 
     def __post_init__(self) -> None:
         _check_range("train", "epochs", self.epochs, 1)
@@ -235,6 +292,7 @@ class TrainConfig:
         _check_range("train", "patience", self.patience, 1)
         _check_range("train", "grad_clip", self.grad_clip, 0.0)
         _check_choice("train", "loss", self.loss, LOSSES)
+        _check_range("train", "modality_dropout", self.modality_dropout, 0.0, 0.9)
         if self.label_threshold != "median":
             try:
                 float(self.label_threshold)

@@ -78,7 +78,33 @@ def describe(config_path: str, console: Console) -> list[Stage]:
         f"encoders: {flags}; outputs: {list(config.heads.outputs)} ({config.heads.task}); "
         f"horizon: {config.clip_seconds} s"
     )
+    for line in token_lines(model):
+        console.print(line)
     return stages
+
+
+def _cells(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(n) for n in shape)
+
+
+def token_lines(model: Sec2Sec) -> list[str]:
+    """One line per modality: the encoder's layer4 map and the token grid attention runs over."""
+    cfg, lines = model.config, []
+    if model.video_encoder is not None:
+        v = cfg.video
+        lines.append(
+            f"video tokens: {v.encoder} layer4 map (512, {', '.join(map(str, v.map_shape))}) for "
+            f"{v.frames_per_window} frames of {v.crop}x{v.crop} -> grid {_cells(v.token_grid)} (time x height x "
+            f"width) = {model.video_tokens} tokens"
+        )
+    if model.audio_encoder is not None:
+        a = cfg.audio
+        lines.append(
+            f"audio tokens: resnet18 layer4 map (512, {', '.join(map(str, a.map_shape))}) for an MFCC image of "
+            f"{a.image_size[0]}x{a.image_size[1]} -> grid {_cells(a.token_grid)} (frequency x time) = "
+            f"{model.audio_tokens} tokens"
+        )
+    return lines
 
 
 def _run(args: argparse.Namespace) -> int:

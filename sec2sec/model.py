@@ -66,22 +66,6 @@ class Sec2Sec(nn.Module):
             audio_tokens = self.audio_encoder(self.audio_frontend(audio))
         return video_tokens, audio_tokens
 
-    def _impute(
-        self,
-        tokens: torch.Tensor | None,
-        ok: torch.Tensor | None,
-        norm: nn.Module,
-        n: int,
-        b: int,
-    ) -> torch.Tensor:
-        """Missing windows get the training mean of each channel (zero after standardisation)."""
-        mean = norm.mean.to(self.heads.linear.weight.dtype)
-        if tokens is None:
-            return mean.expand(b, n, -1)
-        if ok is None:
-            return tokens
-        return torch.where(ok.reshape(-1, 1, 1), tokens, mean)
-
     def fuse(
         self,
         video_tokens: torch.Tensor | None,
@@ -89,19 +73,11 @@ class Sec2Sec(nn.Module):
         video_ok: torch.Tensor | None = None,
         audio_ok: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Tokens of B windows (None or ok=False where missing) -> fused features F (B, feature_width)."""
-        b = next(t.shape[0] for t in (video_tokens, audio_tokens, video_ok, audio_ok) if t is not None)
-        v = (
-            self._impute(video_tokens, video_ok, self.fusion.video_norm, self.video_tokens, b)
-            if self.fusion.use_video
-            else None
-        )
-        a = (
-            self._impute(audio_tokens, audio_ok, self.fusion.audio_norm, self.audio_tokens, b)
-            if self.fusion.use_audio
-            else None
-        )
-        return self.fusion(v, a)
+        """Tokens of B windows (None or ok=False where missing) -> fused features F (B, feature_width).
+
+        A missing modality is masked out of co-attention and pooling (see `Fusion`), never imputed.
+        """
+        return self.fusion(video_tokens, audio_tokens, video_ok, audio_ok)
 
     def forward_features(
         self, features: torch.Tensor, lengths: torch.Tensor

@@ -3,6 +3,13 @@
 The step path reuses the model's batch layers: with a horizon H it re-runs the temporal model over the
 last H fused features (the model was trained on clips of about H seconds, so a state carried for an hour
 would be out of distribution); with horizon 0 it carries the recurrent state forever.
+
+Gaps: seconds that never reached the model (windows dropped by the pipeline, or indices skipped) are
+stepped through as empty seconds, the fused feature of a window with neither video nor audio (both masked:
+exactly what training computes for a second of a clip that had neither, which `train.modality_dropout`
+produces too). So H steps of history always cover H seconds. A gap of at least H seconds leaves only empty
+seconds in the horizon, and with horizon 0 a gap of at least `clip_seconds` resets the recurrent state:
+no training clip holds that much nothing.
 """
 
 from __future__ import annotations
@@ -96,6 +103,26 @@ class AffectStream:
         self._last_index: int | None = None
 
     @torch.inference_mode()
+    def empty_feature(self) -> torch.Tensor:
+        """The fused feature (1, feature_width) of a second with neither video nor audio (a gap)."""
+        absent = torch.zeros(1, dtype=torch.bool, device=self.device)
+        return self.model.fuse(None, None, video_ok=absent, audio_ok=absent)
+
+    @torch.inference_mode()
+    def _fill_gap(self, gap: int) -> None:
+        """Step through `gap` missing seconds (see the module docstring)."""
+        limit = self.horizon if self.horizon > 0 else self.config.clip_seconds
+        if gap >= limit and self.horizon == 0:
+            self._state = None
+            return
+        empty = self.empty_feature()
+        for _ in range(min(gap, limit)):
+            if self.horizon > 0:
+                self._history.append(empty[0])  # the estimate is only computed for the window that came
+            else:
+                _, _, self._state = self.model.temporal.step(empty, self._state)
+
+    @torch.inference_mode()
     def features(self, window: Window) -> torch.Tensor:
         """One window -> fused feature F (1, feature_width)."""
         check_window(window, self.config)
@@ -127,6 +154,8 @@ class AffectStream:
         started = time.perf_counter_ns()
         gap = 0 if self._last_index is None else max(0, window.index - self._last_index - 1)
         self._last_index = window.index
+        if gap:
+            self._fill_gap(gap)
         logits, weights = self.step_features(self.features(window))
         return Estimate(
             index=window.index,

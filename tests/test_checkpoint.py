@@ -146,3 +146,18 @@ def test_bad_checkpoint_files(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError) as err:
             read_checkpoint(path)
         assert message in str(err.value) and "\n" not in str(err.value), path
+
+
+def test_checkpoint_with_duplicate_tokens_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """A checkpoint made before the token grid was checked (2x2x2 at m = 8: half its video tokens copies)
+    fails to load with a message naming token_grid and the map, not with a shape error."""
+    model = Sec2Sec(small_config("lstm"))
+    save_checkpoint(tmp_path / "old.pt", model, trained=True)
+    payload = torch.load(tmp_path / "old.pt", weights_only=True)
+    payload["config"]["video"]["token_grid"] = [2, 2, 2]
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path / "old.pt")
+    message = str(err.value)
+    assert "holds an invalid model config" in message and "token_grid = [2, 2, 2]" in message
+    assert "(512, 1, 7, 7)" in message

@@ -251,8 +251,11 @@ def test_describe_prints_the_real_model(small: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "video encoder" in result.stdout and "r2plus1d_18" in result.stdout
-    assert "8+16 tokens" in result.stdout and "attention_lstm" in result.stdout
+    assert "9+16 tokens" in result.stdout and "attention_lstm" in result.stdout
     assert "video: RANDOM, audio: RANDOM" in result.stdout
+    text = " ".join(result.stdout.split())  # rich wraps long lines at the terminal width
+    assert "video tokens: r2plus1d_18 layer4 map (512, 1, 7, 7) for 4 frames of 112x112 -> grid 1 x 3 x 3" in text
+    assert "audio tokens: resnet18 layer4 map (512, 4, 7) for an MFCC image of 112x224 -> grid 4 x 4" in text
 
 
 def test_untrained_runs_are_reproducible(small: Path, tmp_path: Path) -> None:

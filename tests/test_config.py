@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from sec2sec.config import Config, ModelConfig, from_dict, load_config, parse_config, to_dict
+from sec2sec.config import AudioConfig, Config, ModelConfig, from_dict, load_config, parse_config, to_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -35,6 +36,7 @@ def test_default_toml_equals_dataclass_defaults_and_spells_every_key() -> None:
         ("audio_only", lambda c: c.model.fusion.modalities == "audio" and not c.model.uses_video),
         ("vision_only", lambda c: c.model.fusion.modalities == "video" and not c.model.uses_audio),
         ("sa_sa", lambda c: c.model.fusion.mode == "self"),
+        ("late_fusion", lambda c: c.model.fusion.mode == "concat" and c.model.fusion.modalities == "both"),
         ("no_temporal", lambda c: c.model.temporal.kind == "none"),
         ("attention_lstm", lambda c: c.model.temporal.kind == "attention_lstm"),
         ("gru_transformer", lambda c: c.model.temporal.kind == "gru_transformer"),
@@ -61,6 +63,18 @@ def test_round_trip_through_dict() -> None:
         ({"model": {"heads": {"outputs": []}}}, "[model.heads] outputs = [] must be a non-empty list"),
         ({"model": {"audio": {"delta_win": 4}}}, "delta_win = 4 must be odd"),
         ({"train": {"label_threshold": "mean"}}, "[train] label_threshold = 'mean'; use \"median\" or a number"),
+        ({"train": {"modality_dropout": 1.0}}, "[train] modality_dropout = 1.0 is out of range"),
+        ({"model": {"fusion": {"mode": "late"}}}, "mode = 'late' is not allowed; use one of co, self, concat"),
+        (
+            {"model": {"video": {"token_grid": [2, 2, 2]}}},
+            "[model.video] token_grid = [2, 2, 2] is finer than the encoder's layer4 map: r2plus1d_18 on 8 frames "
+            "of 112x112 gives a (512, 1, 7, 7) map, so a grid of 1..1 x 1..7 x 1..7 cells is allowed",
+        ),
+        (
+            {"model": {"video": {"encoder": "resnet18_2d", "token_grid": [8, 5, 4]}}},
+            "resnet18_2d on 8 frames of 112x112 gives a (512, 8, 4, 4) map, so a grid of 1..8 x 1..4 x 1..4",
+        ),
+        ({"model": {"audio": {"token_grid": [5, 4]}}}, "MFCC image of 112x224 gives a (512, 4, 7) map"),
     ],
 )
 def test_bad_values_name_the_key(doc: dict, message: str) -> None:
@@ -76,3 +90,27 @@ def test_bad_file_errors(tmp_path: Path) -> None:
     broken.write_text("[model\n")
     with pytest.raises(ValueError, match="is not valid TOML"):
         load_config(broken)
+
+
+def test_sixteen_frames_allow_two_time_cells() -> None:
+    video = parse_config({"model": {"video": {"frames_per_window": 16, "token_grid": [2, 2, 2]}}}).model.video
+    assert video.map_shape == (2, 7, 7)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "frames", "crop"),
+    [("r2plus1d_18", 8, 112), ("r2plus1d_18", 16, 40), ("r2plus1d_18", 3, 33), ("resnet18_2d", 2, 64)],
+)
+def test_map_shape_is_the_encoders_real_map(encoder: str, frames: int, crop: int) -> None:
+    """The formula behind the token_grid check agrees with the layer4 map the encoder really makes."""
+    import torch
+
+    from sec2sec.config import VideoConfig, audio_map_shape
+    from sec2sec.encoders import AudioEncoder, VideoEncoder
+
+    config = VideoConfig(frames_per_window=frames, crop=crop, resize=crop, encoder=encoder, token_grid=(1, 1, 1))
+    module = VideoEncoder(replace(config, weights="none")).eval()
+    with torch.inference_mode():
+        assert module.feature_map(torch.zeros(1, 3, frames, crop, crop)).shape[2:] == config.map_shape
+        audio = AudioEncoder(AudioConfig(weights="none", image_size=(crop, 2 * crop + 3), token_grid=(1, 1))).eval()
+        assert audio.trunk(torch.zeros(1, 3, crop, 2 * crop + 3)).shape[2:] == audio_map_shape((crop, 2 * crop + 3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,28 @@ def test_regression_metrics() -> None:
     assert mean_accuracy(np.array([0.5, 0.2]), np.array([0.6, 0.2])) == pytest.approx(0.95)
     assert pearson(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.5])) == pytest.approx(0.997949, abs=1e-5)
     assert np.isnan(pearson(np.array([1.0, 1.0]), np.array([0.0, 1.0])))
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_binary_metrics_agree_with_scikit_learn(case: int) -> None:
+    """Accuracy, F1, balanced accuracy and macro-F1 equal scikit-learn's on random and one-class inputs
+    (a class absent from both truth and prediction is not counted: a perfect one-class predictor gets 1)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(1, 12))
+    truth = rng.random(n) < [0.5, 0.0, 1.0, 0.9][case % 4]
+    predicted = truth.copy() if case % 5 == 0 else rng.random(n) < [0.5, 0.0, 1.0, 0.2, 0.8][case % 5]
+    ours = binary_metrics(truth, predicted)
+    assert ours["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert ours["f1"] == pytest.approx(f1_score(truth, predicted, zero_division=0))
+    assert ours["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro", zero_division=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns when a predicted class is absent from truth
+        assert ours["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth, predicted))
+
+
+def test_perfect_one_class_predictor_has_macro_f1_one() -> None:
+    truth = np.zeros(6, dtype=bool)
+    assert binary_metrics(truth, truth)["macro_f1"] == 1.0
+    assert binary_metrics(truth, truth | (np.arange(6) == 0))["macro_f1"] == pytest.approx((2 * 5 / 11 + 0) / 2)

@@ -38,6 +38,21 @@ def test_co_attention_gets_query_key_gradients_and_attends_unevenly() -> None:
     assert set(maps[0]) == {"self_v", "self_a", "video_to_audio", "audio_to_video"}
 
 
+def test_late_fusion_pools_without_attention_and_masks_missing_modalities() -> None:
+    torch.manual_seed(0)
+    fusion = Fusion(FusionConfig(width=32, heads=2, mode="concat", dropout=0.0, feature_width=24), (1, 3, 3), (4, 4))
+    fusion.eval()
+    assert len(fusion.layers) == 0 and not any(isinstance(m, torch.nn.MultiheadAttention) for m in fusion.modules())
+    video, audio = torch.randn(2, 9, 512), torch.randn(2, 16, 512)
+    fused, maps = fusion(video, audio, return_attention=True)
+    assert fused.shape == (2, 24) and maps == []
+    shuffled = fusion(video[:, torch.randperm(9)], audio)  # mean pooling: token order does not matter
+    assert torch.allclose(fused, shuffled, atol=1e-5)
+    deaf = fusion(video, torch.randn(2, 16, 512), audio_ok=torch.tensor([False, True]))
+    assert torch.allclose(deaf[0], fusion(video[:1], None)[0], atol=1e-5)
+    assert not torch.allclose(deaf[1], fusion(video[1:], None)[0], atol=1e-3)
+
+
 def test_sa_sa_has_no_cross_attention_and_single_modality_works() -> None:
     fusion = Fusion(FusionConfig(width=32, heads=2, mode="self"), (2, 2, 2), (4, 4))
     _, maps = fusion(torch.randn(1, 8, 512), torch.randn(1, 16, 512), return_attention=True)
@@ -131,7 +146,9 @@ def test_horizon_limits_the_history() -> None:
     assert last.outputs == pytest.approx(again.outputs, abs=1e-6)
 
 
-def test_missing_video_uses_the_imputed_mean_and_is_flagged() -> None:
+def test_missing_video_is_masked_and_flagged() -> None:
+    """A window without video: its estimate depends on the audio alone (whatever the video tokens hold),
+    and each window of a batch is masked on its own."""
     torch.manual_seed(0)
     model = Sec2Sec(small_config("lstm")).eval()
     (window,) = _windows(1, model.config.video.frames_per_window)
@@ -139,11 +156,66 @@ def test_missing_video_uses_the_imputed_mean_and_is_flagged() -> None:
     stream = AffectStream(model, horizon=0)
     estimate = stream.step(blind)
     assert not estimate.video_ok and estimate.audio_ok and estimate.frames_seen == 0
+    no = torch.tensor([False, False])
     with torch.inference_mode():
         _, audio_tokens = model.encode(None, torch.from_numpy(window.audio)[None])
-        mean = model.fusion.video_norm.mean.expand(1, model.video_tokens, -1)
-        expected = model.fuse(mean, audio_tokens)
-    assert torch.allclose(stream.features(blind), expected, atol=1e-6)
+        audio2 = audio_tokens.expand(2, -1, -1)
+        junk = torch.randn(2, model.video_tokens, 512) * torch.tensor([1.0, 50.0])[:, None, None]
+        masked = model.fuse(junk, audio2, video_ok=no)
+        assert torch.allclose(masked[0], masked[1], atol=1e-6)  # video content does not reach F
+        assert torch.allclose(stream.features(blind), masked[:1], atol=1e-6)
+        mixed = model.fuse(junk, audio2, video_ok=torch.tensor([True, False]))
+        assert torch.allclose(mixed[1], masked[1], atol=1e-6)
+        assert not torch.allclose(mixed[0], masked[0], atol=1e-3)  # present video does reach F
+        deaf = model.fuse(junk, audio2, audio_ok=no)
+        assert torch.allclose(deaf, model.fuse(junk, None), atol=1e-6)
+        empty = model.fuse(junk, audio2, video_ok=no, audio_ok=no)
+        assert torch.allclose(empty, stream.empty_feature().expand(2, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ("lstm", "attention_lstm"))
+def test_dropped_seconds_are_empty_steps_in_the_history(kind: str) -> None:
+    """Windows 0, 1, 4 stepped live equal the batch forward over 5 seconds with seconds 2 and 3 empty
+    (neither modality, as training sees such a second), for a horizon and for a carried state."""
+    torch.manual_seed(0)
+    model = Sec2Sec(small_config(kind)).eval()
+    windows = _windows(5, model.config.video.frames_per_window)
+    frames = torch.from_numpy(np.stack([w.frames for w in windows]))[None]
+    audio = torch.from_numpy(np.stack([w.audio for w in windows]))[None]
+    present = torch.tensor([[True, True, False, False, True]])
+    with torch.inference_mode():
+        v, a = model.encode(frames[0], audio[0])
+        logits, _ = model.forward_tokens(v[None], a[None], torch.tensor([5]), present, present)
+        glued, _ = model.forward_tokens(v[None, [0, 1, 4]], a[None, [0, 1, 4]], torch.tensor([3]))
+    expected = torch.sigmoid(logits[0]).tolist()
+    assert expected != pytest.approx(torch.sigmoid(glued[0]).tolist(), abs=1e-4)
+    for horizon in (0, 5, 6):
+        stream = AffectStream(model, horizon=horizon)
+        estimates = [stream.step(windows[i]) for i in (0, 1, 4)]
+        assert estimates[-1].gap == 2
+        assert list(estimates[-1].outputs.values()) == pytest.approx(expected, abs=1e-5)
+        if kind == "attention_lstm" and horizon:
+            assert len(estimates[-1].attribution) == 5
+
+
+def test_long_gaps_reset_the_carried_state_and_fill_the_horizon() -> None:
+    torch.manual_seed(0)
+    model = Sec2Sec(small_config("lstm")).eval()  # clip_seconds = 6
+    windows = _windows(3, model.config.video.frames_per_window)
+    late = Window(**{**windows[2].__dict__, "index": 40})
+    carried = AffectStream(model, horizon=0)
+    carried.step(windows[0]), carried.step(windows[1])
+    assert carried.step(late).outputs == pytest.approx(AffectStream(model, horizon=0).step(late).outputs, abs=1e-6)
+    horizon = AffectStream(model, horizon=3)
+    horizon.step(windows[0]), horizon.step(windows[1])
+    after = horizon.step(late)
+    fresh = AffectStream(model, horizon=3)
+    fresh.step(Window(**{**windows[0].__dict__, "index": 37}))  # replaced by empty seconds 38, 39
+    fresh._history.clear()
+    empty = fresh.empty_feature()
+    fresh._history.extend([empty[0], empty[0]])
+    assert after.outputs == pytest.approx(fresh.step(late).outputs, abs=1e-6)
+    assert after.gap == 38
 
 
 def test_reset_forgets_and_gaps_are_counted() -> None:

@@ -14,6 +14,7 @@ import csv
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from synthetic_clips import (
@@ -161,6 +162,7 @@ def _variant_dir(tmp: Path, base: str, variants: tuple[str, ...]) -> Path:
         "audio_only": '[model.fusion]\nmodalities = "audio"\n',
         "vision_only": '[model.fusion]\nmodalities = "video"\n',
         "no_temporal": '[model.temporal]\nkind = "none"\n',
+        "late_fusion": '[model.fusion]\nmode = "concat"\n',
         "attention_lstm": '[model.temporal]\nkind = "attention_lstm"\n',
         "gru_transformer": '[model.temporal]\nkind = "gru_transformer"\n',
     }
@@ -169,17 +171,20 @@ def _variant_dir(tmp: Path, base: str, variants: tuple[str, ...]) -> Path:
 
 @pytest.mark.slow
 def test_synchrony_needs_both_modalities(sync_cache: tuple[Path, Path], tmp_path: Path) -> None:
-    """SA-CA reads the audio-visual synchrony; audio-only and vision-only cannot (>= 20 points behind)."""
+    """SA-CA reads the audio-visual synchrony; audio-only and vision-only cannot (>= 20 points behind).
+    Late fusion (fusion.mode = "concat") reads it too: this task shows fusion, not that co-attention is needed."""
     _, cache = sync_cache
     base = _model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10)
-    configs = _variant_dir(tmp_path, base, ("default", "audio_only", "vision_only"))
-    results = compare(
-        configs, cache, tmp_path / "runs", ("default", "audio_only", "vision_only"), base=configs / "base.toml"
-    )
+    variants = ("default", "audio_only", "vision_only", "late_fusion")
+    configs = _variant_dir(tmp_path, base, variants)
+    results = compare(configs, cache, tmp_path / "runs", variants, base=configs / "base.toml")
     accuracy = {r.variant: r.evaluation.scores["valence"]["accuracy"] for r in results}
+    print(f"\nsynchrony, test accuracy: {accuracy}")
     assert len(results[0].evaluation.ids) == 40
     assert accuracy["default"] >= 0.9, accuracy
     assert accuracy["default"] - max(accuracy["audio_only"], accuracy["vision_only"]) >= 0.2, accuracy
+    # what holds and what does not: late fusion of pooled vectors solves synchrony as well (measured 1.00 both)
+    assert accuracy["late_fusion"] >= 0.9, accuracy
     assert results[0].evaluation.scores["valence"]["majority_accuracy"] == pytest.approx(0.5)
 
 
@@ -359,7 +364,7 @@ def test_first_impressions_regression_path(order_cache: tuple[Path, Path], tmp_p
         (tmp_path / "fi" / files[split]).write_bytes(python2_pickle(scores))
     text = _model_toml(3, 64, 64, 0.0).replace(
         'outputs = ["valence"]', f'task = "regression"\noutputs = {list(traits[:5])!r}'.replace("'", '"')
-    ) + TRAIN_TOML.format(epochs=3, lr=1e-3, patience=3).replace('loss = "bce"', 'loss = "mse"')
+    ) + TRAIN_TOML.format(epochs=60, lr=1e-2, patience=60).replace('loss = "bce"', 'loss = "mse"')
     config = parse_config(_toml_dict(text))
     summary = extract("fi", tmp_path / "fi", tmp_path / "cache", config, dtype="float32", workers=0)
     assert (summary.encoded, summary.windows) == (8, 24)
@@ -367,5 +372,11 @@ def test_first_impressions_regression_path(order_cache: tuple[Path, Path], tmp_p
     result = evaluate(trained.best_path, tmp_path / "cache", "test")
     assert result.task == "regression" and list(result.scores) == list(traits[:5])
     assert result.truth[:, 0].tolist() == pytest.approx([0.25, 0.2])
-    for row in result.scores.values():
-        assert set(row) == {"mean_accuracy", "pearson_r"} and 0.5 < row["mean_accuracy"] <= 1.0
+    assert all(set(row) == {"mean_accuracy", "pearson_r"} for row in result.scores.values())
+    # the clips carry no trait information, so the bar is the training-mean predictor (0.975 here), which a
+    # constant 0.5 (0.865) or an untrained model does not reach: the model must have learned each trait's level
+    train_mean = np.array([[0.225 + 0.1 * j for j in range(5)]])
+    bar = 1 - np.abs(result.truth - train_mean).mean()
+    constant = 1 - np.abs(result.truth - 0.5).mean()
+    assert bar == pytest.approx(0.975) and constant < 0.87
+    assert result.average("mean_accuracy") >= bar - 0.02, (result.average("mean_accuracy"), bar)

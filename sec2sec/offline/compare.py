@@ -32,10 +32,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-PAPER_VARIANTS = ("audio_only", "vision_only", "sa_sa", "no_temporal", "default")
+PAPER_VARIANTS = ("audio_only", "vision_only", "late_fusion", "sa_sa", "no_temporal", "default")
 NAMES = {
     "audio_only": "audio only",
     "vision_only": "vision only",
+    "late_fusion": "late fusion (pooled tokens, MLP)",
     "sa_sa": "SA-SA",
     "no_temporal": "SA-CA, no temporal model",
     "default": "SA-CA (Sec2Sec)",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ from sec2sec.offline.features import CacheIndex, encoder_identity, features_from
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs
 from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split
 from sec2sec.offline.train import predict
+
+WITHOUT = ("", "video", "audio")
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,17 @@ def evaluate(
     split: str = "test",
     from_clips: bool = False,
     device: str | torch.device = "cpu",
+    without: str = "",
 ) -> Evaluation:
     """Predict every clip of `split` in the cache on `device` and score it (see the module docstring).
 
+    `without`: "video" or "audio" is masked as missing in every window (as a --no-camera or --no-mic run).
     No collectives: under torchrun the `evaluate` command runs this on rank 0 while the others wait.
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not allowed; use one of {', '.join(SPLITS)}")
+    if without not in WITHOUT:
+        raise ValueError(f"without = {without!r} is not allowed; use video or audio (or nothing)")
     model, ckpt = load_model(checkpoint)
     device = resolve_device(device) if isinstance(device, str) else device
     model = model.to(device)  # --from-clips encodes there too
@@ -97,6 +103,9 @@ def evaluate(
     features = (
         features_from_clips(model, chosen) if from_clips else load_features(cache, index, [r.clip_id for r in chosen])
     )
+    if without:
+        absent = torch.zeros_like(features.video_ok)
+        features = replace(features, **{f"{without}_ok": absent})
     probabilities = predict(model, features_to(features, device))
     rate = _positive_rate(ckpt, heads.task)
     scores = score_outputs(heads.outputs, heads.task, truth, probabilities, rate)
@@ -143,7 +152,7 @@ def results_table(result: Evaluation, title: str) -> Table:
 def _run(args: argparse.Namespace) -> int:
     with session(args.device) as dist:
         if dist.main:
-            _report(args, evaluate(args.checkpoint, args.cache, args.split, args.from_clips, dist.device))
+            _report(args, evaluate(args.checkpoint, args.cache, args.split, args.from_clips, dist.device, args.without))
         dist.barrier()
     return 0
 
@@ -167,6 +176,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", required=True, help="the feature cache the checkpoint was trained on")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split to score")
     p.add_argument("--from-clips", action="store_true", help="re-read and encode the clips (fine-tuned encoders)")
+    p.add_argument(
+        "--without",
+        default="",
+        choices=WITHOUT[1:],
+        help="score with this modality missing in every window (as --no-camera / --no-mic live)",
+    )
     p.add_argument("--out", default="", help="also write scores and per-clip predictions to this JSON file")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_run)

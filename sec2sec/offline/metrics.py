@@ -13,16 +13,25 @@ BINARY_METRICS = ("accuracy", "f1", "balanced_accuracy", "macro_f1")
 
 
 def _f1(truth: np.ndarray, pred: np.ndarray, positive: bool) -> float:
+    """F1 of one class; 0 when the class is in neither truth nor prediction (scikit-learn's zero_division=0)."""
     t, p = (truth, pred) if positive else (~truth, ~pred)
     tp = float(np.sum(t & p))
     denominator = 2 * tp + float(np.sum(~t & p)) + float(np.sum(t & ~p))
     return 2 * tp / denominator if denominator else 0.0
 
 
+def _macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean F1 over the classes present in truth or prediction, as scikit-learn's f1_score(average="macro"):
+    a class that appears in neither is not a class of the problem, so a perfect one-class predictor scores 1."""
+    classes = [c for c in (False, True) if np.any(truth == c) or np.any(pred == c)]
+    return float(np.mean([_f1(truth, pred, c) for c in classes]))
+
+
 def binary_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """0/1 truth and prediction (n,) -> accuracy, F1 (positive class), balanced accuracy, macro-F1.
 
-    Balanced accuracy is the mean recall of the classes present in `truth`.
+    Balanced accuracy is the mean recall of the classes present in `truth`; macro-F1 the mean F1 of the
+    classes present in truth or prediction. Both follow scikit-learn (tested against it).
     """
     truth, predicted = np.asarray(truth).astype(bool), np.asarray(predicted).astype(bool)
     if truth.shape != predicted.shape or truth.ndim != 1 or truth.size == 0:
@@ -34,7 +43,7 @@ def binary_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]
         "accuracy": float(np.mean(truth == predicted)),
         "f1": _f1(truth, predicted, True),
         "balanced_accuracy": float(np.mean(recalls)),
-        "macro_f1": (_f1(truth, predicted, True) + _f1(truth, predicted, False)) / 2,
+        "macro_f1": _macro_f1(truth, predicted),
     }
 
 

@@ -110,3 +110,20 @@ def set_norm_statistics(model: Sec2Sec, features: Features) -> None:
         model.fusion.video_norm.set_statistics(*_token_statistics(features.video, features.video_ok, features.lengths))
     if features.audio is not None and model.fusion.use_audio:
         model.fusion.audio_norm.set_statistics(*_token_statistics(features.audio, features.audio_ok, features.lengths))
+
+
+DROP_SHARES = (0.4, 0.4, 0.2)  # of the dropped windows: video lost, audio lost, both lost (an empty second)
+
+
+def drop_modalities(
+    video_ok: torch.Tensor, audio_ok: torch.Tensor, p: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Modality dropout on (B, T) presence masks: each window that has both streams loses, with probability
+    `p`, its video, its audio or both (shares `DROP_SHARES`), as --no-mic, a stalled camera or a dropped
+    second do live. The model masks what is missing the same way in both places (`Fusion`)."""
+    both = video_ok & audio_ok
+    hit = (torch.rand(both.shape, generator=generator) < p) & both
+    kind = torch.rand(both.shape, generator=generator)
+    lose_video = hit & ((kind < DROP_SHARES[0]) | (kind >= DROP_SHARES[0] + DROP_SHARES[1]))
+    lose_audio = hit & (kind >= DROP_SHARES[0])
+    return video_ok & ~lose_video, audio_ok & ~lose_audio

@@ -43,7 +43,7 @@ from sec2sec.offline.distributed import (
 )
 from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, features_from_clips, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
-from sec2sec.offline.prepared import Prepared, Split, build_model, prepare
+from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
 from sec2sec.offline.train_state import (
     History,
     identity,
@@ -59,10 +59,22 @@ def logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor) -> torch.T
     """Rows of cached clips -> logits (len(rows), n_outputs), tokens upcast to float32."""
     video = features.video[rows].float() if model.fusion.use_video else None
     audio = features.audio[rows].float() if model.fusion.use_audio else None
-    logits, _ = model.forward_tokens(
-        video, audio, features.lengths[rows], features.video_ok[rows], features.audio_ok[rows]
-    )
+    video_ok, audio_ok = features.video_ok[rows], features.audio_ok[rows]
+    logits, _ = model.forward_tokens(video, audio, features.lengths[rows], video_ok, audio_ok)
     return logits
+
+
+def with_modality_dropout(model: Sec2Sec, features: Features, config: Config, epoch: int) -> Features:
+    """The epoch's presence masks after modality dropout (two-modality models only), drawn once for every
+    clip of the split with a generator seeded by (seed, epoch): the same masks in every torchrun process and
+    in a resumed run, whichever rows a process takes."""
+    p = config.train.modality_dropout
+    if p <= 0 or not (model.fusion.use_video and model.fusion.use_audio):
+        return features
+    generator = torch.Generator().manual_seed(config.train.seed * 100_003 + epoch + 7_919)
+    device = features.video_ok.device
+    video_ok, audio_ok = drop_modalities(features.video_ok.cpu(), features.audio_ok.cpu(), p, generator)
+    return replace(features, video_ok=video_ok.to(device), audio_ok=audio_ok.to(device))
 
 
 def loss_of(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
@@ -139,9 +151,10 @@ def train_epoch(
     order = _start_epoch(model, n, t.seed, epoch)
     total, seen, outputs = 0.0, 0, []
     task = progress.add_task(f"epoch {epoch + 1}", total=n, note="") if progress is not None else None
+    features = with_modality_dropout(model, split.features, config, epoch)
     for start in range(0, n, t.batch_size):
         rows, weight = share_batch(order[start : start + t.batch_size])  # this rank's rows (all in 1 process)
-        logits = logits_of(model, split.features, rows)
+        logits = logits_of(model, features, rows)
         loss = loss_of(logits, split.targets[rows], t.loss)
         _step(model, optimizer, loss * weight if weight != 1.0 else loss, t.grad_clip)
         if weight > 0:

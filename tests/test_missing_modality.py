@@ -1,0 +1,134 @@
+"""Planted redundancy through the real extract -> train -> evaluate -> live path: the label is carried by the
+video alone AND by the audio alone (a positive clip flashes and beeps in every second, a negative one does
+neither), so a model that copes with a missing modality keeps its accuracy without either one.
+
+Trained with `train.modality_dropout`, the model must keep >= 90% with the audio removed and with the video
+removed, in `evaluate --without` and live (windows as `--no-mic` / `--no-camera` give them); the same model
+trained without modality dropout is printed beside it. Measured here: both keep 100% on this task, because a
+missing modality is masked (its pooled vector is zero) rather than replaced by content-free tokens, so each
+modality's share of the fused feature already separates the classes; the test therefore does not claim that
+dropout is what keeps the accuracy. Features are extracted once for the module.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic_clips import FIRST_HALF_BEEP, FIRST_HALF_FLASH, SECOND_HALF_BEEP, SECOND_HALF_FLASH, Second
+from test_training import TRAIN_TOML, _make_tree, _model_toml, _toml_dict
+
+from sec2sec.checkpoint import load_model
+from sec2sec.config import Config, parse_config
+from sec2sec.offline.evaluate import evaluate
+from sec2sec.offline.extract import extract
+from sec2sec.offline.train import fit
+from sec2sec.stream import AffectStream
+from sec2sec.windows import Window, file_windows
+
+SECONDS = 2
+
+
+def _redundant_seconds(rng: random.Random, positive: bool) -> list[Second]:
+    """Positive: a flash and a beep in every second (each in a random half); negative: neither."""
+    if not positive:
+        return [Second() for _ in range(SECONDS)]
+    return [
+        Second(
+            flash=FIRST_HALF_FLASH if rng.random() < 0.5 else SECOND_HALF_FLASH,
+            beep=FIRST_HALF_BEEP if rng.random() < 0.5 else SECOND_HALF_BEEP,
+        )
+        for _ in range(SECONDS)
+    ]
+
+
+def _config(modality_dropout: float) -> Config:
+    text = _model_toml(SECONDS, 64, 64, 0.0) + TRAIN_TOML.format(epochs=8, lr=2e-3, patience=8)
+    data = _toml_dict(text)
+    data["train"]["modality_dropout"] = modality_dropout
+    return parse_config(data)
+
+
+@pytest.fixture(scope="module")
+def redundant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Path]]:
+    """The dataset (40/12/20 clips of 2 s, 64 px, float32 cache) and two models trained on it: with modality
+    dropout (0.5 here, above the default 0.3, so 8 epochs see enough missing windows) and without."""
+    base = tmp_path_factory.mktemp("redundant")
+    root = _make_tree(
+        base / "liris", {"train": 40, "validation": 12, "test": 20}, _redundant_seconds, seed=3, noise=0.02
+    )
+    extract("liris", root, base / "cache", _config(0.0), dtype="float32", workers=1)
+    runs = {
+        name: fit(base / "cache", _config(p), base / name).best_path
+        for name, p in (("dropout", 0.5), ("no_dropout", 0.0))
+    }
+    return root, base / "cache", runs
+
+
+def _without(window: Window, modality: str) -> Window:
+    """A window as a live run without that modality gives it (--no-mic: silence, no samples seen)."""
+    if modality == "video":
+        return replace(window, frames=None, frames_seen=0)
+    return replace(window, audio=np.zeros_like(window.audio), samples_seen=0)
+
+
+@pytest.mark.slow
+def test_modality_dropout_keeps_either_modality_sufficient(redundant, capsys) -> None:
+    _, cache, runs = redundant
+    accuracy = {
+        (name, without): evaluate(run, cache, "test", without=without).scores["valence"]["accuracy"]
+        for name, run in runs.items()
+        for without in ("", "video", "audio")
+    }
+    with capsys.disabled():
+        print("\nredundant label, test accuracy (both / without video / without audio):")
+        for name in runs:
+            print(f"  {name:>10}: " + " / ".join(f"{accuracy[(name, w)]:.2f}" for w in ("", "video", "audio")))
+    for without in ("", "video", "audio"):
+        assert accuracy[("dropout", without)] >= 0.9, accuracy
+    assert accuracy[("no_dropout", "")] >= 0.9, accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["audio", "video"])
+def test_live_without_a_modality_reproduces_evaluate(redundant, modality: str) -> None:
+    """Live windows without audio (--no-mic) or video (--no-camera) give evaluate --without's numbers."""
+    root, cache, runs = redundant
+    result = evaluate(runs["dropout"], cache, "test", without=modality)
+    model, _ = load_model(runs["dropout"])
+    for k in (0, 1):
+        path = root / "data" / f"{result.ids[k]}.mp4"
+        windows, _ = file_windows(str(path), 8, 16_000, model.config.video.resize)
+        stream = AffectStream(model, horizon=SECONDS)
+        estimates = [stream.step(_without(w, modality)) for w in windows[:SECONDS]]
+        assert not getattr(estimates[-1], f"{modality}_ok")
+        assert estimates[-1].outputs["valence"] == pytest.approx(float(result.probabilities[k, 0]), abs=1e-5)
+
+
+def test_evaluate_refuses_an_unknown_modality(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="without = 'sound' is not allowed; use video or audio"):
+        evaluate(tmp_path / "x.pt", tmp_path, "test", without="sound")
+
+
+def test_modality_dropout_shares_and_untouched_windows() -> None:
+    """p = 1 drops every window that has both streams: ~40% lose video, ~40% audio, ~20% both; windows
+    already missing a modality are left as they are; p = 0 changes nothing."""
+    import torch
+
+    from sec2sec.offline.prepared import drop_modalities
+
+    video_ok = torch.ones(200, 50, dtype=torch.bool)
+    audio_ok = torch.ones(200, 50, dtype=torch.bool)
+    audio_ok[:, 0] = False
+    gen = torch.Generator().manual_seed(0)
+    v, a = drop_modalities(video_ok, audio_ok, 1.0, gen)
+    assert v[:, 0].all() and not a[:, 0].any()  # no second stream to lose: untouched
+    rest_v, rest_a = v[:, 1:], a[:, 1:]
+    assert not (rest_v & rest_a).any()
+    shares = [float(x.float().mean()) for x in (~rest_v & rest_a, rest_v & ~rest_a, ~rest_v & ~rest_a)]
+    assert shares == pytest.approx([0.4, 0.4, 0.2], abs=0.02)
+    same = drop_modalities(video_ok, audio_ok, 0.0, gen)
+    assert torch.equal(same[0], video_ok) and torch.equal(same[1], audio_ok)
