@@ -45,6 +45,7 @@ def _extraction_config(path: Path) -> Config:
 @pytest.mark.parametrize("base", [None, FI], ids=["default", "first_impressions"])
 def test_every_shipped_variant_keeps_its_base_task(base: Path | None) -> None:
     reference = _extraction_config(base or CONFIGS / "default.toml")
+    assert "late_fusion" in PAPER_VARIANTS
     for variant in (*PAPER_VARIANTS, "attention_lstm", "gru_transformer"):
         config = variant_config(CONFIGS, variant, base)
         assert config.model.heads == reference.model.heads, variant
@@ -53,6 +54,7 @@ def test_every_shipped_variant_keeps_its_base_task(base: Path | None) -> None:
     assert variant_config(CONFIGS, "sa_sa", base).model.fusion.mode == "self"
     assert variant_config(CONFIGS, "audio_only", base).model.fusion.modalities == "audio"
     assert variant_config(CONFIGS, "no_temporal", base).model.temporal.kind == "none"
+    assert variant_config(CONFIGS, "late_fusion", base).model.fusion.mode == "concat"
 
 
 def test_a_variant_that_changes_the_task_is_refused(tmp_path: Path) -> None:
@@ -119,6 +121,7 @@ def test_table_2_runs_from_the_shipped_configs(fi_cache: Path, tmp_path: Path) -
     assert [cell for cell in table.columns[0].cells] == [
         "audio only",
         "vision only",
+        "late fusion (pooled tokens, MLP)",
         "SA-SA",
         "SA-CA, no temporal model",
         "SA-CA (Sec2Sec)",
