@@ -20,6 +20,7 @@ clip_seconds = 1
 frames_per_window = 4
 resize = 32
 crop = 32
+token_grid = [1, 2, 2]
 weights = "none"
 [model.audio]
 weights = "none"
