@@ -131,14 +131,15 @@ def check_args(args: argparse.Namespace) -> None:
 
 def build_model(args: argparse.Namespace) -> tuple[Sec2Sec, bool, dict[str, Any]]:
     """The model from --checkpoint (trained) or --config (untrained), with what the sidecar records of it."""
-    from sec2sec.checkpoint import file_hash, load_model
+    from sec2sec.checkpoint import load_model
     from sec2sec.config import Config, ModelConfig, load_config
     from sec2sec.model import Sec2Sec
+    from sec2sec.weights import sha256_of
 
     config: ModelConfig | None = load_config(args.config).model if args.config else None
     if args.checkpoint:
         model, ckpt = load_model(args.checkpoint, expect=config)
-        info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_hash(args.checkpoint), "meta": ckpt.meta}
+        info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": sha256_of(args.checkpoint), "meta": ckpt.meta}
         return model, ckpt.trained, info
     import torch
 

@@ -29,9 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from sec2sec.weights import sha256_of
+
 FORMAT_VERSION = 1
 ENV_CACHE = "SEC2SEC_CACHE"
-BLOCK = 1 << 20
 
 
 def cache_root() -> Path:
@@ -105,14 +106,6 @@ def spec_for(
         torch_version=torch.__version__,
         threads=torch.get_num_threads(),
     )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_problem(spec: PackageSpec, folder: Path) -> str | None:

@@ -6,7 +6,6 @@ A checkpoint is a plain dict of tensors, strings, numbers, lists and dicts, read
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -144,12 +143,3 @@ def encoder_settings_mismatch(made: ModelConfig, wanted: ModelConfig) -> str | N
     settings aside), or None: features extracted under `made` only fit a model of `wanted` when None."""
     made, wanted = without_weight_files(made), without_weight_files(wanted)
     return next((key for key in ("video", "audio", "clip_seconds") if getattr(made, key) != getattr(wanted, key)), None)
-
-
-def file_hash(path: str | Path) -> str:
-    """sha256 of a file (for recording which checkpoint produced a run)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

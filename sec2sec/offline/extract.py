@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.compiled import compile_model, compile_requested
@@ -41,6 +40,7 @@ from sec2sec.offline.features import (
     read_index,
     write_index,
 )
+from sec2sec.offline.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -95,18 +95,6 @@ def open_cache(
     index = CacheIndex(dataset, str(root), dtype, config.model, identity, model.pretrained, {}, {}, [], autocast)
     write_index(folder, index)
     return model, index
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def extract(
@@ -174,7 +162,7 @@ def _encode_all(
 ) -> tuple[int, int, int, int]:
     """This rank's clips -> shards; returns (clips encoded, windows encoded, clips trimmed, clips padded)."""
     started, windows, trimmed, padded, bad = time.perf_counter(), 0, 0, 0, 0
-    with _progress(console) as progress, torch.inference_mode():
+    with progress_bar(console) as progress, torch.inference_mode():
         task = progress.add_task("extract", total=len(todo), note="")
         loader = clip_loader(todo, config, workers)
         for record, clip in zip(todo, loader, strict=True):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from sec2sec.checkpoint import save_checkpoint
 from sec2sec.config import Config, load_config, to_dict
@@ -44,6 +44,7 @@ from sec2sec.offline.distributed import (
 from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, features_from_clips, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
+from sec2sec.offline.progress import progress_bar
 from sec2sec.offline.train_state import (
     History,
     identity,
@@ -212,17 +213,6 @@ class TrainResult:
     resumed_from: int
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 def _one_epoch(
     model: Sec2Sec,
     optimizer: torch.optim.Optimizer,
@@ -320,7 +310,7 @@ def fit(
         console.print(f"resuming {out} after epoch {history.epoch} (best {history.best_metric:.4f})")
     resumed_from = history.epoch
     trainer = DataParallelModel(model, dist.device) if dist.world > 1 else model
-    with _progress(console) as progress:
+    with progress_bar(console, remaining=False) as progress:
         task = progress.add_task("train", total=config.train.epochs, completed=history.epoch, note="")
         while history.bad_epochs < config.train.patience and history.epoch < config.train.epochs:
             if dist.world > 1:  # distinct, reproducible dropout draws per rank
