@@ -8,6 +8,11 @@ folder is `$SEC2SEC_CACHE/aoti` (default `~/.cache/sec2sec/aoti`) and holds, per
   written last, so a package without it was never finished; a package is used only when this record names
   the same spec and the file's sha256 matches. Anything else (damaged, stale, foreign, half-written) is built
   again, never trusted.
+- `<name>-<key>.eager.pt`: the eager module's output on the fixed warm-up input, with the spec it belongs to.
+  Every start compares the package's output with it (`sec2sec.compiled`); it is computed once, when first
+  missing (an eager forward costs about half a second of start-up), and a reference that is unreadable or
+  names another spec is computed again. It depends only on the spec (weights sha256, config, torch, device,
+  CPU capability, threads), never on the package, so a damaged package still fails the comparison.
 - `<name>-<key>.lock`: held (flock) while one process builds, so concurrent first runs compile once; the
   others wait, then load. Every file is written under a temporary name and renamed into place, so even
   without the lock (a file system without flock) no reader ever sees half a package.
@@ -183,9 +188,32 @@ def build(module: nn.Module, spec: PackageSpec, folder: Path, step: Callable[[st
     return package
 
 
+def load_reference(spec: PackageSpec, folder: Path) -> torch.Tensor | None:
+    """The stored eager output for `spec`, or None when it is missing, unreadable or belongs to another spec."""
+    try:
+        saved = torch.load(folder / f"{spec.stem()}.eager.pt", map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (a damaged file raises whatever the unpickler meets)
+        return None
+    if not isinstance(saved, dict) or saved.get("spec") != json.dumps(spec.as_json(), sort_keys=True):
+        return None
+    output = saved.get("output")
+    return output if isinstance(output, torch.Tensor) else None
+
+
+def save_reference(spec: PackageSpec, folder: Path, output: torch.Tensor) -> None:
+    """Store the eager output for `spec` (temporary name, then rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{spec.stem()}.{uuid.uuid4().hex}.eager.pt"
+    try:
+        torch.save({"spec": json.dumps(spec.as_json(), sort_keys=True), "output": output.detach().cpu()}, tmp)
+        os.replace(tmp, folder / f"{spec.stem()}.eager.pt")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def discard(spec: PackageSpec, folder: Path) -> None:
-    """Remove a package that failed its checks (the next run builds it again)."""
-    for suffix in (".json", ".pt2"):
+    """Remove a package that failed its checks, and its reference (the next run builds both again)."""
+    for suffix in (".json", ".pt2", ".eager.pt"):
         (folder / f"{spec.stem()}{suffix}").unlink(missing_ok=True)
 
 

@@ -124,12 +124,38 @@ def test_concurrent_first_runs_rebuild_a_damaged_package_once(tmp_path: Path) ->
     assert sorted(out.strip() for out, _ in results) == ["built", "loaded"]
     builder_err = next(err for out, err in results if out.strip() == "built")
     assert "compiling the tiny encoder" in builder_err and "damaged" in builder_err
-    assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".lock", ".pt2"]  # no temporary files left
+    names = sorted(p.name.removeprefix(spec.stem()) for p in folder.iterdir())
+    assert names == [".eager.pt", ".json", ".lock", ".pt2"]  # no temporary files left
     assert aoti_cache.package_problem(spec, folder) is None
     runner = aoti_cache.load(folder / f"{spec.stem()}.pt2")
     with torch.inference_mode():
         x = torch.randn(3, *ITEM_SHAPE)
         torch.testing.assert_close(runner(x), tiny_plan().module(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_warm_start_compares_with_the_stored_eager_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first load runs the eager module once and stores its output; later loads run only the package. A
+    damaged reference is computed again; a reference that disagrees with the package discards both."""
+    monkeypatch.setenv("SEC2SEC_CACHE", str(tmp_path))
+    plan, calls = tiny_plan(), []
+    eager = compiled.eager_output
+    monkeypatch.setattr(compiled, "eager_output", lambda module, x: calls.append(1) or eager(module, x))
+    assert compiled.compile_encoder(plan, max_batch=4, show=False) == "built"
+    assert compiled.compile_encoder(tiny_plan(), max_batch=4, show=False) == "loaded"
+    assert len(calls) == 1
+    spec = aoti_cache.spec_for(plan.name, plan.module, plan.config, plan.item_shape, 4)
+    reference = aoti_cache.packages_dir() / f"{spec.stem()}.eager.pt"
+    reference.write_bytes(reference.read_bytes()[:50])  # truncated: unreadable, so computed again
+    assert compiled.compile_encoder(tiny_plan(), max_batch=4, show=False) == "loaded" and len(calls) == 2
+    saved = torch.load(reference, weights_only=True)
+    torch.save({**saved, "output": saved["output"] + 1.0}, reference)  # wrong values: the package is not trusted
+    with pytest.raises(RuntimeError, match="differs from eager"):
+        compiled.compile_encoder(tiny_plan(), max_batch=4, show=False)
+    assert not reference.exists() and aoti_cache.package_problem(spec, aoti_cache.packages_dir()) == "not built yet"
+    other = aoti_cache.spec_for("other", plan.module, plan.config, plan.item_shape, 4)
+    aoti_cache.save_reference(other, aoti_cache.packages_dir(), saved["output"])
+    shutil.copy(aoti_cache.packages_dir() / f"{other.stem()}.eager.pt", reference)  # another spec's: not used
+    assert aoti_cache.load_reference(spec, aoti_cache.packages_dir()) is None
 
 
 @pytest.fixture
