@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 
 import torch
+from window_compute import matmul_gflops
 
 from sec2sec.checkpoint import without_weight_files
 from sec2sec.config import load_config
@@ -74,6 +75,9 @@ def main() -> None:
     print(f"peak memory (max RSS): {peak_mib:.0f} MiB")
     print(f"train loss {stats['loss']:.4f} (random labels: about ln 2 = 0.693)")
     print("reference: the paper reports 2:14 min per epoch end to end on an RTX 3090")
+    print(
+        f"fp32 matmul 2048^3 after the epoch: {matmul_gflops(reps=5):.0f} GFLOP/s (this machine's speed varies by day)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from sec2sec.config import ModelConfig
 from sec2sec.encoders import AudioEncoder, VideoEncoder
 from sec2sec.fusion import Fusion
 from sec2sec.heads import Heads
-from sec2sec.temporal import build_temporal
+from sec2sec.temporal import build_temporal, valid_mask
 from sec2sec.video import VideoFrontEnd
 
 
@@ -94,10 +94,18 @@ class Sec2Sec(nn.Module):
         video_ok: torch.Tensor | None = None,
         audio_ok: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Cached tokens (B, T, N, 512) per modality (+ (B, T) ok masks) -> logits (B, n_outputs), attribution."""
+        """Cached tokens (B, T, N, 512) per modality (+ (B, T) ok masks) -> logits (B, n_outputs), attribution.
+
+        Steps past a clip's length are padding: fused as empty seconds (no tokens computed), which the
+        temporal models never read."""
         b, t = (
             lengths.shape[0],
             next(x.shape[1] for x in (video_tokens, audio_tokens) if x is not None),
+        )
+        valid = valid_mask(lengths.to(self.fusion.out_norm.weight.device), t)
+        video_ok, audio_ok = (  # padded steps carry no window: nothing is computed for them
+            None if tokens is None else valid if ok is None else ok.to(valid.device, torch.bool) & valid
+            for tokens, ok in ((video_tokens, video_ok), (audio_tokens, audio_ok))
         )
         flat = [
             None if x is None else x.reshape(b * t, *x.shape[2:])

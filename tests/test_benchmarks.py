@@ -52,6 +52,7 @@ def test_train_epoch_prints_its_figures() -> None:
     assert float(figures["seconds per epoch"]) > 0 and float(figures["clips/s"]) > 0
     loss = float(lines[4].split()[2])
     assert 0.3 < loss < 1.5  # BCE on random labels, one epoch from a fresh model
+    assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and float(lines[6].split()[6]) > 0
 
 
 def test_window_compute_prints_each_stage_against_the_matmul_peak() -> None:

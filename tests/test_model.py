@@ -9,7 +9,7 @@ import torch
 from conftest import small_config
 
 from sec2sec.config import FusionConfig, TemporalConfig
-from sec2sec.fusion import CoAttentionLayer, Fusion
+from sec2sec.fusion import CoAttentionLayer, Dropout, Fusion, attend
 from sec2sec.model import Sec2Sec
 from sec2sec.stream import AffectStream
 from sec2sec.temporal import build_temporal
@@ -59,6 +59,48 @@ def test_sa_sa_has_no_cross_attention_and_single_modality_works() -> None:
     assert set(maps[0]) == {"self_v", "self_a"}
     audio_only = Fusion(FusionConfig(width=32, heads=2, modalities="audio", feature_width=40), (2, 2, 2), (4, 4))
     assert audio_only(None, torch.randn(2, 16, 512)).shape == (2, 40)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_attend_equals_torch_multihead_attention(cross: bool) -> None:
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True).eval()
+    query = torch.randn(3, 9, 32)
+    key = torch.randn(3, 16, 32) if cross else query
+    out, weights = attend(mha, query, key, Dropout(0.1).eval())
+    expected, expected_weights = mha(query, key, key, need_weights=True)
+    assert out.shape == (3, 9, 32) and weights.shape == (3, 9, key.shape[1])
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(weights, expected_weights, atol=1e-6)
+
+
+def test_dropout_drops_p_scales_the_rest_and_repeats_with_the_seed() -> None:
+    drop = Dropout(0.1)
+    x = torch.ones(1000, 1000)
+    torch.manual_seed(3)
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.1) < 0.002
+    assert torch.all((y == 0) | torch.isclose(y, torch.tensor(1 / 0.9), atol=1e-4))
+    torch.manual_seed(3)
+    assert torch.equal(drop.residual(torch.full_like(x, 2.0), x), 2.0 + y)
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        Dropout(1.0)
+
+
+@pytest.mark.parametrize("mode", ["co", "self", "concat"])
+def test_a_batch_with_missing_modalities_equals_each_window_alone(mode: str) -> None:
+    torch.manual_seed(0)
+    fusion = Fusion(FusionConfig(width=32, heads=2, mode=mode, feature_width=24), (1, 3, 3), (4, 4)).eval()
+    video, audio = torch.randn(4, 9, 512), torch.randn(4, 16, 512)
+    video_ok, audio_ok = torch.tensor([True, True, False, False]), torch.tensor([True, False, True, False])
+    fused = fusion(video, audio, video_ok, audio_ok)
+    alone = [
+        fusion(video[i : i + 1] if video_ok[i] else None, audio[i : i + 1] if audio_ok[i] else None)[0]
+        for i in range(3)
+    ] + [fusion(video[3:], audio[3:], video_ok[3:], audio_ok[3:])[0]]
+    assert torch.allclose(fused, torch.stack(alone), atol=1e-5)
+    assert torch.allclose(fused[3], fusion.project(torch.zeros(1, 64))[0], atol=1e-6)  # neither: FC(0)
 
 
 def test_positions_make_token_order_matter() -> None:
