@@ -13,6 +13,9 @@ folder is `$SEC2SEC_CACHE/aoti` (default `~/.cache/sec2sec/aoti`) and holds, per
   missing (an eager forward costs about half a second of start-up), and a reference that is unreadable or
   names another spec is computed again. It depends only on the spec (weights sha256, config, torch, device,
   CPU capability, threads), never on the package, so a damaged package still fails the comparison.
+- Loading a package touches its record, so `prune` (`sec2sec compile --prune DAYS`) can remove the packages no
+  run has loaded for that many days (each is ~50-130 MB), with their references, and leftovers of
+  interrupted builds (temporary files, a package or reference without its record) older than a day.
 - `<name>-<key>.lock`: held (flock) while one process builds, so concurrent first runs compile once; the
   others wait, then load. Every file is written under a temporary name and renamed into place, so even
   without the lock (a file system without flock) no reader ever sees half a package.
@@ -220,3 +223,43 @@ def discard(spec: PackageSpec, folder: Path) -> None:
 def load(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """The package's runner: (B, *item_shape) -> the module's output."""
     return torch._inductor.aoti_load_package(str(path))
+
+
+def mark_used(spec: PackageSpec, folder: Path) -> None:
+    """Touch the record of a package that was just loaded (what `prune` goes by)."""
+    with contextlib.suppress(OSError):
+        os.utime(folder / f"{spec.stem()}.json")
+
+
+def _stem_of(path: Path) -> str:
+    """`<name>-<key>` of a cache file (`.x.<uuid>.pt2` temporaries map to themselves: they are never kept)."""
+    name = path.name
+    for suffix in (".eager.pt", ".json", ".pt2", ".lock"):
+        if name.endswith(suffix) and not name.startswith("."):
+            return name.removesuffix(suffix)
+    return name
+
+
+def prune(folder: Path, unused_days: float, now: float | None = None) -> tuple[list[str], int]:
+    """Remove packages (with record, reference and lock) whose record was last touched over `unused_days`
+    ago, and leftovers without a record older than a day. -> (removed stems, bytes freed)."""
+    if unused_days < 0:
+        raise ValueError(f"--prune {unused_days} must be >= 0 days")
+    now = time.time() if now is None else now
+    if not folder.is_dir():
+        return [], 0
+    groups: dict[str, list[Path]] = {}
+    for path in folder.iterdir():
+        if path.is_file():
+            groups.setdefault(_stem_of(path), []).append(path)
+    removed, freed = [], 0
+    for stem, paths in sorted(groups.items()):
+        record = folder / f"{stem}.json"
+        finished = record in paths
+        last_used = record.stat().st_mtime if finished else max(p.stat().st_mtime for p in paths)
+        if (now - last_used) / 86400 > (unused_days if finished else min(1.0, unused_days)):
+            for path in paths:
+                freed += path.stat().st_size
+                path.unlink(missing_ok=True)
+            removed.append(stem)
+    return removed, freed

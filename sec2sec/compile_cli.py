@@ -3,6 +3,7 @@
 sec2sec compile --checkpoint runs/x/best.pt      the encoders of a trained model
 sec2sec compile --config configs/default.toml    the untrained model sec2sec-live builds from that config
 sec2sec compile                                  the built-in default config
+sec2sec compile --prune 30                       remove packages no run has loaded for 30 days
 
 A package is specific to the torch thread count (inductor writes it into the compiled loops): give the
 same --threads as `sec2sec-live`. The packages land in the cache `sec2sec-live` reads ($SEC2SEC_CACHE/aoti);
@@ -16,6 +17,7 @@ import os
 
 import torch
 
+from sec2sec import aoti_cache
 from sec2sec.aoti_cache import packages_dir
 from sec2sec.compiled import compile_model
 from sec2sec.model import Sec2Sec
@@ -33,8 +35,24 @@ def model_for(config_path: str | None, checkpoint: str | None) -> Sec2Sec:
     return Sec2Sec(config or Config().model)
 
 
+def _prune(days: float) -> int:
+    removed, freed = aoti_cache.prune(packages_dir(), days)
+    for stem in removed:
+        print(f"removed {stem}")
+    print(
+        f"pruned {len(removed)} package(s) unused for over {days:g} days ({freed / 2**20:.0f} MiB) "
+        f"from {packages_dir()}"
+    )
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from sec2sec.stream import resolve_device
+
+    if args.prune is not None:
+        if args.config or args.checkpoint:
+            raise ValueError("--prune removes old packages and builds nothing; give it without --config/--checkpoint")
+        return _prune(args.prune)
 
     if args.threads < 0:
         raise ValueError(f"--threads {args.threads} must be >= 0 (0: one per core, as sec2sec-live)")
@@ -54,4 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="a trained checkpoint (.pt); its encoders' weights are compiled")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads, as sec2sec-live --threads (0: per core)")
+    p.add_argument(
+        "--prune",
+        type=float,
+        metavar="DAYS",
+        help="remove the packages no run has loaded for DAYS days (builds nothing)",
+    )
     p.set_defaults(func=_run)

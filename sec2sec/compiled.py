@@ -211,6 +211,7 @@ def compile_encoder(plan: EncoderPlan, max_batch: int = MAX_BATCH, show: bool = 
             f"its output differs from eager by {error:.2g} (> {PARITY_TOL:g}); the package was deleted and "
             "will be built again on the next run"
         )
+    aoti_cache.mark_used(spec, folder)
     plan.module.forward = CompiledForward(plan.module, runner, spec)
     return status
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +157,45 @@ def test_a_warm_start_compares_with_the_stored_eager_output(tmp_path: Path, monk
     aoti_cache.save_reference(other, aoti_cache.packages_dir(), saved["output"])
     shutil.copy(aoti_cache.packages_dir() / f"{other.stem()}.eager.pt", reference)  # another spec's: not used
     assert aoti_cache.load_reference(spec, aoti_cache.packages_dir()) is None
+
+
+def test_prune_removes_packages_unused_for_days_and_old_leftovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SEC2SEC_CACHE", str(tmp_path))
+    folder = aoti_cache.packages_dir()
+    old, fresh = tiny_spec(), dataclasses.replace(tiny_spec(), name="fresh")
+    for spec in (old, fresh):
+        forge_package(spec, folder)
+        aoti_cache.save_reference(spec, folder, torch.zeros(2))
+    leftovers = [folder / f".{old.stem()}.0123abcd.pt2", folder / "orphan-0000.eager.pt", folder / ".new.4567.pt2"]
+    for path in leftovers:
+        path.write_bytes(b"x" * 10)
+    now = time.time()
+    days_ago = {folder / f"{old.stem()}.json": 40, leftovers[0]: 2, leftovers[1]: 2, leftovers[2]: 0.1}
+    for path, days in days_ago.items():
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    from sec2sec.cli import main
+
+    assert main(["compile", "--prune", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "pruned 3 package(s) unused for over 30 days" in out and f"removed {old.stem()}" in out
+    kept = sorted(p.name for p in folder.iterdir())
+    assert kept == sorted([f"{fresh.stem()}.eager.pt", f"{fresh.stem()}.json", f"{fresh.stem()}.pt2", ".new.4567.pt2"])
+    assert main(["compile", "--prune", "30", "--config", "x.toml"]) == 2
+    assert "builds nothing" in capsys.readouterr().err
+
+
+def test_loading_a_package_marks_it_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEC2SEC_CACHE", str(tmp_path))
+    plan = tiny_plan()
+    assert compiled.compile_encoder(plan, max_batch=4, show=False) == "built"
+    spec = aoti_cache.spec_for(plan.name, plan.module, plan.config, plan.item_shape, 4)
+    record = aoti_cache.packages_dir() / f"{spec.stem()}.json"
+    os.utime(record, (time.time() - 40 * 86400, time.time() - 40 * 86400))
+    assert compiled.compile_encoder(tiny_plan(), max_batch=4, show=False) == "loaded"
+    assert time.time() - record.stat().st_mtime < 60
+    assert aoti_cache.prune(aoti_cache.packages_dir(), 30) == ([], 0)
 
 
 @pytest.fixture
