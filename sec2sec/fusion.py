@@ -71,7 +71,7 @@ class Dropout(nn.Module):
         n = x.numel()
         words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
         draws = words.view(torch.int16)[:n].view(x.shape)
-        return torch.where(draws >= self.threshold - 32768, 65536 / (65536 - self.threshold), 0.0).to(x.dtype)
+        return (draws >= self.threshold - 32768).to(x.dtype).mul_(65536 / (65536 - self.threshold))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.threshold == 0:
