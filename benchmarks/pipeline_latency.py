@@ -42,8 +42,11 @@ def startup_s(clip: Path, extra: list[str], tmp: Path) -> float:
     child = subprocess.Popen([*cmd, *CHILD, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = None
     while child.poll() is None and first is None:
-        if csv.exists() and csv.read_text().count("\n") >= 2:  # header + one row
-            first = time.monotonic() - started
+        try:
+            if csv.read_text().count("\n") >= 2:  # header + one row
+                first = time.monotonic() - started
+        except OSError:  # not there yet, or being replaced
+            pass
         time.sleep(0.02)
     stderr = child.communicate()[1].decode(errors="replace")
     if child.returncode != 0:
