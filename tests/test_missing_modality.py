@@ -132,3 +132,56 @@ def test_modality_dropout_shares_and_untouched_windows() -> None:
     assert shares == pytest.approx([0.4, 0.4, 0.2], abs=0.02)
     same = drop_modalities(video_ok, audio_ok, 0.0, gen)
     assert torch.equal(same[0], video_ok) and torch.equal(same[1], audio_ok)
+
+
+def test_finetune_applies_modality_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--finetune drops modalities like the cached path: the windows its forward sees are the epoch's seeded
+    draw of `with_modality_dropout` (about p of the two-stream windows lose something), and p = 0 drops none.
+    Decoding and encoding are replaced by fakes so that only the training step runs."""
+    import torch
+
+    from sec2sec.model import Sec2Sec
+    from sec2sec.offline import train
+    from sec2sec.offline.datasets import ClipRecord
+    from sec2sec.offline.features import DecodedClip, Features
+    from sec2sec.offline.prepared import Split
+
+    n = 96
+    records = [ClipRecord(f"c{i}", Path(f"c{i}.mp4"), f"film{i}", "train", {}) for i in range(n)]
+    present = torch.ones(n, SECONDS, dtype=torch.bool)
+    present[:4, 1] = False  # a window without video in the cache stays without video
+    cached = Features([r.clip_id for r in records], None, None, present, torch.ones_like(present), torch.full((n,), 2))
+    clips = {
+        r.clip_id: DecodedClip(r.clip_id, None, None, present[i], torch.ones(SECONDS, dtype=torch.bool), 2, 2)
+        for i, r in enumerate(records)
+    }
+    monkeypatch.setattr(train, "clip_loader", lambda chosen, config, workers: [clips[r.clip_id] for r in chosen])
+    seen: list[tuple[list[str], torch.Tensor, torch.Tensor]] = []
+
+    def spy(model: Sec2Sec, features: Features, rows: torch.Tensor) -> torch.Tensor:
+        seen.append((features.ids, features.video_ok.clone(), features.audio_ok.clone()))
+        return torch.zeros(len(rows), 1, requires_grad=True)
+
+    def tokens(m: Sec2Sec, clip: DecodedClip, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(SECONDS, m.video_tokens, 512), torch.zeros(SECONDS, m.audio_tokens, 512)
+
+    monkeypatch.setattr(train, "logits_of", spy)
+    monkeypatch.setattr(train, "encode_clip", tokens)
+    model = Sec2Sec(_config(0.0).model)
+    for p in (0.5, 0.0):
+        config = _config(p)
+        split = Split(records, cached, torch.zeros(n, 1))
+        seen.clear()
+        train.finetune_epoch(model, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), split, config, 3)
+        expected = train.with_modality_dropout(model, cached, config, 3)
+        position = {cid: i for i, cid in enumerate(cached.ids)}
+        video = torch.zeros_like(present)
+        audio = torch.zeros_like(present)
+        for ids, v, a in seen:
+            index = torch.tensor([position[c] for c in ids])
+            video[index], audio[index] = v, a
+        assert sum(len(ids) for ids, _, _ in seen) == n
+        assert torch.equal(video, expected.video_ok) and torch.equal(audio, expected.audio_ok)
+        assert not video[:4, 1].any()
+        dropped = float((~(video & audio))[present].float().mean())
+        assert dropped == (pytest.approx(0.5, abs=0.1) if p else 0.0), dropped
