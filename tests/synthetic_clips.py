@@ -22,11 +22,13 @@ DARK, BRIGHT = 50, 220
 
 @dataclass(frozen=True)
 class Second:
-    """What happens in one second: a flash over `flash` = (first, last) frame numbers (of 16), a 1 kHz tone
-    over `beep` = (start_ms, end_ms); None for neither."""
+    """What happens in one second: a flash over `flash` = (first, last) frame numbers (of 16), a tone of
+    `tone_hz` at amplitude `loudness` over `beep` = (start_ms, end_ms); None for neither."""
 
     flash: tuple[int, int] | None = None
     beep: tuple[int, int] | None = None
+    tone_hz: int = 1000
+    loudness: float = 0.5
 
 
 FIRST_HALF_FLASH, SECOND_HALF_FLASH = (2, 5), (10, 13)
@@ -54,23 +56,30 @@ def render(
         if s.beep is not None:
             a, b = (i * SAMPLE_RATE + ms * SAMPLE_RATE // 1000 for ms in s.beep)
             t = np.arange(b - a) / SAMPLE_RATE
-            audio[a:b] += 0.5 * np.sin(2 * np.pi * 1000 * t)
+            audio[a:b] += s.loudness * np.sin(2 * np.pi * s.tone_hz * t)
     return frames, audio
 
 
-def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray) -> Path:
-    """Write frames (n, H, W, 3) uint8 at FPS and mono audio at SAMPLE_RATE as H.264 + AAC mp4."""
+def write_mp4(path: Path, frames: np.ndarray | None, audio: np.ndarray | None) -> Path:
+    """Write frames (n, H, W, 3) uint8 at FPS and mono audio at SAMPLE_RATE as H.264 + AAC mp4 (None: a
+    file without that stream)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        video.options = {"preset": "ultrafast", "crf": "10"}
-        sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        container.mux(video.encode())
+    with av.open(str(path), "w") as container:  # every stream is added before the first packet is muxed
+        video = sound = None
+        if frames is not None:
+            video = container.add_stream("libx264", rate=FPS)
+            video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            video.options = {"preset": "ultrafast", "crf": "10"}
+        if audio is not None:
+            sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        if video is not None:
+            for i, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = i
+                container.mux(video.encode(frame))
+            container.mux(video.encode())
+        if sound is None:
+            return path
         for start in range(0, audio.size, 1024):
             chunk = audio[start : start + 1024]
             frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")

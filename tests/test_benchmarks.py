@@ -81,3 +81,13 @@ def test_extract_throughput_prints_rates_and_projected_hours(small: Path) -> Non
     args = ["--clips", "2", "--seconds", "2", "--size", "160x120", "--config", str(small), "--processes", "1"]
     out = "\n".join(_run_benchmark("extract_throughput.py", *args))
     assert "windows/s" in out and "LIRIS-ACCEDE" in out and "First Impressions" in out, out
+
+
+def test_fusion_binding_prints_the_three_accuracies() -> None:
+    lines = _run_benchmark("fusion_binding.py", "--clips", "12", "--epochs", "1", "--workers", "0")
+    assert lines[0] == "binding task: 12 clips of 1 s, 4 slots, seed 0, 1 epochs max"
+    rows = {line.split("(")[0].strip(): line.strip() for line in lines[2:]}
+    assert set(rows) == {"SA-CA", "SA-SA", "late fusion"}, lines
+    for name, mode in (("SA-CA", "co"), ("SA-SA", "self"), ("late fusion", "concat")):
+        accuracy = float(rows[name].split("test accuracy ")[1].split(",")[0])
+        assert rows[name].startswith(f"{name} ({mode})") and 0.0 <= accuracy <= 1.0

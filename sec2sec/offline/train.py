@@ -78,6 +78,13 @@ def with_modality_dropout(model: Sec2Sec, features: Features, config: Config, ep
     return replace(features, video_ok=video_ok.to(device), audio_ok=audio_ok.to(device))
 
 
+def _masked(features: Features, kept: Features, rows: torch.Tensor) -> Features:
+    """Freshly encoded `features` of clips `rows` with the epoch's dropout masks `kept` (N, T) laid over."""
+    video_ok = features.video_ok & kept.video_ok[rows].to(features.video_ok.device)
+    audio_ok = features.audio_ok & kept.audio_ok[rows].to(features.audio_ok.device)
+    return replace(features, video_ok=video_ok, audio_ok=audio_ok)
+
+
 def loss_of(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
     """bce: BCE-with-logits on 0/1 (or soft) targets; mse / l1: on sigmoid outputs vs scores in [0, 1]."""
     if loss == "bce":
@@ -181,11 +188,15 @@ def finetune_epoch(
     epoch: int,
     progress: Progress | None = None,
 ) -> dict[str, float]:
-    """One pass through the encoders too: each batch of clips is decoded again and encoded with gradient."""
+    """One pass through the encoders too: each batch of clips is decoded again and encoded with gradient.
+
+    Modality dropout is the cached path's: the epoch's masks are drawn once over the split's cached presence
+    masks (`with_modality_dropout`, same seed) and laid over each batch's freshly read ones."""
     t = config.train
     n = len(split.records)
     order = _start_epoch(model, n, t.seed, epoch)
     total, seen = 0.0, 0
+    kept = with_modality_dropout(model, split.features, config, epoch)
     for start in range(0, n, t.batch_size):
         rows = order[start : start + t.batch_size]
         chosen = [split.records[i] for i in rows.tolist()]
@@ -194,7 +205,7 @@ def finetune_epoch(
             if clip.error:
                 raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
             parts.append((*encode_clip(model, clip, 8), clip.video_ok, clip.audio_ok, clip.length))
-        features = stack_features([r.clip_id for r in chosen], parts)
+        features = _masked(stack_features([r.clip_id for r in chosen], parts), kept, rows)
         loss = loss_of(logits_of(model, features, torch.arange(len(chosen))), split.targets[rows], t.loss)
         _step(model, optimizer, loss, t.grad_clip)
         total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
