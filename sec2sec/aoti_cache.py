@@ -39,7 +39,9 @@ from torch import nn
 
 from sec2sec.weights import sha256_of
 
-FORMAT_VERSION = 1
+# Part of every key: bumped when the traced graph of an encoder changes for the same config (2: R(2+1)D's
+# convolutions as 2D ones on channels-last views), so packages built from the old graph are rebuilt.
+FORMAT_VERSION = 2
 ENV_CACHE = "SEC2SEC_CACHE"
 
 

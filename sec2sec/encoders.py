@@ -14,6 +14,7 @@ from torchvision.models import resnet18
 from torchvision.models.video import r2plus1d_18
 
 from sec2sec.config import AudioConfig, VideoConfig
+from sec2sec.factorised_conv import factorise_convs
 from sec2sec.weights import load_pretrained
 
 TOKEN_WIDTH = 512  # channels of layer4 in both ResNet-18 variants
@@ -28,8 +29,9 @@ def _resnet_trunk(model: nn.Module) -> nn.Sequential:
 class VideoEncoder(nn.Module):
     """(B, 3, m, crop, crop) -> tokens (B, Nv, 512), Nv = prod(token_grid), ordered (time, height, width).
 
-    `r2plus1d_18`: the R(2+1)D-18 trunk (Kinetics-400 weights when available). `resnet18_2d`: the cheaper
-    ImageNet ResNet-18 applied to each frame, its maps stacked over time.
+    `r2plus1d_18`: the R(2+1)D-18 trunk (Kinetics-400 weights when available), its convolutions run in
+    inference as 2D ones on channels-last views (`sec2sec.factorised_conv`; same parameters and state dict).
+    `resnet18_2d`: the cheaper ImageNet ResNet-18 applied to each frame, its maps stacked over time.
     """
 
     def __init__(self, config: VideoConfig) -> None:
@@ -38,6 +40,7 @@ class VideoEncoder(nn.Module):
         if config.encoder == "r2plus1d_18":
             full = r2plus1d_18(weights=None)
             self.pretrained = load_pretrained(full, "r2plus1d_18", config.weights, config.weights_path)
+            factorise_convs(full)
         else:
             full = resnet18(weights=None)
             self.pretrained = load_pretrained(full, "resnet18", config.weights, config.weights_path)

@@ -16,9 +16,12 @@ from sec2sec.config import AudioConfig, FusionConfig, ModelConfig, TemporalConfi
 
 def pytest_configure(config: pytest.Config) -> None:
     """Tests run the encoders eagerly unless a test asks for the compiled default (tests/test_compiled.py), and
-    never touch the user's cache: SEC2SEC_CACHE is a fresh folder, removed at the end (child processes too)."""
+    never touch the user's cache: SEC2SEC_CACHE is a fresh folder, removed at the end (child processes too).
+    Inductor's own cache (several GB after the compiled-encoder tests) lives inside it too, not in /tmp for good."""
     os.environ["SEC2SEC_COMPILE"] = "0"
-    os.environ["SEC2SEC_CACHE"] = tempfile.mkdtemp(prefix="sec2sec-test-cache-")
+    cache = tempfile.mkdtemp(prefix="sec2sec-test-cache-")
+    os.environ["SEC2SEC_CACHE"] = cache
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache, "inductor")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
