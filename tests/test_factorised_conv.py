@@ -92,3 +92,21 @@ def test_video_encoder_equals_the_torchvision_trunk() -> None:
         tokens, expected = encoder(clip), reference(clip)
     assert tokens.shape == (2, 9, 512)  # the default 1x3x3 token grid
     torch.testing.assert_close(tokens, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_export_traces_the_2d_convolutions() -> None:
+    """torch.export (what the AOTInductor packages are built from) records the 2D form: every convolution in
+    the graph is a conv2d (no conv3d), and the exported program gives the 3D convolution's numbers."""
+    torch.manual_seed(4)
+    reference = nn.Sequential(
+        nn.Conv3d(4, 6, (1, 3, 3), padding=(0, 1, 1)), nn.Conv3d(6, 5, (3, 1, 1), padding=(1, 0, 0))
+    )
+    holder = copy.deepcopy(reference).eval()
+    factorise_convs(holder)
+    x = torch.randn(2, 4, 3, 6, 6)
+    with torch.no_grad():
+        program = torch.export.export(holder, (x,))
+        got, expected = program.module()(x), reference(x)
+    convs = [str(n.target) for n in program.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    assert convs == ["aten.conv2d.default", "aten.conv2d.default"]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
