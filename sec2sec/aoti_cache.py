@@ -40,8 +40,9 @@ from torch import nn
 from sec2sec.weights import sha256_of
 
 # Part of every key: bumped when the traced graph of an encoder changes for the same config (2: R(2+1)D's
-# convolutions as 2D ones on channels-last views), so packages built from the old graph are rebuilt.
-FORMAT_VERSION = 2
+# convolutions as 2D ones on channels-last views; 3: BatchNorm folded into the convolutions), so packages
+# built from an old graph are rebuilt.
+FORMAT_VERSION = 3
 ENV_CACHE = "SEC2SEC_CACHE"
 
 
@@ -160,9 +161,14 @@ def export_and_compile(module: nn.Module, spec: PackageSpec, dest: Path, step: C
     batch = torch.export.Dim("batch", min=1, max=spec.max_batch)
     step("export")
     with torch.inference_mode(False), torch.no_grad():
+        for part in module.modules():  # folded trunks are traced, never folded while tracing
+            if hasattr(part, "refresh_folded"):
+                part.refresh_folded()
         program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: batch},))
-    step("compile (AOTInductor, freezing)")
-    torch._inductor.aoti_compile_and_package(program, package_path=str(dest), inductor_configs={"freezing": True})
+        step("compile (AOTInductor, freezing)")
+        # Inductor freezes (folds constants, packs convolution weights for oneDNN, fuses ReLU and residual
+        # sums into the convolutions) only when autograd is off: compiled with it on, none of that happened.
+        torch._inductor.aoti_compile_and_package(program, package_path=str(dest), inductor_configs={"freezing": True})
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -213,6 +213,8 @@ def compile_encoder(plan: EncoderPlan, max_batch: int = MAX_BATCH, show: bool = 
         )
     aoti_cache.mark_used(spec, folder)
     plan.module.forward = CompiledForward(plan.module, runner, spec)
+    if hasattr(plan.module, "clear_folded"):  # the package holds its own folded weights
+        plan.module.clear_folded()
     return status
 
 

@@ -14,7 +14,7 @@ from torchvision.models import resnet18
 from torchvision.models.video import r2plus1d_18
 
 from sec2sec.config import AudioConfig, VideoConfig
-from sec2sec.factorised_conv import factorise_convs
+from sec2sec.folded_trunk import FoldedCache
 from sec2sec.weights import load_pretrained
 
 TOKEN_WIDTH = 512  # channels of layer4 in both ResNet-18 variants
@@ -26,11 +26,38 @@ def _resnet_trunk(model: nn.Module) -> nn.Sequential:
     return nn.Sequential(*stem, model.layer1, model.layer2, model.layer3, model.layer4)
 
 
-class VideoEncoder(nn.Module):
+class _TrunkEncoder(nn.Module):
+    """An encoder around a ResNet trunk that runs its folded form (`sec2sec.folded_trunk`) in inference."""
+
+    trunk: nn.Sequential
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._folded = FoldedCache()
+
+    def run_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """x -> the trunk's map: folded in inference (eval mode, nothing recorded for autograd), else
+        torchvision's own modules (training, fine-tuning, BatchNorm in training mode)."""
+        recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        if recording or self.trunk.training:
+            return self.trunk(x)
+        return self._folded.get(self.trunk)(x)
+
+    def refresh_folded(self) -> None:
+        """Fold the trunk now (before tracing it for a compiled package: tracing never folds)."""
+        with torch.no_grad():
+            self._folded.refresh(self.trunk)
+
+    def clear_folded(self) -> None:
+        """Release the folded weights (they are made again by the next eager inference call)."""
+        self._folded.clear()
+
+
+class VideoEncoder(_TrunkEncoder):
     """(B, 3, m, crop, crop) -> tokens (B, Nv, 512), Nv = prod(token_grid), ordered (time, height, width).
 
-    `r2plus1d_18`: the R(2+1)D-18 trunk (Kinetics-400 weights when available), its convolutions run in
-    inference as 2D ones on channels-last views (`sec2sec.factorised_conv`; same parameters and state dict).
+    `r2plus1d_18`: the R(2+1)D-18 trunk (Kinetics-400 weights when available); in inference its convolutions
+    run folded with their BatchNorm, as 2D ones on channels-last views (`sec2sec.folded_trunk`).
     `resnet18_2d`: the cheaper ImageNet ResNet-18 applied to each frame, its maps stacked over time.
     """
 
@@ -40,7 +67,6 @@ class VideoEncoder(nn.Module):
         if config.encoder == "r2plus1d_18":
             full = r2plus1d_18(weights=None)
             self.pretrained = load_pretrained(full, "r2plus1d_18", config.weights, config.weights_path)
-            factorise_convs(full)
         else:
             full = resnet18(weights=None)
             self.pretrained = load_pretrained(full, "resnet18", config.weights, config.weights_path)
@@ -49,9 +75,9 @@ class VideoEncoder(nn.Module):
     def feature_map(self, clip: torch.Tensor) -> torch.Tensor:
         """(B, 3, m, H, W) -> layer4 map (B, 512, T', H', W')."""
         if self.config.encoder == "r2plus1d_18":
-            return self.trunk(clip)
+            return self.run_trunk(clip)
         b, c, m, h, w = clip.shape
-        maps = self.trunk(clip.transpose(1, 2).reshape(b * m, c, h, w))
+        maps = self.run_trunk(clip.transpose(1, 2).reshape(b * m, c, h, w))
         return maps.reshape(b, m, *maps.shape[1:]).transpose(1, 2)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
@@ -59,7 +85,7 @@ class VideoEncoder(nn.Module):
         return pooled.flatten(2).transpose(1, 2)
 
 
-class AudioEncoder(nn.Module):
+class AudioEncoder(_TrunkEncoder):
     """(B, 3, n_mfcc, frames) MFCC image -> tokens (B, Na, 512), Na = prod(token_grid), (frequency, time).
 
     Each image is standardised per channel (cepstral mean/variance normalisation, so ImageNet filters see
@@ -84,7 +110,7 @@ class AudioEncoder(nn.Module):
             mode="bilinear",
             align_corners=False,
         )
-        return self.trunk(x)
+        return self.run_trunk(x)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(self.feature_map(image), self.config.token_grid)

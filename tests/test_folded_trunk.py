@@ -1,0 +1,196 @@
+"""Folded trunks: convolution + BatchNorm (+ ReLU, + residual) as one convolution, in inference only."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sec2sec import aoti_cache, folded_trunk
+from sec2sec.config import AudioConfig, VideoConfig
+from sec2sec.encoders import AudioEncoder, VideoEncoder
+from sec2sec.folded_trunk import FoldedConv, FoldedTrunk
+
+CASES_3D = [  # (in, out, kernel, stride, padding, input (B, C, T, H, W))
+    (3, 45, (1, 7, 7), (1, 2, 2), (0, 3, 3), (2, 3, 5, 20, 18)),  # the stem's spatial conv, odd T
+    (45, 64, (3, 1, 1), (1, 1, 1), (1, 0, 0), (2, 45, 5, 10, 9)),
+    (64, 32, (1, 3, 3), (1, 2, 2), (0, 1, 1), (3, 64, 4, 11, 11)),  # spatial downsampling, odd size
+    (32, 48, (3, 1, 1), (2, 1, 1), (1, 0, 0), (1, 32, 5, 6, 6)),  # temporal downsampling, odd T
+    (16, 24, (1, 1, 1), (2, 2, 2), (0, 0, 0), (2, 16, 5, 7, 7)),  # the shortcut's strided 1x1x1
+]
+CASES_2D = [
+    (3, 16, (7, 7), (2, 2), (3, 3), (2, 3, 23, 30)),  # ResNet stem, odd sizes
+    (16, 16, (3, 3), (1, 1), (1, 1), (1, 16, 9, 14)),
+    (16, 32, (1, 1), (2, 2), (0, 0), (3, 16, 9, 9)),  # shortcut
+]
+
+
+def _random_statistics(module: nn.Module, seed: int) -> None:
+    """BatchNorm statistics and affine parameters far from the identity, so folding them is really tested."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.3)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+
+
+def _reference(conv: nn.Module, bn: nn.Module, x: torch.Tensor, residual: torch.Tensor | None, relu: bool):
+    y = bn(conv(x))
+    y = y if residual is None else y + residual
+    return F.relu(y) if relu else y
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["onednn", "conv2d"])
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("case", CASES_3D + CASES_2D)
+def test_folded_conv_equals_conv_batchnorm_relu(
+    case: tuple, with_residual: bool, packed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """oneDNN's fused kernel (CPU) and the plain conv2d form (other devices, and what gets traced) both give
+    the reference's numbers, with and without the residual, in the input's dimensionality and layout."""
+    cin, cout, kernel, stride, padding, shape = case
+    torch.manual_seed(0)
+    conv_type, bn_type = (nn.Conv3d, nn.BatchNorm3d) if len(kernel) == 3 else (nn.Conv2d, nn.BatchNorm2d)
+    conv, bn = conv_type(cin, cout, kernel, stride=stride, padding=padding, bias=False), bn_type(cout)
+    _random_statistics(bn, 1)
+    conv.eval(), bn.eval()
+    if not packed:
+        monkeypatch.setattr(folded_trunk, "_packed_conv_available", lambda x: False)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        out_shape = conv(x).shape
+        residual = torch.randn(out_shape) if with_residual else None
+        expected = _reference(conv, bn, x, residual, relu=True)
+        got = FoldedConv(conv, bn, relu=True)(x, residual)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+    assert got.min() >= 0  # the ReLU ran
+
+
+def test_folding_rejects_convolutions_it_cannot_express() -> None:
+    bn = nn.BatchNorm3d(4)
+    with pytest.raises(ValueError, match=r"neither \(1, k, k\) nor \(k, 1, 1\)"):
+        FoldedConv(nn.Conv3d(3, 4, 3, padding=1), bn, relu=False)
+    with pytest.raises(ValueError, match="ungrouped"):
+        FoldedConv(nn.Conv2d(4, 4, 3, groups=2), nn.BatchNorm2d(4), relu=False)
+    with pytest.raises(ValueError, match="unexpected Linear"):
+        FoldedTrunk.of(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 4)))
+
+
+ENCODERS = {
+    "r2plus1d_18": (lambda: VideoEncoder(VideoConfig(weights="none", frames_per_window=4)), (2, 3, 4, 112, 112)),
+    "resnet18_2d": (
+        lambda: VideoEncoder(VideoConfig(weights="none", frames_per_window=2, encoder="resnet18_2d")),
+        (2, 3, 2, 112, 112),
+    ),
+    "audio resnet18": (lambda: AudioEncoder(AudioConfig(weights="none")), (2, 3, 64, 101)),
+}
+
+
+def _unfolded_tokens(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The same encoder's tokens through torchvision's own modules (folding switched off)."""
+    plain = copy.deepcopy(encoder)
+    plain.run_trunk = plain.trunk  # type: ignore[method-assign]
+    return plain(x)
+
+
+@pytest.mark.parametrize("name", list(ENCODERS))
+def test_encoder_tokens_equal_the_torchvision_trunk(name: str) -> None:
+    """Every convolution of the trunk is folded (BatchNorm and ReLU gone from the inference path), the state
+    dict is torchvision's (checkpoints unchanged), and the tokens match the unfolded trunk's."""
+    make, shape = ENCODERS[name]
+    torch.manual_seed(3)
+    encoder = make().eval()
+    _random_statistics(encoder, 2)
+    keys = list(encoder.state_dict())
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        tokens, expected = encoder(x), _unfolded_tokens(encoder, x)
+    folded = encoder._folded.get(encoder.trunk)
+    convs = sum(isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in encoder.trunk.modules())
+    assert sum(isinstance(m, FoldedConv) for m in folded.modules()) == convs
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU)) for m in folded.modules())
+    assert list(encoder.state_dict()) == keys and not any("_folded" in k for k in keys)
+    torch.testing.assert_close(tokens, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_folded_weights_follow_loaded_weights_and_statistics() -> None:
+    """The folded trunk is cached, and made again when load_state_dict (or an optimiser) changes the weights
+    or the BatchNorm statistics in place."""
+    torch.manual_seed(4)
+    encoder = AudioEncoder(AudioConfig(weights="none")).eval()
+    other = AudioEncoder(AudioConfig(weights="none")).eval()
+    _random_statistics(other, 5)
+    x = torch.randn(1, 3, 64, 101)
+    with torch.no_grad():
+        before = encoder(x)
+        assert encoder(x) is not before and encoder._folded.get(encoder.trunk) is encoder._folded.get(encoder.trunk)
+        encoder.load_state_dict(other.state_dict())
+        after, expected = encoder(x), _unfolded_tokens(other, x)
+    assert not torch.allclose(before, after, atol=1e-3)
+    torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
+    encoder.clear_folded()
+    assert encoder._folded._folded is None
+
+
+def test_training_and_fine_tuning_run_torchvision_modules() -> None:
+    """With autograd recording (fine-tuning, BatchNorm frozen in eval mode) or in training mode, the trunk is
+    torchvision's own: gradients reach the convolutions and BatchNorm, and training updates the statistics."""
+    torch.manual_seed(5)
+    encoder = VideoEncoder(VideoConfig(weights="none", frames_per_window=4)).eval()
+    x = torch.randn(1, 3, 4, 112, 112)
+    encoder(x).square().mean().backward()
+    conv, bn = encoder.trunk[0][0], encoder.trunk[0][1]
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+    assert encoder._folded._folded is None  # nothing folded on the way
+    encoder.train()
+    mean_before = bn.running_mean.clone()
+    with torch.no_grad():
+        encoder(x)
+    assert not torch.equal(bn.running_mean, mean_before)
+
+
+def test_export_traces_folded_convolutions() -> None:
+    """torch.export (what the compiled packages are built from) records the folded form: conv2d only, no
+    batch norm, no conv3d, and the exported program gives the unfolded encoder's numbers."""
+    torch.manual_seed(6)
+    encoder = VideoEncoder(VideoConfig(weights="none", frames_per_window=4)).eval()
+    _random_statistics(encoder, 7)
+    x = torch.randn(2, 3, 4, 112, 112)
+    with torch.no_grad():
+        encoder.refresh_folded()
+        program = torch.export.export(encoder, (x,))
+        got, expected = program.module()(x), _unfolded_tokens(encoder, x)
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert "aten.conv2d.default" in targets
+    assert not any("batch_norm" in t or "conv3d" in t for t in targets), targets
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_tracing_an_unfolded_trunk_is_refused() -> None:
+    encoder = AudioEncoder(AudioConfig(weights="none")).eval()
+    with torch.no_grad(), pytest.raises(Exception, match="refresh_folded"):
+        torch.export.export(encoder, (torch.randn(1, 3, 64, 101),))
+
+
+def test_packages_are_compiled_with_autograd_off(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inductor freezes (folds constants, packs and fuses the convolutions) only with autograd off; the
+    package build must call it that way (it did not, and nothing showed it but the speed)."""
+    seen: list[bool] = []
+
+    def fake_compile(program, package_path: str, inductor_configs: dict) -> str:
+        seen.append(torch.is_grad_enabled() or not inductor_configs.get("freezing"))
+        return package_path
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_compile)
+    encoder = AudioEncoder(AudioConfig(weights="none"))
+    spec = aoti_cache.spec_for("audio", encoder, {}, (3, 64, 101), 2)
+    aoti_cache.export_and_compile(encoder, spec, tmp_path / "p.pt2", lambda step: None)
+    assert seen == [False]
