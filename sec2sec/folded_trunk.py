@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 from torchvision.models.resnet import BasicBlock as BasicBlock2d
 from torchvision.models.video.resnet import BasicBlock as BasicBlockVideo
 
@@ -32,11 +33,14 @@ _BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _packed_conv_available(x: torch.Tensor) -> bool:
+    """oneDNN's fused kernel: float32 on the CPU, run eagerly. Traced (export), or under a dispatch mode
+    (FlopCounterMode for `sec2sec describe` and the benchmarks, fake tensors), the plain conv2d form runs."""
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and torch.backends.mkldnn.is_available()
         and not torch.compiler.is_compiling()
+        and not is_in_torch_dispatch_mode()
     )
 
 

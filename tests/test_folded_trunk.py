@@ -11,6 +11,7 @@ from torch import nn
 
 from sec2sec import aoti_cache, folded_trunk
 from sec2sec.config import AudioConfig, VideoConfig
+from sec2sec.describe import count_flops
 from sec2sec.encoders import AudioEncoder, VideoEncoder
 from sec2sec.folded_trunk import FoldedConv, FoldedTrunk
 
@@ -194,3 +195,15 @@ def test_packages_are_compiled_with_autograd_off(tmp_path, monkeypatch: pytest.M
     spec = aoti_cache.spec_for("audio", encoder, {}, (3, 64, 101), 2)
     aoti_cache.export_and_compile(encoder, spec, tmp_path / "p.pt2", lambda step: None)
     assert seen == [False]
+
+
+def test_flop_counting_sees_the_folded_convolutions() -> None:
+    """`sec2sec describe` and the benchmarks count FLOPs with FlopCounterMode, which cannot see oneDNN's
+    fused kernel: under a dispatch mode the folded trunk runs as conv2d, and counts the trunk's FLOPs."""
+    encoder = VideoEncoder(VideoConfig(weights="none", frames_per_window=8)).eval()
+    clip = torch.randn(1, 3, 8, 112, 112)
+    with torch.inference_mode():
+        folded, _ = count_flops(encoder, clip)
+        unfolded, _ = count_flops(encoder.trunk, clip)
+    assert folded == pytest.approx(unfolded, rel=1e-6)
+    assert folded == pytest.approx(40.5, abs=0.1)  # R(2+1)D-18 at 8 x 112 x 112
