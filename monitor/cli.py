@@ -267,7 +267,7 @@ def build_pipeline(
     import torch
 
     from monitor.pipeline import Pipeline
-    from sec2sec.compiled import compile_model, compile_requested
+    from sec2sec.compiled import LIVE_BATCH, compile_model, compile_requested
     from sec2sec.stream import AffectStream, resolve_device
     from sec2sec.windows import Windower
 
@@ -279,7 +279,10 @@ def build_pipeline(
     for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
         source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
     stream = AffectStream(model, horizon=args.horizon, device=device)
-    info["compiled_encoders"] = compile_model(stream.model) if compile_requested(args.no_compile) else {}
+    if compile_requested(args.no_compile):
+        info["compiled_encoders"] = compile_model(stream.model, max_batch=LIVE_BATCH)
+    else:
+        info["compiled_encoders"] = {}
     stream.warm_up()  # first forward of every stage happens before any window is timed
     windower = Windower(
         cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio

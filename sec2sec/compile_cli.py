@@ -6,8 +6,10 @@ sec2sec compile                                  the built-in default config
 sec2sec compile --prune 30                       remove packages no run has loaded for 30 days
 
 A package is specific to the torch thread count (inductor writes it into the compiled loops): give the
-same --threads as `sec2sec-live`. The packages land in the cache `sec2sec-live` reads ($SEC2SEC_CACHE/aoti);
-a package already there is checked (checksum, output parity against eager) and kept.
+same --threads as `sec2sec-live`. It also has a fixed batch: the default (1) is what `sec2sec-live` runs;
+`--batch N` builds the packages `sec2sec extract --batch N` runs. The packages land in the cache
+`sec2sec-live` reads ($SEC2SEC_CACHE/aoti); a package already there is checked (checksum, output parity
+against eager) and kept.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from sec2sec import aoti_cache
 from sec2sec.aoti_cache import packages_dir
-from sec2sec.compiled import compile_model
+from sec2sec.compiled import LIVE_BATCH, compile_model
 from sec2sec.model import Sec2Sec
 
 
@@ -54,12 +56,14 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("--prune removes old packages and builds nothing; give it without --config/--checkpoint")
         return _prune(args.prune)
 
+    if args.batch < 1:
+        raise ValueError(f"--batch {args.batch} must be >= 1 (1: sec2sec-live; N: sec2sec extract --batch N)")
     if args.threads < 0:
         raise ValueError(f"--threads {args.threads} must be >= 0 (0: one per core, as sec2sec-live)")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)  # compiled CPU code keeps this thread count
     device = resolve_device(args.device)
     model = model_for(args.config, args.checkpoint).to(device).eval()
-    report = compile_model(model)
+    report = compile_model(model, max_batch=args.batch)
     for name, status in report.items():
         print(f"{name} encoder: {status}")
     print(f"cache: {packages_dir()}")
@@ -72,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="a trained checkpoint (.pt); its encoders' weights are compiled")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads, as sec2sec-live --threads (0: per core)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=LIVE_BATCH,
+        help="the packages' fixed batch: 1 for sec2sec-live (default), N for sec2sec extract --batch N",
+    )
     p.add_argument(
         "--prune",
         type=float,

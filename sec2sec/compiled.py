@@ -11,7 +11,9 @@ package is deleted (the next run builds it again) and the encoder stays eager, w
 whole model.
 
 The compiled forward is used for float32 inputs of the compiled item shape on the compiled device, in
-inference (no autograd, eval mode), with batches of any size (split into chunks of `max_batch`); any other call
+inference (no autograd, eval mode), with batches of any size: a package has a fixed batch (`max_batch`: 1 for
+`sec2sec-live`, `--batch` for `sec2sec extract`), larger batches are split and a short last chunk is padded with
+zeros (their outputs dropped); any other call
 (training, fine-tuning through the encoders, weights changed in place since compiling) runs the eager module,
 which stays the same object with the same state dict.
 
@@ -38,7 +40,8 @@ from sec2sec.config import to_dict
 from sec2sec.model import Sec2Sec
 
 ENV_COMPILE = "SEC2SEC_COMPILE"
-MAX_BATCH = 64  # extraction batches above this are split; live windows are batch 1
+MAX_BATCH = 8  # a package's fixed batch when none is given: `sec2sec extract`'s default --batch
+LIVE_BATCH = 1  # sec2sec-live encodes one window at a time
 PARITY_TOL = 1e-4
 BUILD_NOTE = "about 1-2 minutes per encoder on a 2-core CPU, once"
 
@@ -88,9 +91,14 @@ class CompiledForward:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.usable(x):
             return type(self.module).forward(self.module, x)
-        if x.shape[0] <= self.spec.max_batch:
-            return self.runner(x.contiguous())
-        return torch.cat([self.runner(part.contiguous()) for part in x.split(self.spec.max_batch)])
+        n = self.spec.max_batch  # the package's fixed batch: larger calls are split, a short chunk padded
+        outputs = []
+        for part in x.split(n):
+            rows = part.shape[0]
+            if rows < n:
+                part = torch.cat([part, part.new_zeros(n - rows, *part.shape[1:])])
+            outputs.append(self.runner(part.contiguous())[:rows])
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
 def is_compiled(module: nn.Module | None) -> bool:
@@ -141,13 +149,13 @@ def eager_output(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def parity_error(
     module: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], spec: PackageSpec, folder: Path
 ) -> float:
-    """Max |compiled - eager| on a fixed pseudo-random input, divided by max(1, max |eager|).
+    """Max |compiled - eager| on a fixed pseudo-random batch, divided by max(1, max |eager|).
 
     The eager output comes from the cache's reference for this spec when it has one (see `aoti_cache`),
     else from an eager forward, which is then stored: a warm start runs only the package."""
     device = next(module.parameters()).device
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(1, *spec.item_shape, generator=generator).to(device)
+    x = torch.randn(spec.max_batch, *spec.item_shape, generator=generator).to(device)  # the package's batch
     eager = aoti_cache.load_reference(spec, folder)
     if eager is None:
         eager = eager_output(module, x).cpu()

@@ -26,7 +26,7 @@ from compile_runner import ITEM_SHAPE, tiny_plan
 from conftest import small_config
 
 from sec2sec import aoti_cache, compiled
-from sec2sec.compiled import CompiledFallbackWarning, compile_model, encoder_plans, is_compiled
+from sec2sec.compiled import LIVE_BATCH, CompiledFallbackWarning, compile_model, encoder_plans, is_compiled
 from sec2sec.config import VideoConfig
 from sec2sec.model import Sec2Sec
 
@@ -130,7 +130,7 @@ def test_concurrent_first_runs_rebuild_a_damaged_package_once(tmp_path: Path) ->
     assert aoti_cache.package_problem(spec, folder) is None
     runner = aoti_cache.load(folder / f"{spec.stem()}.pt2")
     with torch.inference_mode():
-        x = torch.randn(3, *ITEM_SHAPE)
+        x = torch.randn(4, *ITEM_SHAPE)  # the package's fixed batch
         torch.testing.assert_close(runner(x), tiny_plan().module(x), atol=1e-5, rtol=1e-5)
 
 
@@ -142,6 +142,16 @@ def test_a_warm_start_compares_with_the_stored_eager_output(tmp_path: Path, monk
     eager = compiled.eager_output
     monkeypatch.setattr(compiled, "eager_output", lambda module, x: calls.append(1) or eager(module, x))
     assert compiled.compile_encoder(plan, max_batch=4, show=False) == "built"
+    assert is_compiled(plan.module)
+    runs: list[int] = []
+    forward = plan.module.forward
+    runner = forward.runner
+    forward.runner = lambda x: runs.append(x.shape[0]) or runner(x)
+    with torch.inference_mode():
+        for batch in (1, 3, 4, 6):  # a package has a fixed batch (4): shorter chunks are padded, longer split
+            x = torch.randn(batch, *plan.item_shape)
+            torch.testing.assert_close(plan.module(x), type(plan.module).forward(plan.module, x))
+    assert runs == [4, 4, 4, 4, 4]
     assert compiled.compile_encoder(tiny_plan(), max_batch=4, show=False) == "loaded"
     assert len(calls) == 1
     spec = aoti_cache.spec_for(plan.name, plan.module, plan.config, plan.item_shape, 4)
@@ -228,10 +238,10 @@ def test_second_run_loads_from_the_cache_without_compiling(
     model = Sec2Sec(small_config()).eval()
     torch.manual_seed(0)
     eager = Sec2Sec(small_config()).eval()
-    assert compile_model(model) == {"video": "loaded", "audio": "loaded"}
+    assert compile_model(model, max_batch=LIVE_BATCH) == {"video": "loaded", "audio": "loaded"}
     assert is_compiled(model.video_encoder) and not is_compiled(eager.video_encoder)
     with torch.inference_mode():
-        for batch in (1, 3, 65):  # 65 > max_batch 64: two compiled calls
+        for batch in (1, 3):  # 3 > the live packages' batch 1: three compiled calls
             image = eager.audio_frontend(0.1 * torch.randn(batch, 16000))
             torch.testing.assert_close(model.audio_encoder(image), eager.audio_encoder(image), atol=1e-4, rtol=1e-4)
         clip = eager.video_frontend(torch.randint(0, 255, (2, 4, 120, 160, 3), dtype=torch.uint8))
@@ -275,13 +285,13 @@ def test_a_foreign_package_falls_back_to_eager_with_one_warning(
     model.audio_encoder.load_state_dict(good.audio_encoder.state_dict())  # the audio package is the right one
     folder = aoti_cache.packages_dir()
     good_video, video = (encoder_plans(m)[0] for m in (good, model))
-    good_spec, spec = (aoti_cache.spec_for(p.name, p.module, p.config, p.item_shape, 64) for p in (good_video, video))
+    good_spec, spec = (aoti_cache.spec_for(p.name, p.module, p.config, p.item_shape, 1) for p in (good_video, video))
     shutil.copy(folder / f"{good_spec.stem()}.pt2", folder / f"{spec.stem()}.pt2")
     meta = json.loads((folder / f"{good_spec.stem()}.json").read_text())
     (folder / f"{spec.stem()}.json").write_text(json.dumps({**meta, "spec": spec.as_json()}))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = compile_model(model)
+        report = compile_model(model, max_batch=LIVE_BATCH)
     assert [w.category for w in caught] == [CompiledFallbackWarning]
     assert "video encoder" in str(caught[0].message) and "differs from eager" in str(caught[0].message)
     assert report["audio"] == "loaded" and report["video"].startswith("eager")
@@ -306,12 +316,17 @@ def test_extract_runs_the_compiled_encoders(
     monkeypatch.setattr(aoti_cache, "export_and_compile", no_compiling)
     seen: list[dict[str, str]] = []
     real = compiled.compile_model
-    monkeypatch.setattr(extract_module, "compile_model", lambda model: seen.append(real(model)) or seen[-1])
+    monkeypatch.setattr(
+        extract_module,
+        "compile_model",
+        lambda model, max_batch: seen.append(real(model, max_batch=max_batch)) or seen[-1],
+    )
     root = write_liris_tree(tmp_path / "liris", [("a.mp4", "film", 0, 0.2, 0.3), ("b.mp4", "film", 0, 0.6, 0.7)])
     for name, seed in (("a.mp4", 0), ("b.mp4", 1)):
         write_mp4(root / "data" / name, *render([Second(flash=(2, 5)), Second(beep=(100, 250))], seed=seed))
     config = Config(model=small_config(), train=TrainConfig(seed=0))
-    summary = extract_module.extract("liris", root, tmp_path / "out", config, compiled=True, workers=0, batch=2)
+    # --batch 1: the packages `sec2sec compile` builds by default (for sec2sec-live), so nothing is built here
+    summary = extract_module.extract("liris", root, tmp_path / "out", config, compiled=True, workers=0, batch=1)
     assert seen == [{"video": "loaded", "audio": "loaded"}] and summary.encoded == 2
 
 

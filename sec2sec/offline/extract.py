@@ -115,7 +115,8 @@ def extract(
     """Encode every readable clip of `dataset` under `root` into the cache `out` (see the module docstring).
 
     `compiled`: run the encoders from their AOTInductor packages (sec2sec/compiled.py; None: unless
-    SEC2SEC_COMPILE=0), the same packages `sec2sec-live` uses for these weights (batch dimension dynamic).
+    SEC2SEC_COMPILE=0), built for these weights and this `batch` (`sec2sec compile --batch N` builds them
+    ahead of time).
     Under torchrun each rank encodes clips rank, rank + N, ... of those not yet in the cache and the
     returned summary counts all ranks (its `unreadable` is complete on rank 0, which merged the index).
     """
@@ -140,7 +141,7 @@ def extract(
     writer = ShardWriter(folder, index, dtype, shard_size, dist.rank, dist.world)
     model = model.to(dist.device)
     if mine and autocast == "off" and (compile_requested() if compiled is None else compiled):
-        compile_model(model)  # autocast runs the eager encoders: a package is compiled for float32
+        compile_model(model, max_batch=batch)  # autocast runs the eager encoders: a package is compiled for float32
     batcher = WindowBatcher(model, batch, autocast)
     counts = _encode_all(writer, batcher, mine, index.config, workers, console)
     dist.barrier()
