@@ -83,28 +83,19 @@ class FoldedConv(nn.Module):
             return "temporal", weight[..., 0]
         raise ValueError(f"cannot fold {conv}: kernel {conv.kernel_size} is neither (1, k, k) nor (k, 1, 1)")
 
-    def _to_2d(self, x: torch.Tensor) -> torch.Tensor:
-        """The activation as the 2D convolution's input: a view of channels-last memory (a copy if it is not)."""
+    def _to_2d(self, x: torch.Tensor, time_stride: int = 1) -> torch.Tensor:
+        """An activation (the input, or with time_stride 1 a residual shaped like the output) in the 2D
+        convolution's layout: a view of channels-last memory (a copy if it is not channels-last)."""
         if self.kind == "2d":
             return x.contiguous(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         b, c, t, h, w = x.shape
         if self.kind == "temporal":
             return x.reshape(b, c, t, h * w)
-        if self.time_stride > 1:
-            x = x[:, :, :: self.time_stride].contiguous(memory_format=torch.channels_last_3d)
+        if time_stride > 1:
+            x = x[:, :, ::time_stride].contiguous(memory_format=torch.channels_last_3d)
             t = x.shape[2]
         return x.transpose(1, 2).reshape(b * t, c, h, w)
-
-    def _to_2d_output(self, residual: torch.Tensor) -> torch.Tensor:
-        """A residual (shaped like this convolution's output) in the 2D layout of that output."""
-        if self.kind == "2d":
-            return residual.contiguous(memory_format=torch.channels_last)
-        residual = residual.contiguous(memory_format=torch.channels_last_3d)
-        b, c, t, h, w = residual.shape
-        if self.kind == "temporal":
-            return residual.reshape(b, c, t, h * w)
-        return residual.transpose(1, 2).reshape(b * t, c, h, w)
 
     def _from_2d(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "2d":
@@ -126,7 +117,7 @@ class FoldedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """x -> relu?(conv(x) * bn_scale + bn_shift [+ residual]), in x's dimensionality."""
-        x2 = self._to_2d(x)
+        x2 = self._to_2d(x, self.time_stride)
         unary = "relu" if self.relu else "none"
         if _packed_conv_available(x2):
             conv = torch.ops.mkldnn._convolution_pointwise
@@ -134,12 +125,12 @@ class FoldedConv(nn.Module):
             if residual is None:
                 y = conv(x2, self._packed_weight(x2), self.bias, *args, unary, [], "")
             else:
-                other = self._to_2d_output(residual)
+                other = self._to_2d(residual)
                 y = conv.binary(x2, other, self._packed_weight(x2), self.bias, *args, "add", None, unary, [], "")
         else:
             y = F.conv2d(x2, self.weight, self.bias, self.stride, self.padding, self.dilation)
             if residual is not None:
-                y = y + self._to_2d_output(residual)
+                y = y + self._to_2d(residual)
             if self.relu:
                 y = F.relu(y)
         return self._from_2d(y, x)
