@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,18 +77,37 @@ class FakeStream:
         )
 
 
+class SlowStream:
+    """A real AffectStream whose estimates report `compute_ns` of compute, so that the virtual clock drops
+    the windows a model that slow would drop live; keeps the windows it was given."""
+
+    def __init__(self, stream: AffectStream, compute_ns: int) -> None:
+        self.inner, self.compute_ns = stream, compute_ns
+        self.config, self.model = stream.config, stream.model
+        self.stepped: list[Window] = []
+
+    def step(self, window: Window) -> Estimate:
+        self.stepped.append(window)
+        return replace(self.inner.step(window), compute_ns=self.compute_ns)
+
+
 class ScriptedSource:
     """Puts pre-made frames on the queue (as a camera would), then ends."""
 
     name = "camera"
 
-    def __init__(self, out: BoundedQueue, seconds: int, fps: int = 10, end: bool = True) -> None:
-        self.out, self.seconds, self.fps, self.end = out, seconds, fps, end
+    def __init__(
+        self, out: BoundedQueue, seconds: int, fps: int = 10, end: bool = True, noise_seed: int | None = None
+    ) -> None:
+        """Blank 16x16 frames, or random 48x64 ones drawn from `noise_seed` (content a real model can tell apart)."""
+        self.out, self.seconds, self.fps, self.end, self.noise_seed = out, seconds, fps, end, noise_seed
         self.stopped = 0
 
     def start(self, origin_ns: int | None = None) -> None:
+        rng = None if self.noise_seed is None else np.random.default_rng(self.noise_seed)
         for i in range(self.seconds * self.fps):
-            self.out.put_wait(VideoFrame(np.zeros((16, 16, 3), dtype=np.uint8), i * 1_000_000_000 // self.fps))
+            pixels = np.zeros((16, 16, 3), np.uint8) if rng is None else rng.integers(0, 256, (48, 64, 3), np.uint8)
+            self.out.put_wait(VideoFrame(pixels, i * 1_000_000_000 // self.fps))
         if self.end:
             self.out.put_wait(SourceEnd(self.name))
 
@@ -101,10 +120,15 @@ class ScriptedSource:
 
 
 def scripted(
-    stream: FakeStream, clock: str, seconds: int, sink: ListSink, end: bool = True
+    stream: FakeStream | SlowStream,
+    clock: str,
+    seconds: int,
+    sink: ListSink,
+    end: bool = True,
+    noise_seed: int | None = None,
 ) -> tuple[Pipeline, ScriptedSource]:
     inputs: BoundedQueue = BoundedQueue(10_000)
-    source = ScriptedSource(inputs, seconds, end=end)
+    source = ScriptedSource(inputs, seconds, end=end, noise_seed=noise_seed)
     windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False)
     return Pipeline(stream, [source], inputs, windower, [sink], clock=clock), source
 

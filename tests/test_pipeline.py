@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import small_config
@@ -13,6 +14,7 @@ from pipeline_fakes import (
     FakeStream,
     ListSink,
     ScriptedSource,
+    SlowStream,
     pipeline_threads,
     replay_pipeline,
     run_bounded,
@@ -105,6 +107,38 @@ def test_virtual_clock_simulates_live_drops_and_latency() -> None:
     assert [r.index for r in sink.rows] == [0, 1, 4, 6, 7]
     assert [r.latency_ns / 1e9 for r in sink.rows] == [2.5, 4.0, 3.5, 4.0, 5.5]
     assert pipeline.dropped == 3 and [r.dropped_total for r in sink.rows] == [0, 0, 2, 3, 3]
+
+
+@pytest.mark.parametrize("horizon", (0, 6))
+def test_windows_the_virtual_clock_drops_are_empty_seconds_in_the_history(horizon: int) -> None:
+    """A real model that takes 2.5 s per window, replayed on the virtual clock: windows 2, 3 and 5 are
+    dropped (as in the test above), and every estimate equals the batch forward over the seconds so far with
+    the dropped ones empty (no video, no audio: what training computes for such a second), not the forward
+    over the kept windows glued together."""
+    torch.manual_seed(0)
+    model = Sec2Sec(small_config("lstm")).eval()  # clip_seconds = 6
+    slow, sink = SlowStream(AffectStream(model, horizon=horizon), 2_500_000_000), ListSink()
+    pipeline, _ = scripted(slow, "virtual", 8, sink, noise_seed=1)
+    assert pipeline.run() == "end"
+    kept = [w.index for w in slow.stepped]
+    assert kept == [r.index for r in sink.rows] == [0, 1, 4, 6, 7] and pipeline.dropped == 3
+    assert [r.gap for r in sink.rows] == [0, 0, 2, 1, 0]
+    with torch.inference_mode():
+        frames = torch.from_numpy(np.stack([w.frames for w in slow.stepped]))
+        audio = torch.from_numpy(np.stack([w.audio for w in slow.stepped]))
+        video_tokens, _ = model.encode(frames, audio)
+        tokens = torch.zeros(1, 8, *video_tokens.shape[1:])
+        tokens[0, kept] = video_tokens
+        present = torch.zeros(1, 8, dtype=torch.bool)
+        present[0, kept] = True
+        for row in sink.rows:
+            first = 0 if horizon == 0 else max(0, row.index + 1 - horizon)
+            seconds = slice(first, row.index + 1)
+            n = torch.tensor([row.index + 1 - first])
+            logits, _ = model.forward_tokens(tokens[:, seconds], None, n, present[:, seconds])
+            assert list(row.outputs.values()) == pytest.approx(torch.sigmoid(logits[0]).tolist(), abs=1e-5)
+        glued, _ = model.forward_tokens(video_tokens[None], None, torch.tensor([5]))
+    assert list(sink.rows[-1].outputs.values()) != pytest.approx(torch.sigmoid(glued[0]).tolist(), abs=1e-4)
 
 
 def test_live_clock_drops_the_oldest_window_when_the_model_falls_behind() -> None:
