@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sec2sec.encoders import TrunkEncoder
 from sec2sec.weights import sha256_of
 
 # Part of every key: bumped when the traced graph of an encoder changes for the same config (2: R(2+1)D's
@@ -164,7 +165,7 @@ def export_and_compile(module: nn.Module, spec: PackageSpec, dest: Path, step: C
     step("export")
     with torch.inference_mode(False), torch.no_grad():
         for part in module.modules():  # folded trunks are traced, never folded while tracing
-            if hasattr(part, "refresh_folded"):
+            if isinstance(part, TrunkEncoder):
                 part.refresh_folded()
         program = torch.export.export(module.eval(), (example,))
         step("compile (AOTInductor, freezing)")

@@ -1,6 +1,6 @@
 """The encoders run from cached AOTInductor packages by default; eager is the checked fallback.
 
-`compile_model(model)` gives each encoder of a model (on the device it is on, with the weights it holds) a
+`compile_model(model, max_batch=N)` gives each encoder of a model (on the device it is on, with the weights it holds) a
 compiled forward: the package is loaded from the cache (`sec2sec.aoti_cache`; a few tenths of a second)
 or, on first use of a config + weights + torch + device + CPU capability + thread count, built there once
 with a message and a progress line (about a minute per encoder on a 2-core CPU). Before it is used, every
@@ -37,10 +37,10 @@ from torch import nn
 from sec2sec import aoti_cache
 from sec2sec.aoti_cache import PackageSpec
 from sec2sec.config import to_dict
+from sec2sec.encoders import TrunkEncoder
 from sec2sec.model import Sec2Sec
 
 ENV_COMPILE = "SEC2SEC_COMPILE"
-MAX_BATCH = 8  # a package's fixed batch when none is given: `sec2sec extract`'s default --batch
 LIVE_BATCH = 1  # sec2sec-live encodes one window at a time
 PARITY_TOL = 1e-4
 BUILD_NOTE = "about 1-2 minutes per encoder on a 2-core CPU, once"
@@ -197,7 +197,7 @@ def _build_with_progress(plan: EncoderPlan, spec: PackageSpec, show: bool) -> No
     )
 
 
-def compile_encoder(plan: EncoderPlan, max_batch: int = MAX_BATCH, show: bool = True) -> str:
+def compile_encoder(plan: EncoderPlan, max_batch: int, show: bool = True) -> str:
     """Load (or build, then load) the package for `plan`, check it against eager, and install it.
     Returns "loaded" or "built"; raises RuntimeError (with the reason) when it cannot be used."""
     spec = aoti_cache.spec_for(plan.name, plan.module, plan.config, plan.item_shape, max_batch)
@@ -221,12 +221,12 @@ def compile_encoder(plan: EncoderPlan, max_batch: int = MAX_BATCH, show: bool = 
         )
     aoti_cache.mark_used(spec, folder)
     plan.module.forward = CompiledForward(plan.module, runner, spec)
-    if hasattr(plan.module, "clear_folded"):  # the package holds its own folded weights
+    if isinstance(plan.module, TrunkEncoder):  # the package holds its own folded weights
         plan.module.clear_folded()
     return status
 
 
-def compile_model(model: Sec2Sec, *, max_batch: int = MAX_BATCH, show: bool = True) -> dict[str, str]:
+def compile_model(model: Sec2Sec, *, max_batch: int, show: bool = True) -> dict[str, str]:
     """Give every encoder of `model` (already on its device, final weights) a compiled forward.
 
     Returns {"video": "loaded" | "built" | "eager: reason", "audio": ...}. Encoders that cannot be compiled run

@@ -26,7 +26,7 @@ def _resnet_trunk(model: nn.Module) -> nn.Sequential:
     return nn.Sequential(*stem, model.layer1, model.layer2, model.layer3, model.layer4)
 
 
-class _TrunkEncoder(nn.Module):
+class TrunkEncoder(nn.Module):
     """An encoder around a ResNet trunk that runs its folded form (`sec2sec.folded_trunk`) in inference."""
 
     trunk: nn.Sequential
@@ -53,7 +53,7 @@ class _TrunkEncoder(nn.Module):
         self._folded.clear()
 
 
-class VideoEncoder(_TrunkEncoder):
+class VideoEncoder(TrunkEncoder):
     """(B, 3, m, crop, crop) -> tokens (B, Nv, 512), Nv = prod(token_grid), ordered (time, height, width).
 
     `r2plus1d_18`: the R(2+1)D-18 trunk (Kinetics-400 weights when available); in inference its convolutions
@@ -85,7 +85,7 @@ class VideoEncoder(_TrunkEncoder):
         return pooled.flatten(2).transpose(1, 2)
 
 
-class AudioEncoder(_TrunkEncoder):
+class AudioEncoder(TrunkEncoder):
     """(B, 3, n_mfcc, frames) MFCC image -> tokens (B, Na, 512), Na = prod(token_grid), (frequency, time).
 
     Each image is standardised per channel (cepstral mean/variance normalisation, so ImageNet filters see

@@ -32,6 +32,7 @@ from sec2sec.offline.datasets import DATASETS, ClipRecord, read_dataset
 from sec2sec.offline.distributed import DEVICE_HELP, context, session
 from sec2sec.offline.features import (
     DTYPES,
+    ENCODE_BATCH,
     ENCODERS,
     CacheIndex,
     clip_loader,
@@ -106,7 +107,7 @@ def extract(
     dtype: str = "float16",
     workers: int = 1,
     shard_size: int = 64,
-    batch: int = 8,
+    batch: int = ENCODE_BATCH,
     device: str | torch.device = "cpu",
     autocast: str = "off",
     console: Console | None = None,
@@ -227,7 +228,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float16", choices=tuple(DTYPES), help="storage precision of the tokens")
     p.add_argument("--workers", type=int, default=1, help="decoding processes running ahead (0: decode inline)")
     p.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
-    p.add_argument("--batch", type=int, default=8, help="windows per encoder call (gathered across clips)")
+    p.add_argument("--batch", type=int, default=ENCODE_BATCH, help="windows per encoder call (gathered across clips)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument(
         "--autocast", default="off", choices=tuple(AUTOCAST), help="CUDA only: encoders under torch.autocast"

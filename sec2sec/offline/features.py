@@ -35,6 +35,7 @@ from sec2sec.offline.datasets import ClipRecord
 
 FORMAT = "sec2sec-features"
 FORMAT_VERSION = 1
+ENCODE_BATCH = 8  # windows per encoder call (extract --batch default; its compiled packages are built for it)
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ENCODERS = ("video_encoder", "audio_encoder")
 
@@ -309,7 +310,9 @@ def load_features(folder: str | Path, index: CacheIndex, ids: list[str]) -> Feat
 
 
 @torch.no_grad()
-def features_from_clips(model: Sec2Sec, records: list[ClipRecord], workers: int = 1, batch: int = 8) -> Features:
+def features_from_clips(
+    model: Sec2Sec, records: list[ClipRecord], workers: int = 1, batch: int = ENCODE_BATCH
+) -> Features:
     """Tokens of clips computed now with the model's own encoders (float32), in the cache's layout.
 
     Used by `--finetune` (the encoders change, so the cache no longer describes them) and by
