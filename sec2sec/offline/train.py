@@ -33,6 +33,7 @@ from sec2sec.offline.datasets import SPLIT_MODES
 from sec2sec.offline.distributed import (
     DEVICE_HELP,
     DataParallelModel,
+    Dist,
     context,
     features_to,
     gather_rows,
@@ -51,7 +52,6 @@ from sec2sec.offline.train_state import (
     load_state,
     load_trainable,
     save_state,
-    trainable_state,
     write_metrics,
 )
 
@@ -300,18 +300,7 @@ def fit(
     console = console or Console(quiet=not dist.main)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = dist.in_turn(lambda: prepare(cache, config, split_mode, split_seed))
-    model = build_model(config, cache, data.index, data.splits["train"])
-    for name in ENCODERS:
-        if getattr(model, name) is not None:
-            getattr(model, name).requires_grad_(finetune)
-    model.to(dist.device)
-    splits = {
-        k: replace(v, features=features_to(v.features, dist.device), targets=v.targets.to(dist.device))
-        for k, v in data.splits.items()
-    }
-    data = replace(data, splits=splits)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    data, model, optimizer = _set_up(cache, config, split_mode, split_seed, finetune, dist)
     ident = identity(config, data.index, split_mode, split_seed, finetune)
     ident["split_digest"] = data.assignment.digest if data.assignment is not None else ""
     last = out / "last.pt"
@@ -327,7 +316,7 @@ def fit(
             if dist.world > 1:  # distinct, reproducible dropout draws per rank
                 torch.manual_seed(config.train.seed * 1_000_003 + history.epoch * 1009 + dist.rank)
             row = _one_epoch(trainer, optimizer, data, config, history.epoch, finetune, progress)
-            _record(history, row, model, finetune, config.train.patience)
+            history.record(row, model, finetune, config.train.patience)
             if dist.main:
                 save_state(last, model, optimizer, history, ident, finetune)
                 write_metrics(out / "metrics.csv", history.rows)
@@ -343,16 +332,29 @@ def fit(
     return TrainResult(best, history.best_epoch, history.best_metric, history.epoch, per_epoch, resumed_from)
 
 
-def _record(history: History, row: dict[str, float], model: Sec2Sec, finetune: bool, patience: int) -> None:
-    """Append an epoch's row; keep a copy of the weights when the validation metric improved."""
-    history.epoch += 1
-    history.rows.append(row)
-    if history.best_state is None or row["val_metric"] > history.best_metric:
-        history.best_metric, history.best_epoch, history.bad_epochs = row["val_metric"], history.epoch, 0
-        history.best_state = trainable_state(model, finetune)
-    else:
-        history.bad_epochs += 1
-    history.finished = history.bad_epochs >= patience  # stopped early
+def _set_up(
+    cache: str | Path,
+    config: Config,
+    split_mode: str,
+    split_seed: int,
+    finetune: bool,
+    dist: Dist,
+) -> tuple[Prepared, Sec2Sec, torch.optim.Optimizer]:
+    """The pinned splits read from the cache (one rank at a time), the model built for them on this rank's
+    device (encoders trainable only with `finetune`) and its optimizer."""
+    device = dist.device
+    data = dist.in_turn(lambda: prepare(cache, config, split_mode, split_seed))
+    model = build_model(config, cache, data.index, data.splits["train"])
+    for name in ENCODERS:
+        if getattr(model, name) is not None:
+            getattr(model, name).requires_grad_(finetune)
+    model.to(device)
+    splits = {
+        k: replace(v, features=features_to(v.features, device), targets=v.targets.to(device))
+        for k, v in data.splits.items()
+    }
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    return replace(data, splits=splits), model, optimizer
 
 
 def _run(args: argparse.Namespace) -> int:

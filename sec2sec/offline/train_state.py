@@ -51,6 +51,17 @@ class History:
     rows: list[dict[str, float]] | None = None
     finished: bool = False
 
+    def record(self, row: dict[str, float], model: Sec2Sec, finetune: bool, patience: int) -> None:
+        """Append an epoch's row; keep a copy of the weights when the validation metric improved."""
+        self.epoch += 1
+        self.rows.append(row)
+        if self.best_state is None or row["val_metric"] > self.best_metric:
+            self.best_metric, self.best_epoch, self.bad_epochs = row["val_metric"], self.epoch, 0
+            self.best_state = trainable_state(model, finetune)
+        else:
+            self.bad_epochs += 1
+        self.finished = self.bad_epochs >= patience  # stopped early
+
 
 def identity(config: Config, index: CacheIndex, split_mode: str, split_seed: int, finetune: bool) -> dict[str, Any]:
     train = {k: v for k, v in to_dict(config.train).items() if k not in ("epochs", "patience")}  # may be extended
