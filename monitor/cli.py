@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.replay import CLOCKS
 from sec2sec.cli import show_warning
+from sec2sec.devices import DEVICE_HELP
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
     from monitor.pipeline import Pipeline, Sink, Source
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--checkpoint", metavar="PATH", help="trained checkpoint (.pt from `sec2sec train`)")
     model.add_argument("--config", metavar="FILE", help="TOML config (default: the built-in default.toml values)")
-    model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    model.add_argument("--device", default="auto", help=DEVICE_HELP)
     model.add_argument(
         "--horizon",
         type=int,
@@ -268,7 +269,8 @@ def build_pipeline(
 
     from monitor.pipeline import Pipeline
     from sec2sec.compiled import LIVE_BATCH, compile_model, compile_requested
-    from sec2sec.stream import AffectStream, resolve_device
+    from sec2sec.devices import resolve_device
+    from sec2sec.stream import AffectStream
     from sec2sec.windows import Windower
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)

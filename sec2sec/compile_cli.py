@@ -22,6 +22,7 @@ import torch
 from sec2sec import aoti_cache
 from sec2sec.aoti_cache import packages_dir
 from sec2sec.compiled import LIVE_BATCH, compile_model
+from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
 
 
@@ -49,7 +50,7 @@ def _prune(days: float) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sec2sec.stream import resolve_device
+    from sec2sec.devices import resolve_device
 
     if args.prune is not None:
         if args.config or args.checkpoint:
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compile", help="build the compiled (AOTInductor) encoders ahead of time")
     p.add_argument("--config", help="TOML config (the untrained model sec2sec-live builds from it)")
     p.add_argument("--checkpoint", help="a trained checkpoint (.pt); its encoders' weights are compiled")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads, as sec2sec-live --threads (0: per core)")
     p.add_argument(
         "--batch",

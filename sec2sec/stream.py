@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sec2sec.config import ModelConfig
+from sec2sec.devices import resolve_device
 from sec2sec.model import Sec2Sec
 from sec2sec.temporal import State
 from sec2sec.windows import Window
@@ -51,17 +52,6 @@ class Estimate:
     @property
     def end_s(self) -> float:
         return float(self.index + 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU; "cuda" without a GPU is an error that says so."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device {name!r} is not allowed; use auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def check_window(window: Window, config: ModelConfig) -> None:

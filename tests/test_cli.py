@@ -118,6 +118,18 @@ def test_damaged_files_keep_every_row_and_report_the_skip(
     assert summary["windows"] == len(rows) and summary["input"]["damaged_packets_skipped"] >= 1
 
 
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("tpu", "error: --device 'tpu' is not allowed; use auto (a CUDA GPU when there is one, else the CPU)"),
+        ("cuda:1", "error: --device cuda:1: no CUDA GPU is available here; use --device cpu (or auto)"),
+    ],
+)
+def test_bad_device_is_one_error_line(media: Path, small: Path, device: str, message: str) -> None:
+    result = live("--replay", media / "grid_speaker_0.6s.mp4", "--config", small, "--device", device, "--no-ui")
+    assert result.returncode == 2 and error_line(result).startswith(message), result.stderr
+
+
 def test_camera_index_that_does_not_exist(small: Path) -> None:
     started = time.monotonic()
     result = live("--camera", "97", "--no-mic", "--config", small, "--no-ui")

@@ -7,8 +7,9 @@ import pytest
 import torch
 from conftest import small_config
 
+from sec2sec.devices import resolve_device
 from sec2sec.model import Sec2Sec
-from sec2sec.stream import AffectStream, resolve_device
+from sec2sec.stream import AffectStream
 from sec2sec.windows import Window
 
 
@@ -39,8 +40,21 @@ def test_cuda_stream_matches_cpu() -> None:
 
 def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="no CUDA GPU is available; use --device cpu or auto"):
-        resolve_device("cuda")
-    assert resolve_device("auto").type == "cpu"
-    with pytest.raises(ValueError, match="device 'tpu' is not allowed"):
-        resolve_device("tpu")
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError, match=rf"--device {name}: no CUDA GPU is available here; use --device cpu"):
+            resolve_device(name)
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
+    for name in ("tpu", "cuda:", "cuda:x", "gpu0"):
+        with pytest.raises(ValueError, match=rf"--device '{name}' is not allowed; use auto .*cpu, cuda or cuda:N"):
+            resolve_device(name)
+
+
+def test_device_names_on_a_two_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one rule every command uses (the GPUs are pretended: a torch.device names a GPU without one)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="--device cuda:2: this machine has 2 CUDA GPU"):
+        resolve_device("cuda:2")

@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sec2sec.config import Config, parse_config
+from sec2sec.devices import DEVICE_HELP
 from sec2sec.offline.datasets import SPLIT_MODES
-from sec2sec.offline.distributed import DEVICE_HELP, session
+from sec2sec.offline.distributed import session
 from sec2sec.offline.evaluate import Evaluation, evaluate
 from sec2sec.offline.train import TrainResult, fit
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,8 +22,10 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from sec2sec.devices import cuda_count, device_name
+from sec2sec.devices import resolve_device as plain_device
+
 T = TypeVar("T")
-DEVICE_HELP = "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N"
 # A rank that finished its share waits at the next collective for the slowest one (extraction of uneven
 # clips can take hours); a rank that died ends the run through torchrun long before this.
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=24)
@@ -43,26 +44,18 @@ def resolve_device(name: str) -> torch.device:
     """`--device` -> a torch.device, or a ValueError naming the problem and the fix.
 
     Under torchrun `cuda` and `auto` mean this process's GPU (cuda:LOCAL_RANK); cuda:N is refused there,
-    since every process would take the same GPU.
+    since every process would take the same GPU. Otherwise the one rule of `sec2sec.devices`.
     """
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise ValueError(f"--device {name!r} is not allowed; use {DEVICE_HELP}")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if name == "cpu" or (name == "auto" and count == 0):
-        return torch.device("cpu")
-    if count == 0:
-        raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu (or auto)")
-    local = _local_rank()
-    if name in ("auto", "cuda"):
-        if local >= count:
-            raise ValueError(f"torchrun started more processes per node than the {count} GPU(s) here; lower it")
-        return torch.device("cuda", local)
-    index = int(name.split(":")[1])
-    if launched():
+    device_name(name)
+    count = cuda_count()
+    if not launched() or name == "cpu" or count == 0:
+        return plain_device(name)
+    if name.startswith("cuda:"):
         raise ValueError(f"--device {name} under torchrun would put every process on one GPU; use --device cuda")
-    if index >= count:
-        raise ValueError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
-    return torch.device("cuda", index)
+    local = _local_rank()
+    if local >= count:
+        raise ValueError(f"torchrun started more processes per node than the {count} GPU(s) here; lower it")
+    return torch.device("cuda", local)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ from rich.console import Console
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.compiled import compile_model, compile_requested
 from sec2sec.config import Config, ModelConfig, load_config
+from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import AUTOCAST, WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
 from sec2sec.offline.datasets import DATASETS, ClipRecord, read_dataset
-from sec2sec.offline.distributed import DEVICE_HELP, context, session
+from sec2sec.offline.distributed import context, session
 from sec2sec.offline.features import (
     DTYPES,
     ENCODE_BATCH,

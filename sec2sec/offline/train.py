@@ -28,10 +28,10 @@ from rich.progress import Progress
 
 from sec2sec.checkpoint import save_checkpoint
 from sec2sec.config import Config, load_config, to_dict
+from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import SPLIT_MODES
 from sec2sec.offline.distributed import (
-    DEVICE_HELP,
     DataParallelModel,
     Dist,
     context,
