@@ -58,3 +58,21 @@ def test_device_names_on_a_two_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> N
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match="--device cuda:2: this machine has 2 CUDA GPU"):
         resolve_device("cuda:2")
+
+
+def test_torchrun_ranks_take_their_local_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sec2sec.offline.distributed import resolve_device as rank_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert rank_device("cuda:1") == torch.device("cuda", 1)  # one process: the plain rule
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    assert rank_device("auto") == rank_device("cuda") == torch.device("cuda", 1)
+    assert rank_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device cuda:0 under torchrun would put every process on one GPU"):
+        rank_device("cuda:0")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(ValueError, match="more processes per node than the 2 GPU"):
+        rank_device("cuda")
