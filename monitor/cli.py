@@ -27,8 +27,10 @@ from sec2sec.cli import show_warning
 from sec2sec.devices import DEVICE_HELP
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
-    from monitor.pipeline import Pipeline, Sink, Source
+    from monitor.pipeline import Pipeline
     from monitor.queues import BoundedQueue
+    from monitor.sinks import Sink
+    from monitor.sources import Source
     from sec2sec.model import Sec2Sec
     from sec2sec.stream import Estimate
 

@@ -14,12 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from monitor.dashboard import Snapshot
 from monitor.queues import BoundedQueue, Closed
 from monitor.recorders import percentile
-from monitor.sources import SourceEnd, SourceStatus
+from monitor.sinks import Sink, SinkFailed, sink_name
+from monitor.sources import Source, SourceEnd
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, VideoFrame
 from sec2sec.stream import AffectStream, Estimate
@@ -32,47 +32,6 @@ SINK_CLOSE_TIMEOUT_S = 1.0  # per sink; a sink stuck in the OS (a pipe nobody re
 STALL_TIMEOUT_S = 30.0  # a replay decoder that makes no progress this long ends the run (exit 1)
 INFERENCE_TIMEOUT_S = 120.0  # one model step this long is stuck, not slow (a window takes ~0.5 s here)
 POLL_S = 0.05  # how often a waiting loop looks at the stop event
-
-
-class Source(Protocol):
-    """What the pipeline needs of a capture edge (CameraSource, MicrophoneSource, FileReplay).
-
-    A source may also offer `stalled_ns(now_ns) -> int` (how long it has been stuck inside one read), which
-    the replay clocks use to end a run whose decoder hangs."""
-
-    name: str
-
-    def prepare(
-        self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
-    ) -> None:
-        """Before `start()`: deliver frames with short side `short_side` and audio at `sample_rate` Hz (the
-        model's input; a file reader converts only the frames the m = `frames_per_window` slots will use);
-        devices are opened here, before the model's warm-up."""
-
-    def start(self, origin_ns: int | None = None) -> None:
-        """Start capturing; live sources stamp time from `origin_ns` (monotonic ns) when it is given."""
-
-    def stop(self) -> None: ...
-
-    @property
-    def status(self) -> SourceStatus: ...
-
-
-class Sink(Protocol):
-    """Receives every estimate on the worker thread; closed once at the end. An optional `name` attribute
-    names it in error messages."""
-
-    def write(self, estimate: Estimate) -> None: ...
-
-    def close(self, ended_by: str = "end") -> None: ...
-
-
-class SinkFailed(Exception):
-    """A sink raised while writing an estimate; the message names the sink and the window."""
-
-
-def sink_name(sink: Sink) -> str:
-    return str(getattr(sink, "name", type(sink).__name__))
 
 
 def _first_line(exc: BaseException) -> str:
