@@ -46,11 +46,22 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where it says something: not for None, not for a flag's False, and not
+    where the help already states its default (argparse's own would print "(default: None)" after it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:  # not `in`: 0 == False
+            return text
+        return super()._get_help_string(action) or text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sec2sec-live",
         description="Real-time apparent-affect monitor: one estimate per second from video and audio.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     src = p.add_argument_group("input (one of --camera, --mic/--no-camera, --replay, --list-devices)")
     src.add_argument("--camera", metavar="N|PATH", help="camera index (0, 1, ...) or a device path / stream URL")

@@ -251,6 +251,10 @@ def test_help_shows_defaults() -> None:
     result = live("--help")
     assert result.returncode == 0
     assert "--clock {realtime,virtual,offline}" in result.stdout and "(default: realtime)" in result.stdout
+    assert "(default: 0)" in result.stdout and "(default: auto)" in result.stdout  # --threads, --device
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "default: the training clip length)" in text and "clip length) (default" not in text
 
 
 def test_describe_prints_the_real_model(small: Path) -> None:
