@@ -5,6 +5,12 @@ times what `sec2sec train` does per epoch: co-attention over the tokens of every
 the heads, backward and the AdamW step. (The paper reports 2:14 min per epoch end to end on an RTX 3090.)
 
     .venv/bin/python benchmarks/train_epoch.py [--clips 9800] [--seconds 10] [--config configs/default.toml]
+        [--device auto|cpu|cuda|cuda:N]
+    .venv/bin/torchrun --nproc_per_node N benchmarks/train_epoch.py ...   # DDP, as `sec2sec train` runs it
+
+Under torchrun each process builds the same synthetic cache and trains its share of every global batch through
+DistributedDataParallel (gloo on the CPU with cores / N torch threads each, NCCL on GPUs), exactly as
+`torchrun -m sec2sec train` does; rank 0 prints.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ import torch
 from window_compute import matmul_gflops
 
 from sec2sec.checkpoint import without_weight_files
-from sec2sec.config import load_config
+from sec2sec.config import Config, load_config
+from sec2sec.devices import DEVICE_HELP, resolve_device
 from sec2sec.model import Sec2Sec
+from sec2sec.offline.distributed import DataParallelModel, Dist, features_to, session
 from sec2sec.offline.features import Features
 from sec2sec.offline.prepared import Split, set_norm_statistics
 from sec2sec.offline.train import make_optimizer, train_epoch
@@ -42,42 +50,70 @@ def synthetic_features(clips: int, seconds: int, video_tokens: int, audio_tokens
     return Features([str(i) for i in range(clips)], tokens(video_tokens), tokens(audio_tokens), ok, ok, lengths)
 
 
+def _setup(config: Config, clips: int, seconds: int, device: torch.device) -> tuple[Sec2Sec, Split]:
+    """The default-config model (encoders frozen) and a synthetic training split, both on `device`."""
+    torch.manual_seed(config.train.seed)
+    model = Sec2Sec(without_weight_files(replace(config.model, clip_seconds=seconds)))
+    features = synthetic_features(clips, seconds, model.video_tokens, model.audio_tokens, config.train.seed)
+    set_norm_statistics(model, features)
+    targets = (torch.rand(clips, len(config.model.heads.outputs)) > 0.5).float()
+    for name in ("video_encoder", "audio_encoder"):
+        if getattr(model, name) is not None:
+            getattr(model, name).requires_grad_(False)
+    return model.to(device), Split([], features_to(features, device), targets.to(device))
+
+
+def _peak_mib(device: torch.device) -> tuple[str, float]:
+    if device.type == "cuda":
+        return "peak GPU memory (max allocated)", torch.cuda.max_memory_allocated(device) / 2**20
+    return "peak memory (max RSS)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _report(args: argparse.Namespace, config: Config, dist: Dist, seconds: float, loss: float) -> None:
+    where = f"{dist.world} process{'es' if dist.world > 1 else ''} on {dist.device}"
+    n = torch.get_num_threads()
+    each = " each" if dist.world > 1 else ""
+    threads = f", {n} torch thread{'s' if n > 1 else ''}{each}" if dist.device.type == "cpu" else ""
+    print(f"one epoch: {args.clips} clips x {args.seconds} s, batch {config.train.batch_size}, {where}{threads}")
+    print(f"seconds per epoch: {seconds:.1f}")
+    print(f"clips/s: {args.clips / seconds:.1f}  (windows/s: {args.clips * args.seconds / seconds:.0f})")
+    label, mib = _peak_mib(dist.device)
+    print(f"{label}: {mib:.0f} MiB (rank 0)")
+    print(f"train loss {loss:.4f} (random labels: about ln 2 = 0.693)")
+    print("reference: the paper reports 2:14 min per epoch end to end on an RTX 3090")
+    rate = matmul_gflops(reps=5, device=dist.device)
+    print(f"fp32 matmul 2048^3 after the epoch: {rate:.0f} GFLOP/s on {dist.device} (the speed varies by day)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default.toml")
     parser.add_argument("--clips", type=int, default=9800)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=0, help="0: the config's train.batch_size")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args()
     config = load_config(args.config)
     if args.batch_size:
         config = replace(config, train=replace(config.train, batch_size=args.batch_size))
-    model = Sec2Sec(without_weight_files(replace(config.model, clip_seconds=args.seconds)))
-    features = synthetic_features(args.clips, args.seconds, model.video_tokens, model.audio_tokens, config.train.seed)
-    set_norm_statistics(model, features)
-    targets = (torch.rand(args.clips, len(config.model.heads.outputs)) > 0.5).float()
-    split = Split([], features, targets)
-    params = [p for n, p in model.named_parameters() if not n.startswith(("video_encoder", "audio_encoder"))]
-    optimizer = make_optimizer(params, config)
-    for name in ("video_encoder", "audio_encoder"):
-        if getattr(model, name) is not None:
-            getattr(model, name).requires_grad_(False)
-    started = time.perf_counter()
-    stats = train_epoch(model, optimizer, split, config, epoch=0)
-    seconds = time.perf_counter() - started
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"one epoch: {args.clips} clips x {args.seconds} s, batch {config.train.batch_size}, "
-        f"{torch.get_num_threads()} torch threads"
-    )
-    print(f"seconds per epoch: {seconds:.1f}")
-    print(f"clips/s: {args.clips / seconds:.1f}  (windows/s: {args.clips * args.seconds / seconds:.0f})")
-    print(f"peak memory (max RSS): {peak_mib:.0f} MiB")
-    print(f"train loss {stats['loss']:.4f} (random labels: about ln 2 = 0.693)")
-    print("reference: the paper reports 2:14 min per epoch end to end on an RTX 3090")
-    print(
-        f"fp32 matmul 2048^3 after the epoch: {matmul_gflops(reps=5):.0f} GFLOP/s (this machine's speed varies by day)"
-    )
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        raise SystemExit(f"train_epoch: {error}") from None
+    with session(args.device) as dist:
+        model, split = _setup(config, args.clips, args.seconds, dist.device)
+        params = [p for n, p in model.named_parameters() if not n.startswith(("video_encoder", "audio_encoder"))]
+        optimizer = make_optimizer(params, config)
+        trainer = DataParallelModel(model, dist.device) if dist.world > 1 else model
+        dist.barrier()
+        started = time.perf_counter()
+        stats = train_epoch(trainer, optimizer, split, config, epoch=0)
+        if dist.device.type == "cuda":
+            torch.cuda.synchronize(dist.device)
+        seconds = time.perf_counter() - started
+        if dist.main:
+            _report(args, config, dist, seconds, stats["loss"])
+        dist.barrier()
 
 
 if __name__ == "__main__":

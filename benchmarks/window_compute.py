@@ -40,11 +40,17 @@ def median_ms(fn: Callable[[], object], reps: int) -> float:
     return statistics.median(times)
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+def matmul_gflops(n: int = 2048, reps: int = 10, device: torch.device | str = "cpu") -> float:
     """Best sustained fp32 matmul rate (GFLOP/s) of n x n by n x n: the machine's practical peak."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(median_ms(lambda: a @ b, 0) for _ in range(reps))
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def product() -> None:
+        a @ b
+        sync()
+
+    product()
+    best = min(median_ms(product, 0) for _ in range(reps))
     return 2 * n**3 / (best / 1000) / 1e9
 
 

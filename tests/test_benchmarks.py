@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from sec2sec.devices import DEVICE_HELP
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,15 +48,61 @@ def _run_benchmark(script: str, *args: str, timeout: int = 600) -> list[str]:
     return result.stdout.splitlines()
 
 
+def _epoch_lines(*args: str, processes: int = 1) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = [*(launcher if processes > 1 else [sys.executable]), "benchmarks/train_epoch.py"]
+    tiny = ["--clips", "12", "--seconds", "2", "--batch-size", "4", "--device", "cpu"]
+    result = subprocess.run(
+        [*command, *tiny, *args], capture_output=True, text=True, timeout=600, cwd=ROOT, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FutureWarning" not in result.stderr  # e.g. DDP's deprecated broadcast_buffers, once per rank
+    return result.stdout.splitlines()
+
+
 def test_train_epoch_prints_its_figures() -> None:
-    lines = _run_benchmark("train_epoch.py", "--clips", "12", "--seconds", "2", "--batch-size", "4")
-    assert lines[0].startswith("one epoch: 12 clips x 2 s, batch 4, ")
+    lines = _epoch_lines()
+    assert lines[0].startswith("one epoch: 12 clips x 2 s, batch 4, 1 process on cpu, ")
     figures = {line.split(":")[0]: line.split(":")[1].split()[0] for line in lines[1:4]}
     assert set(figures) == {"seconds per epoch", "clips/s", "peak memory (max RSS)"}
     assert float(figures["seconds per epoch"]) > 0 and float(figures["clips/s"]) > 0
     loss = float(lines[4].split()[2])
     assert 0.3 < loss < 1.5  # BCE on random labels, one epoch from a fresh model
     assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and float(lines[6].split()[6]) > 0
+
+
+def test_train_epoch_under_torchrun_trains_the_same_epoch(tmp_path: Path) -> None:
+    """2 gloo processes, each its share of every global batch through DDP (as `torchrun -m sec2sec train`):
+    without dropout, the epoch's mean training loss is the one of 1 process."""
+    config = tmp_path / "no_dropout.toml"
+    text = (ROOT / "configs" / "default.toml").read_text()
+    config.write_text(
+        text.replace("dropout = 0.1", "dropout = 0.0").replace("modality_dropout = 0.3", "modality_dropout = 0.0")
+    )
+    one = _epoch_lines("--config", str(config))
+    two = _epoch_lines("--config", str(config), processes=2)
+    assert two[0] == "one epoch: 12 clips x 2 s, batch 4, 2 processes on cpu, 1 torch thread each"
+    assert two[4].startswith("train loss ") and abs(float(two[4].split()[2]) - float(one[4].split()[2])) <= 2e-4
+
+
+def test_train_epoch_refuses_an_unknown_device_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/train_epoch.py", "--clips", "4", "--device", "tpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == f"train_epoch: --device 'tpu' is not allowed; use {DEVICE_HELP}"
+
+
+@pytest.mark.requires_cuda
+def test_train_epoch_on_cuda_reports_gpu_memory() -> None:
+    lines = _run_benchmark("train_epoch.py", "--clips", "12", "--seconds", "2", "--batch-size", "4", "--device", "cuda")
+    assert lines[0] == "one epoch: 12 clips x 2 s, batch 4, 1 process on cuda:0"
+    assert lines[3].startswith("peak GPU memory (max allocated): ") and float(lines[3].split()[4]) > 0
+    assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and lines[6].split()[8] == "cuda:0"
 
 
 def test_window_compute_prints_each_stage_against_the_matmul_peak() -> None:

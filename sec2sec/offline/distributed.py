@@ -11,6 +11,7 @@ A failing rank ends the whole run: torchrun stops the others (no rank waits fore
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -192,6 +193,16 @@ class _TokenForward(nn.Module):
         return self.model.forward_tokens(*args, **kwargs)
 
 
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's switch for not re-broadcasting buffers before every forward (feature statistics and frozen
+    BatchNorm never change in training). torch 2.14 deprecates `broadcast_buffers` (a FutureWarning from every
+    rank) for `forward_sync_buffers`, which still syncs once at start: harmless, every rank computed the same
+    buffers from the same cache. Older torch only knows `broadcast_buffers`."""
+    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
 class DataParallelModel:
     """A Sec2Sec whose `forward_tokens` runs through DistributedDataParallel; every other attribute is the
     model's own, so the training step code is the same for one process and for N."""
@@ -202,7 +213,7 @@ class DataParallelModel:
             _TokenForward(model),
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,  # variants leave parts of the fusion block unused
-            broadcast_buffers=False,  # buffers (feature statistics, frozen BatchNorm) never change in training
+            **_no_buffer_sync(),
         )
 
     def forward_tokens(self, *args: Any, **kwargs: Any) -> Any:
