@@ -7,6 +7,7 @@ A checkpoint is a plain dict of tensors, strings, numbers, lists and dicts, read
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,10 @@ def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; give the path of a .pt file made by `sec2sec train`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a plain pickle (protocol > 2) makes torch warn before refusing it; the refusal below says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         with open(path, "rb") as f:
             is_pickle = f.read(1) == b"\x80"  # the PROTO opcode: a raw pickle, not torch's zip format
