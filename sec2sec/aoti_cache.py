@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -171,7 +172,25 @@ def export_and_compile(module: nn.Module, spec: PackageSpec, dest: Path, step: C
         step("compile (AOTInductor, freezing)")
         # Inductor freezes (folds constants, packs convolution weights for oneDNN, fuses ReLU and residual
         # sums into the convolutions) only when autograd is off: compiled with it on, none of that happened.
-        torch._inductor.aoti_compile_and_package(program, package_path=str(dest), inductor_configs={"freezing": True})
+        with _quiet_cuda_probe(device):
+            torch._inductor.aoti_compile_and_package(
+                program, package_path=str(dest), inductor_configs={"freezing": True}
+            )
+
+
+@contextlib.contextmanager
+def _quiet_cuda_probe(device: torch.device) -> Iterator[None]:
+    """For a CPU package, no "No CUDA runtime is found, using CUDA_HOME=..." log line: inductor imports
+    torch.utils.cpp_extension, whose import looks for a CUDA toolkit and logs that warning, in the middle of
+    the build's progress on a machine without a GPU. A CUDA build keeps it (there it can matter)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    if device.type == "cpu":
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _write_atomic(path: Path, text: str) -> None:
