@@ -101,8 +101,8 @@ def test_train_epoch_refuses_an_unknown_device_in_one_line() -> None:
 def test_train_epoch_on_cuda_reports_gpu_memory() -> None:
     lines = _run_benchmark("train_epoch.py", "--clips", "12", "--seconds", "2", "--batch-size", "4", "--device", "cuda")
     assert lines[0] == "one epoch: 12 clips x 2 s, batch 4, 1 process on cuda:0"
-    assert lines[3].startswith("peak GPU memory (max allocated): ") and float(lines[3].split()[4]) > 0
-    assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and lines[6].split()[8] == "cuda:0"
+    assert lines[3].startswith("peak GPU memory (max allocated): ") and float(lines[3].split()[5]) > 0
+    assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and lines[6].split()[9] == "cuda:0"
 
 
 def test_window_compute_prints_each_stage_against_the_matmul_peak() -> None:
