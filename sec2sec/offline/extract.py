@@ -47,7 +47,8 @@ from sec2sec.offline.progress import progress_bar
 
 @dataclass(frozen=True)
 class ExtractSummary:
-    """What one run did: clips encoded now, skipped as already done, unreadable, windows encoded, seconds."""
+    """What one run did: clips encoded now, skipped as already done, unreadable, windows encoded, and the
+    seconds from the encoders being ready (packages loaded or built) to the merged index."""
 
     encoded: int
     skipped: int
@@ -139,11 +140,13 @@ def extract(
     model, index = dist.in_turn(opened)
     todo = [r for r in records if r.clip_id not in index.clips]
     mine = todo[dist.rank :: dist.world]
-    started = time.perf_counter()
     writer = ShardWriter(folder, index, dtype, shard_size, dist.rank, dist.world)
     model = model.to(dist.device)
     if mine and autocast == "off" and (compile_requested() if compiled is None else compiled):
         compile_model(model, max_batch=batch)  # autocast runs the eager encoders: a package is compiled for float32
+    # The clock starts with the encoders ready: building a package (once, ~1 minute) or loading and checking
+    # it (seconds) is start-up, reported by compile_model itself, not part of the encoding rate.
+    started = time.perf_counter()
     batcher = WindowBatcher(model, batch, autocast)
     counts = _encode_all(writer, batcher, mine, index.config, workers, console)
     dist.barrier()
