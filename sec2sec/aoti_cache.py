@@ -42,9 +42,10 @@ from sec2sec.encoders import TrunkEncoder
 from sec2sec.weights import sha256_of
 
 # Part of every key: bumped when the traced graph of an encoder changes for the same config (2: R(2+1)D's
-# convolutions as 2D ones on channels-last views; 3: BatchNorm folded into the convolutions), so packages
-# built from an old graph are rebuilt.
-FORMAT_VERSION = 3
+# convolutions as 2D ones on channels-last views; 3: BatchNorm folded into the convolutions; 4: the batch
+# fixed at max_batch, where 3 had it dynamic in 1..max_batch and ran slower), so packages built from an old
+# graph are rebuilt.
+FORMAT_VERSION = 4
 ENV_CACHE = "SEC2SEC_CACHE"
 
 

@@ -81,6 +81,8 @@ def test_key_changes_with_everything_that_changes_the_code(monkeypatch: pytest.M
     assert len(keys) == 1 + len(variants)
     assert variants[-1].cpu_capability == "AVX512" and base.torch_version == torch.__version__
     assert base.threads == torch.get_num_threads()
+    monkeypatch.setattr(aoti_cache, "FORMAT_VERSION", aoti_cache.FORMAT_VERSION - 1)  # an older build recipe
+    assert base.key() not in keys
 
 
 def test_encoder_config_is_in_the_key_but_the_weights_mode_only_through_the_weights() -> None:
