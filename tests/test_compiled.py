@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -319,11 +320,16 @@ def test_extract_runs_the_compiled_encoders(
     monkeypatch.setattr(aoti_cache, "export_and_compile", no_compiling)
     seen: list[dict[str, str]] = []
     real = compiled.compile_model
-    monkeypatch.setattr(
-        extract_module,
-        "compile_model",
-        lambda model, max_batch: seen.append(real(model, max_batch=max_batch)) or seen[-1],
-    )
+    skipped = [0.0]  # a clock that jumps 1000 s while the packages are loaded: a first run's build, say
+    clock = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + skipped[0])
+
+    def loading(model: torch.nn.Module, max_batch: int) -> dict[str, str]:
+        seen.append(real(model, max_batch=max_batch))
+        skipped[0] += 1000.0
+        return seen[-1]
+
+    monkeypatch.setattr(extract_module, "compile_model", loading)
+    monkeypatch.setattr(extract_module, "time", clock)
     root = write_liris_tree(tmp_path / "liris", [("a.mp4", "film", 0, 0.2, 0.3), ("b.mp4", "film", 0, 0.6, 0.7)])
     for name, seed in (("a.mp4", 0), ("b.mp4", 1)):
         write_mp4(root / "data" / name, *render([Second(flash=(2, 5)), Second(beep=(100, 250))], seed=seed))
@@ -331,6 +337,7 @@ def test_extract_runs_the_compiled_encoders(
     # --batch 1: the packages `sec2sec compile` builds by default (for sec2sec-live), so nothing is built here
     summary = extract_module.extract("liris", root, tmp_path / "out", config, compiled=True, workers=0, batch=1)
     assert seen == [{"video": "loaded", "audio": "loaded"}] and summary.encoded == 2
+    assert 0 < summary.seconds < 1000  # the encoding rate's clock starts with the encoders ready
 
 
 @pytest.mark.requires_cuda
