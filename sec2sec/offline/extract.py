@@ -144,8 +144,8 @@ def extract(
     model = model.to(dist.device)
     if mine and autocast == "off" and (compile_requested() if compiled is None else compiled):
         compile_model(model, max_batch=batch)  # autocast runs the eager encoders: a package is compiled for float32
-    # The clock starts with the encoders ready: building a package (once, ~1 minute) or loading and checking
-    # it (seconds) is start-up, reported by compile_model itself, not part of the encoding rate.
+    # The clock starts with the encoders ready: building a package (once, ~1 minute, with its own progress
+    # line) or loading and checking it (seconds) is start-up, not part of the encoding rate.
     started = time.perf_counter()
     batcher = WindowBatcher(model, batch, autocast)
     counts = _encode_all(writer, batcher, mine, index.config, workers, console)
