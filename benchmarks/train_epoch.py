@@ -28,7 +28,7 @@ from sec2sec.config import Config, load_config
 from sec2sec.devices import DEVICE_HELP, resolve_device
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.distributed import DataParallelModel, Dist, features_to, session
-from sec2sec.offline.features import Features
+from sec2sec.offline.features import ENCODERS, Features
 from sec2sec.offline.prepared import Split, set_norm_statistics
 from sec2sec.offline.train import make_optimizer, train_epoch
 
@@ -57,7 +57,7 @@ def _setup(config: Config, clips: int, seconds: int, device: torch.device) -> tu
     features = synthetic_features(clips, seconds, model.video_tokens, model.audio_tokens, config.train.seed)
     set_norm_statistics(model, features)
     targets = (torch.rand(clips, len(config.model.heads.outputs)) > 0.5).float()
-    for name in ("video_encoder", "audio_encoder"):
+    for name in ENCODERS:  # frozen, as `sec2sec train` without --finetune
         if getattr(model, name) is not None:
             getattr(model, name).requires_grad_(False)
     return model.to(device), Split([], features_to(features, device), targets.to(device))
@@ -102,8 +102,7 @@ def main() -> None:
         raise SystemExit(f"train_epoch: {error}") from None
     with session(args.device) as dist:
         model, split = _setup(config, args.clips, args.seconds, dist.device)
-        params = [p for n, p in model.named_parameters() if not n.startswith(("video_encoder", "audio_encoder"))]
-        optimizer = make_optimizer(params, config)
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
         trainer = DataParallelModel(model, dist.device) if dist.world > 1 else model
         dist.barrier()
         started = time.perf_counter()

@@ -77,9 +77,10 @@ def test_train_epoch_under_torchrun_trains_the_same_epoch(tmp_path: Path) -> Non
     without dropout, the epoch's mean training loss is the one of 1 process."""
     config = tmp_path / "no_dropout.toml"
     text = (ROOT / "configs" / "default.toml").read_text()
-    config.write_text(
-        text.replace("dropout = 0.1", "dropout = 0.0").replace("modality_dropout = 0.3", "modality_dropout = 0.0")
-    )
+    for key, value in (("dropout", "0.1"), ("modality_dropout", "0.3")):
+        assert f"\n{key} = {value}" in text, f"configs/default.toml no longer sets {key} = {value}"
+        text = text.replace(f"\n{key} = {value}", f"\n{key} = 0.0")
+    config.write_text(text)
     one = _epoch_lines("--config", str(config))
     two = _epoch_lines("--config", str(config), processes=2)
     threads = max(1, len(os.sched_getaffinity(0)) // 2)  # torchrun's ranks share the cores (distributed.session)
