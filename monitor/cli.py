@@ -223,9 +223,8 @@ def open_sinks(
             sinks.append(CsvRecorder(args.csv, names, sidecar, input_report=input_report))
         if args.jsonl:
             sinks.append(JsonlRecorder(args.jsonl, names))
-    except ValueError:
-        for sink in sinks:
-            sink.close("error")
+    except BaseException as exc:  # a path that failed after all, or a signal: close what was opened
+        close_all(sinks, _ended_by(exc))
         raise
     if args.no_ui:
         sinks.append(PlainPrinter(names))
@@ -259,11 +258,9 @@ def sidecar_for(args: argparse.Namespace, model: Sec2Sec, trained: bool, info: d
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     from monitor.queues import BoundedQueue
-    from monitor.recorders import check_writable
+    from monitor.recorders import check_outputs
 
-    for path in (args.csv, args.jsonl):
-        if path:
-            check_writable(path)
+    check_outputs([("--csv", args.csv), ("--jsonl", args.jsonl)])
     inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
     sources, has_video, has_audio, what = open_sources(args, inputs)
     try:
@@ -271,7 +268,25 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         stop_all(sources)
         raise
-    return _run_pipeline(pipeline, args)
+    try:
+        return _run_pipeline(pipeline, args)
+    except BaseException as exc:  # a signal before the pipeline's handlers took over: close what is open
+        pipeline.stop(_ended_by(exc))
+        raise
+
+
+def _ended_by(exc: BaseException) -> str:
+    """How a run that an exception cut short ended, in the words of the sidecar's `ended_by`."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, Terminated):
+        return "terminated"
+    return f"error: {type(exc).__name__}"
+
+
+def close_all(sinks: list[Sink], ended_by: str) -> None:
+    for sink in sinks:
+        sink.close(ended_by)
 
 
 def build_pipeline(
@@ -302,28 +317,34 @@ def build_pipeline(
     windower = Windower(
         cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
     )
-    sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info), sources)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
     where = "replay " + Path(args.replay).name if args.replay else what
-    pipeline = Pipeline(
-        stream,
-        sources,
-        inputs,
-        windower,
-        sinks,
-        clock=args.clock if args.replay else "live",
-        max_windows=None if args.duration is None else max(1, round(args.duration)),
-        title=f"sec2sec-live — {where}",
-        untrained=not trained,
-    )
+    sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info), sources)
+    try:  # from here until the pipeline owns them, an exception (a signal) closes the sinks
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        pipeline = Pipeline(
+            stream,
+            sources,
+            inputs,
+            windower,
+            sinks,
+            clock=args.clock if args.replay else "live",
+            max_windows=None if args.duration is None else max(1, round(args.duration)),
+            title=f"sec2sec-live — {where}",
+            untrained=not trained,
+        )
+    except BaseException as exc:
+        close_all(sinks, _ended_by(exc))
+        raise
     pipeline.message = warning
     return pipeline
 
 
 def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Run with signals turned into stop requests, print the closing line, and give the exit code. When a
-    thread could not be joined (a sink stuck in the OS), the process exits at once instead of hanging."""
+    thread could not be joined (a sink or a device stuck in the OS, a terminal that stopped reading), the
+    process exits at once instead of hanging. The handlers are installed before the dashboard starts and do
+    not depend on it; its start and stop are bounded."""
     from monitor.dashboard import Dashboard
 
     dashboard = None if args.no_ui else Dashboard(pipeline.snapshot)
@@ -339,7 +360,7 @@ def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
             dashboard.stop()
         _restore_signals(handlers)
     code = _report(pipeline, ended_by)
-    if pipeline.abandoned:
+    if pipeline.abandoned or (dashboard is not None and dashboard.abandoned):
         sys.stderr.flush()
         os._exit(code)  # a stuck thread would hang the interpreter's exit; every recorder is already closed
     return code

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.queues import BoundedQueue
+from monitor.queues import BoundedQueue, call_with_deadline
 from monitor.sources import SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk
@@ -39,6 +39,9 @@ NO_INPUT_DEVICE = (
 # 25 ms keeps the audio within 25 ms of the camera's clock, under the ~45 ms at which people notice lip-sync
 # error and 2.5% of a 1 s window.
 MIN_TOLERANCE_MS = 25
+# Stopping a stream whose USB device was unplugged can block inside ALSA (Pa_StopStream) for ever: stop() waits
+# this long, then leaves the stream to a helper thread and says so.
+STOP_TIMEOUT_S = 2.0
 
 
 class MicrophoneError(ValueError):
@@ -236,6 +239,7 @@ class MicrophoneSource:
         self.overflows = 0  # callbacks flagged input_overflow (samples lost inside PortAudio)
         self.other_flags = 0  # callbacks with any other status flag
         self.queue_drops = 0  # chunks displaced from the full queue
+        self.abandoned: list[str] = []  # helper threads left blocked in PortAudio (a stop that never returned)
 
     @property
     def discontinuities(self) -> int:
@@ -358,8 +362,10 @@ class MicrophoneSource:
                 "check that no other program holds it, or run video-only with --no-mic"
             ) from None
 
-    def stop(self) -> None:
-        """Stop and close the stream; idempotent, safe before start. No PortAudio thread is left running."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop and close the stream; idempotent, safe before start, and bounded: a stop that has not returned
+        within `timeout_s` (a device unplugged mid-run can block ALSA) is left to its helper thread, named in
+        `abandoned`, and reported as the source's error."""
         with self._lock:
             if self._stopped:
                 return
@@ -367,12 +373,23 @@ class MicrophoneSource:
             stream, self._stream = self._stream, None
         if stream is None:
             return
-        try:
-            stream.stop()
-        except self._portaudio_errors() as exc:  # the device may already be gone; closing still frees it
-            self._error = self._error or f"microphone stop failed: {exc}"
-        finally:
-            stream.close()
+
+        def stop_and_close() -> None:
+            try:
+                stream.stop()
+            except self._portaudio_errors() as exc:  # the device may already be gone; closing still frees it
+                self._error = self._error or f"microphone stop failed: {exc}"
+            finally:
+                stream.close()
+
+        returned, error = call_with_deadline(stop_and_close, timeout_s, "stop microphone")
+        if not returned:
+            self.abandoned.append("stop microphone")
+            self._error = self._error or (
+                f"microphone {self.device.name!r} did not stop within {timeout_s:g} s (unplugged?); left behind"
+            )
+        elif error:
+            self._error = self._error or f"microphone stop failed: {error}"
 
     @property
     def status(self) -> SourceStatus:

@@ -1,13 +1,37 @@
-"""Bounded queues for the edges: live data keeps the newest items and counts what it drops; lossless
-producers (offline replay) block until there is room or the pipeline stops."""
+"""Bounded waits for the edges: queues where live data keeps the newest items and counts what it drops while
+lossless producers (offline replay) block until there is room or the pipeline stops, and calls into the
+outside world (stopping a device, closing a sink) made with a deadline."""
 
 from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def call_with_deadline(call: Callable[[], object], timeout_s: float, name: str) -> tuple[bool, str]:
+    """Run `call` in a daemon helper thread named `name` and wait at most `timeout_s` for it. Returns
+    (returned, error): returned is False when the deadline passed (the thread is abandoned: it runs on until
+    the call returns, if ever); error is the first line of what the call raised, or "".
+    For calls that can block inside the OS or a driver (stopping a PortAudio stream after a device was
+    unplugged, writing to a pipe nobody reads), where no stop event can wake them."""
+    errors: list[str] = []
+
+    def target() -> None:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as one line
+            errors.append((f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0])
+
+    helper = threading.Thread(target=target, name=name, daemon=True)
+    helper.start()
+    helper.join(timeout_s)
+    if helper.is_alive():
+        return False, ""
+    return True, errors[0] if errors else ""
 
 
 class Closed(Exception):

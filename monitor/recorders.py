@@ -114,6 +114,54 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def check_replaceable(path: str | Path) -> Path:
+    """Make sure a file that is written by replacing it (the sidecar: temporary file + `os.replace`) can be:
+    not a directory, and its directory takes a new file (probed with a temporary file, removed at once).
+    Raises ValueError (one line naming `path`)."""
+    path = check_output_path(path)
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:
+        raise ValueError(unwritable(path, exc)) from None
+    os.close(handle)
+    Path(probe).unlink(missing_ok=True)
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when `a` and `b` name one file (the same path after resolving links, or hard links of one file)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: Sequence[tuple[str, str | Path | None]], sidecar_of: str = "--csv") -> list[Path]:
+    """Probe every path a run will write, before anything slow and before any file is opened for writing:
+    `outputs` pairs an option with its path (None: not given); the CSV option `sidecar_of` also writes
+    `<path>.json`. Two outputs naming one file are refused; each path is then checked with `check_writable`
+    (the sidecar with `check_replaceable`), which leaves what exists untouched. Raises ValueError (one line
+    naming the path and the fix); returns the paths checked."""
+    planned: list[tuple[str, Path]] = []
+    for option, path in outputs:
+        if path is None or path == "":
+            continue
+        planned.append((f"{option} {path}", Path(path)))
+        if option == sidecar_of:
+            planned.append((f"the sidecar of {option} {path}", sidecar_path(path)))
+    for i, (what, path) in enumerate(planned):
+        for other, other_path in planned[:i]:
+            if _same_file(path, other_path):
+                raise ValueError(
+                    f"{what} and {other} are the same file {str(path)!r}; give each output its own file name"
+                )
+    for what, path in planned:
+        (check_replaceable if what.startswith("the sidecar") else check_writable)(path)
+    return [path for _, path in planned]
+
+
 def check_output_names(output_names: Sequence[str], reserved: Sequence[str] = ()) -> tuple[str, ...]:
     """At least one output, no duplicates, no clash with the recorder's own columns."""
     names = tuple(output_names)
@@ -245,6 +293,7 @@ class CsvRecorder(_LineRecorder):
             json.dumps(self._sidecar, allow_nan=False)
         except (TypeError, ValueError) as error:
             raise ValueError(f"sidecar must be plain JSON (str, numbers, bools, lists, dicts): {error}") from error
+        check_output_path(sidecar_path(path))  # before the CSV is opened (and an old one truncated)
         super().__init__(path, names, reserved)
         self.sidecar_path = sidecar_path(self.path)
         self._latencies_ms: list[float] = []
