@@ -35,6 +35,13 @@ if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run need
     from sec2sec.stream import Estimate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+INPUT_COUNTERS = (  # (sidecar key, source attribute) of the input report, where a source has them
+    ("overflows", "overflows"),
+    ("queue_drops", "queue_drops"),
+    ("restamps", "discontinuities"),
+    ("samples_lost", "samples_lost"),
+    ("samples_restamped", "samples_restamped"),
+)
 INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
 
 
@@ -215,7 +222,17 @@ def open_sinks(
     from monitor.recorders import CsvRecorder, JsonlRecorder
 
     def input_report() -> dict[str, Any]:
-        return {"damaged_packets_skipped": sum(getattr(source, "skipped", 0) for source in sources)}
+        """Per source, what it captured and lost over the whole run (also what no row holds: before the
+        first window, after the last)."""
+        report: dict[str, Any] = {"damaged_packets_skipped": sum(getattr(source, "skipped", 0) for source in sources)}
+        for source in sources:
+            status = source.status
+            entry = {"items": status.items, "dropped": status.dropped}
+            for key, attribute in INPUT_COUNTERS:
+                if hasattr(source, attribute):
+                    entry[key] = int(getattr(source, attribute))
+            report[status.name] = entry
+        return report
 
     sinks: list[Sink] = []
     try:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from monitor.dashboard import Snapshot
+from monitor.losses import LossLedger
 from monitor.queues import BoundedQueue, Closed, call_with_deadline
 from monitor.recorders import percentile
 from monitor.sinks import Sink, SinkFailed, sink_name
@@ -113,6 +114,19 @@ class Pipeline:
         self._frames = collections.deque(maxlen=256)  # monotonic arrival times of recent video frames
         self._started_ns = time.monotonic_ns()
         self.on_estimate: Callable[[Estimate], None] | None = None
+        self.losses = LossLedger()  # input lost at the edges, by window; each row takes its window's share
+        inputs.on_drop = self._input_dropped
+        for source in self.sources:
+            if hasattr(source, "on_loss"):  # a source that can tell what it lost (the microphone)
+                source.on_loss = self.losses.add
+
+    def _input_dropped(self, item: object) -> None:
+        """A frame or chunk the full input queue displaced (live: the windowing thread fell behind)."""
+        if isinstance(item, (VideoFrame, FrameTick)):
+            self.losses.add(item.t_ns // NANOS_PER_SECOND, frames=1)
+        elif isinstance(item, AudioChunk):
+            samples = len(item.samples) * self.stream.config.audio.sample_rate // item.sample_rate
+            self.losses.add(item.first_sample // item.sample_rate, samples=samples)
 
     # ---- the windowing loop (caller's thread) -------------------------------------------------------
 
@@ -243,7 +257,17 @@ class Pipeline:
                 self._busy = (window.index, time.monotonic_ns())
                 estimate = self.stream.step(window)
                 self._busy = None
-                self._publish(replace(estimate, latency_ns=self._latency(window, estimate), dropped_total=self.dropped))
+                lost = self.losses.take(window.index)
+                self._publish(
+                    replace(
+                        estimate,
+                        latency_ns=self._latency(window, estimate),
+                        dropped_total=self.dropped,
+                        frames_dropped=lost.frames_dropped,
+                        samples_lost=lost.samples_lost,
+                        samples_restamped=lost.samples_restamped,
+                    )
+                )
         except SinkFailed as exc:
             self._fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - reported as the reason the run ended
@@ -344,15 +368,16 @@ class Pipeline:
     def _stop_sources(self) -> None:
         """Stop each source in a helper thread with a deadline; one that does not return is abandoned."""
         for source in self.sources:
-            returned, error = call_with_deadline(source.stop, SOURCE_STOP_TIMEOUT_S, f"stop {source.name}")
+            name = getattr(source, "name", "") or source.status.name
+            returned, error = call_with_deadline(source.stop, SOURCE_STOP_TIMEOUT_S, f"stop {name}")
             self.abandoned += getattr(source, "abandoned", [])  # a source that bounds its own stop
             if not returned:
-                self.abandoned.append(f"stop {source.name}")
+                self.abandoned.append(f"stop {name}")
                 self.message = self.message or (
-                    f"{source.name} did not stop within {SOURCE_STOP_TIMEOUT_S:g} s (device gone?); left behind"
+                    f"{name} did not stop within {SOURCE_STOP_TIMEOUT_S:g} s (device gone?); left behind"
                 )
             elif error:
-                self.message = self.message or f"{source.name} did not stop cleanly: {error}"
+                self.message = self.message or f"{name} did not stop cleanly: {error}"
 
     def _close_sinks(self) -> None:
         """Close each sink in a helper thread with a time limit, so a sink stuck in the OS cannot hold up the

@@ -39,9 +39,9 @@ class Closed(Exception):
 
 
 class BoundedQueue(Generic[T]):
-    """A bounded FIFO with two ways in: `put_latest` (drop the oldest when full, count it) and
-    `put_wait` (block while full). `close()` wakes every waiter; `get` then drains what is left
-    and raises `Closed`."""
+    """A bounded FIFO with two ways in: `put_latest` (drop the oldest when full, count it, and hand it to
+    `on_drop` when set, outside the lock) and `put_wait` (block while full). `close()` wakes every waiter;
+    `get` then drains what is left and raises `Closed`."""
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
@@ -51,6 +51,7 @@ class BoundedQueue(Generic[T]):
         self._items: collections.deque[T] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self.on_drop: Callable[[T], None] | None = None
 
     def __len__(self) -> int:
         with self._cond:
@@ -65,14 +66,17 @@ class BoundedQueue(Generic[T]):
         with self._cond:
             if self._closed:
                 return 0
-            dropped = 0
+            displaced = []
             while len(self._items) >= self.maxsize:
-                self._items.popleft()
-                dropped += 1
-            self.dropped += dropped
+                displaced.append(self._items.popleft())
+            self.dropped += len(displaced)
             self._items.append(item)
             self._cond.notify_all()
-            return dropped
+        on_drop = self.on_drop
+        if on_drop is not None:
+            for old in displaced:
+                on_drop(old)
+        return len(displaced)
 
     def put_wait(self, item: T, timeout: float | None = None) -> bool:
         """Enqueue, waiting for room; False if the queue closed (or `timeout` s passed) first."""

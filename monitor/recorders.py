@@ -34,7 +34,19 @@ if TYPE_CHECKING:
     from sec2sec.stream import Estimate
 
 LEADING_COLUMNS = ("window", "start_s", "end_s")
-TRAILING_COLUMNS = ("attribution", "video_ok", "audio_ok", "frames", "audio_coverage", "latency_ms", "dropped_total")
+TRAILING_COLUMNS = (
+    "attribution",
+    "video_ok",
+    "audio_ok",
+    "frames",
+    "audio_coverage",
+    "latency_ms",
+    "dropped_total",
+    "frames_dropped",
+    "samples_lost",
+    "samples_restamped",
+)
+LOSS_COLUMNS = ("frames_dropped", "samples_lost", "samples_restamped")  # what each window lost at the edges
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -267,7 +279,8 @@ class _LineRecorder:
 
 class CsvRecorder(_LineRecorder):
     """One CSV row per window:
-    `window,start_s,end_s,<outputs...>,attribution,video_ok,audio_ok,frames,audio_coverage,latency_ms,dropped_total`
+    `window,start_s,end_s,<outputs...>,attribution,video_ok,audio_ok,frames,audio_coverage,latency_ms,dropped_total,`
+    `frames_dropped,samples_lost,samples_restamped` (docs/reliability.md says what each means)
     plus a JSON sidecar `<path>.json` = the caller's `sidecar` dict + "columns" + "summary" (null until `close()`;
     a sidecar whose summary is null means the run did not close cleanly). `input_report`, when given, is called
     at close and its dict is stored as the summary's "input" (e.g. damaged packets a replay skipped)."""
@@ -299,6 +312,7 @@ class CsvRecorder(_LineRecorder):
         self._latencies_ms: list[float] = []
         self._dropped_total = 0
         self._missing = 0
+        self._lost = dict.fromkeys(LOSS_COLUMNS, 0)
         self._first_window: int | None = None
         self._last_window: int | None = None
         try:
@@ -326,6 +340,7 @@ class CsvRecorder(_LineRecorder):
             f"{estimate.audio_coverage:.3f}",
             "" if latency is None else f"{latency:.1f}",
             str(estimate.dropped_total),
+            *(str(getattr(estimate, column)) for column in LOSS_COLUMNS),
         ]
 
     def write(self, estimate: Estimate) -> None:
@@ -342,12 +357,15 @@ class CsvRecorder(_LineRecorder):
             self._latencies_ms.append(latency)
         self._dropped_total = max(self._dropped_total, estimate.dropped_total)
         self._missing += estimate.gap
+        for column in LOSS_COLUMNS:
+            self._lost[column] += getattr(estimate, column)
         if self._first_window is None:
             self._first_window = estimate.index
         self._last_window = estimate.index
 
     def summary(self, ended_by: str) -> dict[str, Any]:
-        """What the sidecar's "summary" holds: counts, window range, latency percentiles (ms), how the run ended."""
+        """What the sidecar's "summary" holds: counts, window range, latency percentiles (ms), the input the rows
+        lost (sums of the loss columns), how the run ended, and the caller's input report."""
         p50, p99 = percentile(self._latencies_ms, 50), percentile(self._latencies_ms, 99)
         return {
             "windows": self.windows,
@@ -355,6 +373,7 @@ class CsvRecorder(_LineRecorder):
             "last_window": self._last_window,
             "windows_missing": self._missing,
             "dropped_total": self._dropped_total,
+            **self._lost,
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "latency_p99_ms": None if p99 is None else round(p99, 3),
             "ended_by": ended_by,
@@ -409,6 +428,7 @@ class JsonlRecorder(_LineRecorder):
             "latency_ns": estimate.latency_ns,
             "latency_ms": None if latency is None else round(latency, 3),
             "dropped_total": estimate.dropped_total,
+            **{column: getattr(estimate, column) for column in LOSS_COLUMNS},
         }
 
     def write(self, estimate: Estimate) -> None:

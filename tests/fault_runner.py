@@ -238,6 +238,7 @@ def mic_refuses(n: int) -> None:
         raise sounddevice.PortAudioError("Device unavailable", -9985)
 
     sounddevice.InputStream = refuse
+    mark_warm_up(n)
 
 
 FAULTS: dict[str, Callable[[int], None]] = {

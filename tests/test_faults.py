@@ -551,8 +551,33 @@ def test_unwritable_output_is_refused_before_the_model_loads(
     assert returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
-def test_a_microphone_that_cannot_be_opened_fails_before_the_warm_up(small: Path) -> None:
-    proc = start("mark-warm-up", 0, "--no-camera", "--mic", "98", "--config", small, "--no-ui")
-    returncode, lines = finish(proc)
-    assert returncode == 2 and "PHASE warm-up" not in lines and len(lines) == 1, lines
-    assert lines[0].startswith("error: ") and ("98" in lines[0] or "PortAudio" in lines[0] or "no audio" in lines[0])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_terminal_that_stops_reading_cannot_hold_the_signals(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: int
+) -> None:
+    """The dashboard draws into a pipe nobody reads (as into a terminal after Ctrl-S): rich's thread blocks in
+    a write, yet the signal ends the run with its exit code, the CSV keeps its rows and its summary."""
+    import fcntl
+
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats the pipe as a terminal and draws the live display
+    csv = tmp_path / "ui.csv"
+    proc = start("mark-warm-up", 0, "--replay", DEMO, "--config", small, "--csv", csv, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    fcntl.fcntl(proc.stdout.fileno(), 1031, 4096)  # F_SETPIPE_SZ: one page fills after a frame or two
+    wait_for_phase(proc, "warm-up")
+    deadline = time.monotonic() + HANG_S
+    while time.monotonic() < deadline and (not csv.exists() or csv.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    assert proc.stderr is not None
+    try:
+        proc.wait(timeout=HANG_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("a stalled terminal held the run after the signal") from None
+    lines = proc.stderr.read().splitlines()
+    ended = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), lines
+    rows = pd.read_csv(csv)
+    assert len(rows) >= 2 and summary(csv)["ended_by"] == ended and summary(csv)["windows"] == len(rows)
+    assert lines[-1].endswith(f"ended by {ended}")
