@@ -241,7 +241,22 @@ def mic_refuses(n: int) -> None:
     mark_warm_up(n)
 
 
+def mic_stop_blocks(n: int) -> None:
+    """The real input stream records, but its stop() blocks for ever (ALSA after a USB device was unplugged)."""
+    import sounddevice
+
+    real = sounddevice.InputStream
+
+    class Unplugged(real):  # type: ignore[misc, valid-type]
+        def stop(self, *args: Any, **kwargs: Any) -> None:
+            phase("stop-blocks")
+            threading.Event().wait()
+
+    sounddevice.InputStream = Unplugged
+
+
 FAULTS: dict[str, Callable[[int], None]] = {
+    "mic-stop-blocks": mic_stop_blocks,
     "summary-full": summary_full,
     "hold-after-sinks": hold_after_sinks,
     "hold-before-handlers": hold_before_handlers,

@@ -578,3 +578,31 @@ def test_a_microphone_that_exists_but_cannot_be_opened_fails_before_the_warm_up(
     assert lines[0].startswith("error: microphone ") and "'pulse' (ALSA) could not be opened at " in lines[0]
     assert " Hz (Device unavailable" in lines[0] and lines[0].endswith("or run video-only with --no-mic")
     assert not csv.exists()
+
+
+@pytest.mark.audio_device
+def test_a_microphone_whose_stop_blocks_cannot_hold_the_end_of_the_run(
+    pulse_server: PulseServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A real recording whose stream.stop() then blocks for ever: the run still ends (exit 0, --duration),
+    every row and the sidecar summary are on disk, and the closing line came out."""
+    config, csv = tmp_path / "model.toml", tmp_path / "mic.csv"
+    config.write_text(small_toml("audio"))
+    runner = Path(__file__).resolve().parent / "fault_runner.py"
+    args = ["mic-stop-blocks", "0", "--", "--mic", "pulse", "--config", config, "--duration", "2", "--no-ui"]
+    result = subprocess.run(
+        [sys.executable, str(runner), *map(str, args), "--csv", str(csv)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    lines = result.stderr.splitlines()
+    assert result.returncode == 0 and "PHASE stop-blocks" in lines, lines
+    assert lines[-1].startswith("2 windows") and lines[-1].endswith("ended by duration")
+    assert list(pd.read_csv(csv)["window"]) == [0, 1]
+    summary = json.loads(Path(f"{csv}.json").read_text())["summary"]
+    assert summary["ended_by"] == "duration"
+    assert set(summary["input"]["microphone"]) >= {"overflows", "restamps", "samples_lost", "samples_restamped"}
