@@ -399,6 +399,8 @@ def _report(pipeline: Pipeline, ended_by: str) -> int:
     if failed:
         print(f"error: {ended_by.removeprefix('error: ')}", file=sys.stderr)
         return EXIT_FAILED
+    if pipeline.close_error:  # a signal ended the run, and a recorder then failed to close: say so
+        print(f"warning: {pipeline.close_error}", file=sys.stderr)
     return {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED}.get(ended_by, EXIT_OK)
 
 

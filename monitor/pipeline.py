@@ -107,6 +107,7 @@ class Pipeline:
         self.message = ""
         self.abandoned: list[str] = []  # threads still running after shutdown gave up on them
         self.unwritten = 0  # estimates computed after the sinks were closed (only when a thread was abandoned)
+        self.close_error = ""  # the first sink that could not be closed, one line
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._busy: tuple[int, int] | None = None  # (window index, monotonic start) of the step in progress
         self._writing: tuple[str, int] | None = None  # (sink name, monotonic start) of the write in progress
@@ -399,6 +400,7 @@ class Pipeline:
     def _close_failed(self, message: str) -> None:
         """A sink that cannot close (a full disk while writing the summary) turns a clean end into an error;
         a run already ended by a signal or an error keeps that reason, with this as its message."""
+        self.close_error = self.close_error or message
         if self._ended_by in ("end", "duration", "stopped"):
             self._ended_by, self.message = f"error: {message}", message
         else:

@@ -273,9 +273,12 @@ def test_a_sink_that_cannot_close_turns_the_end_into_an_error(tmp_path: Path) ->
         def close(self, ended_by: str = "end") -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
+    line = "csv recorder x.csv could not be closed: OSError: [Errno 28] No space left on device"
     pipeline, _ = scripted(FakeStream(), "offline", 2, FullAtClose())
-    ended = run_bounded(pipeline, HANG_S)
-    assert ended == "error: csv recorder x.csv could not be closed: OSError: [Errno 28] No space left on device"
+    assert run_bounded(pipeline, HANG_S) == f"error: {line}"
+    pipeline, _ = scripted(FakeStream(), "offline", 2, FullAtClose(), end=False)
+    pipeline.request_stop("terminated")  # a signal keeps its exit code; the failure is kept as the close error
+    assert run_bounded(pipeline, HANG_S) == "terminated" and pipeline.close_error == line
 
 
 def test_shutdown_finishes_the_window_in_flight(tmp_path: Path) -> None:

@@ -216,3 +216,21 @@ def test_a_queue_hands_what_it_displaces_to_on_drop() -> None:
     q.on_drop = dropped.append
     assert [q.put_latest(i) for i in range(5)] == [0, 0, 1, 1, 1]
     assert dropped == [0, 1, 2] and q.dropped == 3 and [q.get(0), q.get(0)] == [3, 4]
+
+
+def test_the_loss_ledger_files_by_window_and_stays_bounded() -> None:
+    from monitor.losses import Losses, LossLedger
+
+    ledger = LossLedger(max_pending=3)
+    ledger.add(2, frames=1)
+    ledger.add(0, samples=160)
+    ledger.add(-1, restamped=5)  # before the origin: filed under window 0
+    ledger.add(7, frames=2)
+    ledger.add(9, frames=4)  # a fourth window: lumped into the latest pending one (7)
+    ledger.add(1)  # nothing lost: nothing filed
+    assert ledger.take(1) == Losses(0, 160, 5)  # windows 0 and 1
+    assert ledger.take(1) == Losses()
+    assert ledger.take(8) == Losses(7, 0, 0) and ledger.take(100) == Losses()
+    assert ledger.total == Losses(7, 160, 5)
+    with pytest.raises(ValueError, match="max_pending"):
+        LossLedger(max_pending=0)
