@@ -21,6 +21,7 @@ windows are the same.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from sec2sec.aoti_cache import tensor_digest
 from sec2sec.config import ModelConfig, from_dict, to_dict
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
+from sec2sec.offline.distributed import RankStalled
 from sec2sec.video import same_size
 from sec2sec.windows import Window, iter_file_windows
 
@@ -40,6 +42,7 @@ FORMAT_VERSION = 1
 ENCODE_BATCH = 8  # windows per encoder call (extract --batch default; its compiled packages are built for it)
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ENCODERS = ("video_encoder", "audio_encoder")
+DECODE_TIMEOUT_S = 600.0  # one clip's decoding (a 15 s clip takes well under a second): longer is a hung decoder
 MAX_GAP_S = 60  # a clip whose clock jumps further than this over nothing ends at the jump (see decode_clip)
 
 
@@ -161,9 +164,12 @@ def _keep(item: DecodedClip) -> DecodedClip:
     return item
 
 
-def clip_loader(records: list[ClipRecord], config: ModelConfig, workers: int) -> torch.utils.data.DataLoader:
-    """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes ahead of the caller."""
-    return torch.utils.data.DataLoader(
+def clip_loader(
+    records: list[ClipRecord], config: ModelConfig, workers: int, decode_timeout_s: float = DECODE_TIMEOUT_S
+) -> Iterator[DecodedClip]:
+    """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes ahead of the caller,
+    and a clip that takes more than `decode_timeout_s` to arrive (a decoder that hung) raises RankStalled."""
+    loader = torch.utils.data.DataLoader(
         ClipReader(records, config),
         batch_size=None,
         shuffle=False,
@@ -171,7 +177,17 @@ def clip_loader(records: list[ClipRecord], config: ModelConfig, workers: int) ->
         collate_fn=_keep,
         prefetch_factor=2 if workers else None,
         persistent_workers=False,
+        timeout=decode_timeout_s if workers else 0,
     )
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        if "timed out" not in str(exc):
+            raise
+        raise RankStalled(
+            f"no decoded clip came from the decoding workers for {decode_timeout_s:g} s (a decoder hung on a "
+            "clip); the run is stopped. A resumed run skips the clips already done; --workers 0 decodes inline"
+        ) from None
 
 
 def encode_clip(model: Sec2Sec, clip: DecodedClip, batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
