@@ -4,6 +4,11 @@ Window i covers [i, i+1) s of the shared clock: video frames with `i*1e9 <= t_ns
 samples `[i*sr, (i+1)*sr)` of every source rate `sr`. Each window keeps `m` frame slots at the centres of
 `m` equal sub-intervals and fills each with the nearest frame inside the window, so a slow camera repeats
 frames and a fast one is subsampled evenly, with only `m` frames ever held per open window.
+
+Cost follows content, not timestamps: a second that holds neither a frame nor a sample is not a window. Such
+stretches are skipped in one step (a clock that jumps by 10^6 s costs nothing) and counted in
+`skipped_windows`; the next window's index shows the gap (AffectStream reports it as the estimate's `gap`).
+Frames of different sizes in one window (a stream that changed resolution) are rescaled to the newest size.
 """
 
 from __future__ import annotations
@@ -87,7 +92,8 @@ class Windower:
     end by `max_skew_ns` (the other stream ended early or stalled: in a replay too, windows close on time with
     that modality flagged missing). So at most about `max_skew_ns` of open windows and audio is ever held,
     whatever the input's length. Data arriving later than that is counted as late. `finish()` closes
-    everything up to the end of the data, the last partial window included.
+    everything up to the end of the data, the last partial window included. Seconds with no data at all are
+    skipped, never closed (see the module docstring).
 
     Audio at another rate than `sample_rate` is resampled per window (a fallback: sources should deliver the
     model rate, as the file decoder does with FFmpeg's resampler).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 from fractions import Fraction
 from pathlib import Path
@@ -227,6 +228,19 @@ def test_replay_of_a_clock_jump_steps_the_model_twice_and_reports_the_gap(tmp_pa
         tracemalloc.stop()
     assert [(r.index, r.gap, r.video_ok) for r in sink.rows] == [(0, 0, True), (100_000, 99_999, True)]
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_realtime_replay_skips_a_clock_jump_instead_of_sleeping_through_it(tmp_path: Path) -> None:
+    path = write_clock_jump(tmp_path / "jump.mkv", jump_s=100_000)
+    torch.manual_seed(0)
+    sink = ListSink()
+    pipeline = replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "realtime", sink)
+    started = time.monotonic()
+    assert run_bounded(pipeline) == "end"
+    assert time.monotonic() - started < 30  # 1 s of media at real pace; before: 100000 s of sleeping
+    assert [(r.index, r.gap) for r in sink.rows] == [(0, 0), (100_000, 99_999)]
+    (replay,) = pipeline.sources
+    assert replay.skipped_ns == 100_000 * 1_000_000_000 - 960_000_000  # from the frame at 0.96 s
 
 
 def test_extraction_ends_a_clip_at_a_jump_longer_than_the_limit(tmp_path: Path) -> None:
