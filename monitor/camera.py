@@ -31,6 +31,7 @@ from sec2sec.media import VideoFrame, scaled_size
 FIRST_FRAME_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 2.0
 DRAIN_MAX_S = 5.0  # at most this long dropping a backlog at start (a stream served faster than real time)
+BURST_NS = 20_000_000  # a frame that comes sooner than this (or half a frame interval) was waiting already
 DEFAULT_FPS = 30.0  # assumed when the device does not say its rate
 FRESH_LAG_NS = 250_000_000  # a frame waited for is this new at most, by a capture clock that can be trusted
 MAX_LAG_NS = 2_000_000_000  # a capture clock whose frames seem older than this when read is not trusted
@@ -304,16 +305,16 @@ class CameraSource:
         self._items += 1
 
     def _drain(self) -> VideoFrame | None:
-        """Drop (and count in `backlog`) what the device buffered before the run: frames that come faster than
-        half the camera's frame interval were waiting already. Returns the first frame that had to be waited
-        for (None at the end of the stream); gives up dropping after DRAIN_MAX_S (a stream served faster than
-        real time)."""
+        """Drop (and count in `backlog`) what the device buffered before the run: frames that come sooner than
+        half the camera's frame interval (at most BURST_NS) were waiting already. Returns the first frame that
+        had to be waited for (None at the end of the stream); gives up dropping after DRAIN_MAX_S (a stream
+        served faster than real time)."""
         deadline = time.monotonic_ns() + int(DRAIN_MAX_S * 1e9)
         while not self._stop_event.is_set() and time.monotonic_ns() < deadline:
             before = time.monotonic_ns()
             if not self._cap.grab():
                 return None
-            if time.monotonic_ns() - before >= self._frame_ns // 2:
+            if time.monotonic_ns() - before >= min(self._frame_ns // 2, BURST_NS):
                 capture_ms = self._cap.get(_cv2().CAP_PROP_POS_MSEC)
                 return self._decode(self.clock.stamp(capture_ms, time.monotonic_ns(), fresh=True) - self._origin_ns)
             self.backlog += 1

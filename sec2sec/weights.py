@@ -259,8 +259,9 @@ def fetch(hub: HubFile, *, source: Path | None = None, progress: bool = True) ->
         dest.parent.mkdir(parents=True, exist_ok=True)
         stream, total = _open_source(hub, source)
         with stream:
-            if source is None and total is not None and total != hub.size:
-                raise ValueError(f"the server announces {total} bytes; {hub.name} has {hub.size}")
+            if total is not None and total != hub.size:
+                said = "the server announces" if source is None else "the file has"
+                raise ValueError(f"{said} {total} bytes; {hub.name} has {hub.size}")
             # a fresh name per download, in the same folder (so the rename is atomic), with the usual permissions
             tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.partial")
             digest = hashlib.sha256()
@@ -269,7 +270,7 @@ def fetch(hub: HubFile, *, source: Path | None = None, progress: bool = True) ->
                 if bar is not None:
                     bar.start()
                 try:
-                    _copy(stream, out, hub, digest, bar) if source is None else _copy_file(stream, out, digest)
+                    _copy(stream, out, hub, digest, bar)
                 finally:
                     if bar is not None:
                         bar.stop()
@@ -293,13 +294,6 @@ def fetch(hub: HubFile, *, source: Path | None = None, progress: bool = True) ->
     finally:
         if tmp is not None:  # failed or interrupted (KeyboardInterrupt too): no half file is left behind
             tmp.unlink(missing_ok=True)
-
-
-def _copy_file(stream: BinaryIO, out: BinaryIO, digest: hashlib._Hash) -> None:
-    """A local copy brought by hand: any size is read (the hash decides), no deadline."""
-    while block := stream.read(BLOCK):
-        out.write(block)
-        digest.update(block)
 
 
 def install(hub: HubFile, source: Path, *, progress: bool = False) -> Path:

@@ -481,3 +481,12 @@ def test_the_bytes_hashed_are_the_bytes_loaded(hub: Hub, monkeypatch: pytest.Mon
     assert load_pretrained(model, "tiny", "pretrained") is True and _holds(model, hub.state)
     (source,) = loaded
     assert isinstance(source, io.BytesIO) and source.getvalue() == hub.source.read_bytes()
+
+
+def test_a_copy_brought_by_hand_of_another_size_is_refused_before_reading(hub: Hub, tmp_path: Path) -> None:
+    copy = tmp_path / "usb" / "weights.pth"
+    copy.parent.mkdir()
+    copy.write_bytes(hub.source.read_bytes() + b"extra")
+    with pytest.raises(DownloadError, match=f"the file has {hub.entry.size + 5} bytes; .* has {hub.entry.size}"):
+        weights.install(hub.entry, copy)
+    assert not hub.cached.exists() and hub.partials() == []

@@ -184,6 +184,7 @@ class Heartbeat:
     def beat(self, note: str) -> None:
         """Say this rank is alive and where it is (`note` changes with each step: e.g. clips done)."""
         if self.world > 1:
+            self.folder.mkdir(parents=True, exist_ok=True)
             tmp = self._path(self.rank).with_suffix(".tmp")
             tmp.write_text(note, encoding="utf-8")
             tmp.replace(self._path(self.rank))

@@ -141,7 +141,6 @@ def extract(
         return model, index
 
     heartbeat = Heartbeat(folder, dist.rank, dist.world, collective_timeout_min * 60)
-    folder.mkdir(parents=True, exist_ok=True)
     heartbeat.beat("starting")  # before the barrier in in_turn: no rank reads another's file from an older run
     model, index = dist.in_turn(opened)
     todo = [r for r in records if r.clip_id not in index.clips]
