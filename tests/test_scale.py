@@ -357,3 +357,21 @@ def test_collective_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="--collective-timeout 0: give minutes > 0"):
         with session("cpu", timeout_min=0):
             pass
+
+
+def test_extraction_records_a_clip_cut_at_a_clock_jump(tmp_path: Path, dataset: tuple[Path, Path]) -> None:
+    """A clip whose clock jumps by 10^6 s is cut at the jump: it is encoded (one window), its index entry says
+    why, and extraction costs what its one second of content costs."""
+    from odd_clips import write_clock_jump
+
+    from sec2sec.offline.features import MAX_GAP_S
+
+    _, config = dataset
+    root = tmp_path / "liris"
+    (root / "data").mkdir(parents=True)
+    write_clock_jump(root / "data" / "ACCEDE00000.mp4", jump_s=1_000_000, size=(112, 112))
+    write_liris_tree(root, [("ACCEDE00000.mp4", "film0", 1, 1.5, 3.0)])
+    summary = extract("liris", root, tmp_path / "cache", _config(config), dtype="float32", workers=0)
+    entry = read_index(tmp_path / "cache").clips["ACCEDE00000"]
+    assert summary.encoded == 1 and summary.windows == 1 and (entry["length"], entry["windows"]) == (1, 1)
+    assert entry["note"] == f"ended at 1 s: the next data is 999999 s later (more than {MAX_GAP_S} s)"

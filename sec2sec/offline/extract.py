@@ -189,6 +189,8 @@ def _encode_all(
                 windows += clip.length
                 trimmed += clip.windows > clip.length
                 padded += clip.length < config.clip_seconds
+                if clip.note:  # also kept in the clip's index entry
+                    progress.console.print(f"  {record.clip_id}: {clip.note}")
             rate = windows / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, note=f"{windows} windows, {rate:.1f}/s, {bad} bad")
             heartbeat.beat(f"clip {k + 1} of {len(todo)} done")
