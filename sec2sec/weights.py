@@ -160,7 +160,8 @@ def verified_bytes(hub: HubFile) -> tuple[bytes | None, str | None]:
     except OSError as exc:
         return None, f"unreadable ({type(exc).__name__}: {exc.strerror or exc})"
     if len(data) != hub.size:
-        return None, f"damaged ({'more than ' if len(data) > hub.size else ''}{len(data)} bytes, expected {hub.size})"
+        got = f"more than {hub.size}" if len(data) > hub.size else str(len(data))
+        return None, f"damaged ({got} bytes, expected {hub.size})"
     digest = hashlib.sha256(data).hexdigest()
     if digest != hub.sha256:
         return None, f"damaged (sha256 {digest[:16]}..., expected {hub.sha256[:16]}...)"
