@@ -162,18 +162,31 @@ def test_a_decoder_that_hangs_ends_an_offline_replay(model: Sec2Sec, monkeypatch
     assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(sink.rows) >= 2
 
 
-def test_a_camera_that_stalls_live_still_gives_a_window_every_second() -> None:
-    """Live, a silent camera does not stall the output: windows close on the grace timer, video flagged."""
+def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:
+    """Live, camera only: frames for 1 s, nothing for 2 s (stalled mid-run), frames again. The window before the
+    stall closes on the grace timer (the output does not wait for the camera); the stalled seconds hold no
+    input, so they are a gap (no model step), reported on the next estimate once frames return."""
     inputs: BoundedQueue = BoundedQueue(100)
 
-    class Silent:
+    class Stalling:
         name = "camera"
 
+        def __init__(self) -> None:
+            self.stop_event = threading.Event()
+
         def start(self, origin_ns: int | None = None) -> None:
-            pass
+            threading.Thread(target=self.run, args=(origin_ns,), daemon=True).start()
+
+        def run(self, origin_ns: int) -> None:
+            for k in range(45):  # 10 fps for 4.5 s, silent from 1 s to 3 s
+                t_ns = k * 100_000_000
+                if self.stop_event.wait(max(0.0, (origin_ns + t_ns - time.monotonic_ns()) / 1e9)):
+                    return
+                if not 1_000_000_000 <= t_ns < 3_000_000_000:
+                    inputs.put_latest(media.VideoFrame(np.zeros((8, 8, 3), np.uint8), t_ns))
 
         def stop(self) -> None:
-            pass
+            self.stop_event.set()
 
         @property
         def status(self) -> SourceStatus:
@@ -181,10 +194,15 @@ def test_a_camera_that_stalls_live_still_gives_a_window_every_second() -> None:
 
     sink, stream = ListSink(), FakeStream()
     windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False, grace_ns=100_000_000)
-    pipeline = Pipeline(stream, [Silent()], inputs, windower, [sink], clock="live")
-    threading.Timer(2.6, lambda: pipeline.request_stop("interrupted")).start()
+    pipeline = Pipeline(stream, [Stalling()], inputs, windower, [sink], clock="live")
+    first_row: list[float] = []
+    pipeline.on_estimate = lambda e: first_row.append(time.monotonic()) if not first_row else None
+    started = time.monotonic()
+    threading.Timer(4.8, lambda: pipeline.request_stop("interrupted")).start()
     assert run_bounded(pipeline, HANG_S) == "interrupted"
-    assert [r.index for r in sink.rows][:2] == [0, 1] and not any(r.video_ok for r in sink.rows)
+    assert first_row and first_row[0] - started < 2.5  # window 0 did not wait for the stalled camera
+    assert [(r.index, r.video_ok) for r in sink.rows][:2] == [(0, True), (3, True)]
+    assert windower.skipped_windows >= 2  # seconds 1 and 2 (AffectStream turns them into the estimate's gap)
 
 
 def test_a_stuck_sink_cannot_hold_the_shutdown(tmp_path: Path) -> None:
