@@ -41,6 +41,7 @@ INPUT_COUNTERS = (  # (sidecar key, source attribute) of the input report, where
     ("restamps", "discontinuities"),
     ("samples_lost", "samples_lost"),
     ("samples_restamped", "samples_restamped"),
+    ("backlog_dropped", "backlog"),  # the camera's frames buffered before the run, dropped at its start
 )
 INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
 

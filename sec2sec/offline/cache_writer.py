@@ -70,7 +70,9 @@ class ShardWriter:
 
 
 def clip_entry(shard: str, row: int, record: ClipRecord, clip: DecodedClip) -> dict[str, Any]:
+    note = {"note": clip.note} if clip.note else {}
     return {
+        **note,
         "shard": shard,
         "row": row,
         "path": str(record.path),

@@ -24,7 +24,7 @@ from rich.table import Table
 from sec2sec.config import Config, parse_config
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.offline.datasets import SPLIT_MODES
-from sec2sec.offline.distributed import session
+from sec2sec.offline.distributed import add_collective_timeout, session
 from sec2sec.offline.evaluate import Evaluation, evaluate
 from sec2sec.offline.train import TrainResult, fit
 
@@ -156,7 +156,7 @@ def comparison_table(results: list[VariantResult]) -> Table:
 
 def _run(args: argparse.Namespace) -> int:
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    with session(args.device) as dist:
+    with session(args.device, args.collective_timeout) as dist:
         console = Console(quiet=not dist.main)
         results = compare(
             args.config_dir,
@@ -182,5 +182,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for one run folder per variant")
     p.add_argument("--split", default="official", choices=SPLIT_MODES, help="as for `sec2sec train`")
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split film")
+    add_collective_timeout(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_run)

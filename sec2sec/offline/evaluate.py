@@ -24,7 +24,7 @@ from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import SPLITS, labels
-from sec2sec.offline.distributed import features_to, resolve_device, session
+from sec2sec.offline.distributed import add_collective_timeout, features_to, resolve_device, session
 from sec2sec.offline.features import CacheIndex, encoder_identity, features_from_clips, load_features, read_index
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs
 from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split
@@ -151,7 +151,7 @@ def results_table(result: Evaluation, title: str) -> Table:
 
 
 def _run(args: argparse.Namespace) -> int:
-    with session(args.device) as dist:
+    with session(args.device, args.collective_timeout) as dist:
         if dist.main:
             _report(args, evaluate(args.checkpoint, args.cache, args.split, args.from_clips, dist.device, args.without))
         dist.barrier()
@@ -184,5 +184,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score with this modality missing in every window (as --no-camera / --no-mic live)",
     )
     p.add_argument("--out", default="", help="also write scores and per-clip predictions to this JSON file")
+    add_collective_timeout(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_run)

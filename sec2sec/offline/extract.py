@@ -30,7 +30,7 @@ from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import AUTOCAST, WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
 from sec2sec.offline.datasets import DATASETS, ClipRecord, read_dataset
-from sec2sec.offline.distributed import context, session
+from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Heartbeat, add_collective_timeout, context, session
 from sec2sec.offline.features import (
     DTYPES,
     ENCODE_BATCH,
@@ -114,6 +114,7 @@ def extract(
     autocast: str = "off",
     console: Console | None = None,
     compiled: bool | None = None,
+    collective_timeout_min: float = COLLECTIVE_TIMEOUT_MIN,
 ) -> ExtractSummary:
     """Encode every readable clip of `dataset` under `root` into the cache `out` (see the module docstring).
 
@@ -121,7 +122,9 @@ def extract(
     SEC2SEC_COMPILE=0), built for these weights and this `batch` (`sec2sec compile --batch N` builds them
     ahead of time).
     Under torchrun each rank encodes clips rank, rank + N, ... of those not yet in the cache and the
-    returned summary counts all ranks (its `unreadable` is complete on rank 0, which merged the index).
+    returned summary counts all ranks (its `unreadable` is complete on rank 0, which merged the index). A rank
+    that finished waits for the others as long as they make progress (a clip at least every
+    `collective_timeout_min` minutes; see `distributed.Heartbeat`).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not allowed; use one of {', '.join(DTYPES)}")
@@ -137,6 +140,8 @@ def extract(
             merge_parts(folder, index, records)  # shards a killed run finished
         return model, index
 
+    heartbeat = Heartbeat(folder, dist.rank, dist.world, collective_timeout_min * 60)
+    heartbeat.beat("starting")  # before the barrier in in_turn: no rank reads another's file from an older run
     model, index = dist.in_turn(opened)
     todo = [r for r in records if r.clip_id not in index.clips]
     mine = todo[dist.rank :: dist.world]
@@ -148,8 +153,10 @@ def extract(
     # line) or loading and checking it (seconds) is start-up, not part of the encoding rate.
     started = time.perf_counter()
     batcher = WindowBatcher(model, batch, autocast)
-    counts = _encode_all(writer, batcher, mine, index.config, workers, console)
+    counts = _encode_all(writer, batcher, mine, index.config, workers, console, heartbeat)
+    heartbeat.wait_all()
     dist.barrier()
+    heartbeat.remove()
     if dist.main:
         merge_parts(folder, index, records)
         _write_report(folder, index.unreadable)
@@ -165,13 +172,14 @@ def _encode_all(
     config: ModelConfig,
     workers: int,
     console: Console,
+    heartbeat: Heartbeat,
 ) -> tuple[int, int, int, int]:
     """This rank's clips -> shards; returns (clips encoded, windows encoded, clips trimmed, clips padded)."""
     started, windows, trimmed, padded, bad = time.perf_counter(), 0, 0, 0, 0
     with progress_bar(console) as progress, torch.inference_mode():
         task = progress.add_task("extract", total=len(todo), note="")
         loader = clip_loader(todo, config, workers)
-        for record, clip in zip(todo, loader, strict=True):
+        for k, (record, clip) in enumerate(zip(todo, loader, strict=True)):
             if clip.error:
                 writer.unreadable(record, clip.error)
                 bad += 1
@@ -181,8 +189,11 @@ def _encode_all(
                 windows += clip.length
                 trimmed += clip.windows > clip.length
                 padded += clip.length < config.clip_seconds
+                if clip.note:  # also kept in the clip's index entry
+                    progress.console.print(f"  {record.clip_id}: {clip.note}")
             rate = windows / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, note=f"{windows} windows, {rate:.1f}/s, {bad} bad")
+            heartbeat.beat(f"clip {k + 1} of {len(todo)} done")
         for done in batcher.finish():
             writer.add(*done)
     writer.flush()
@@ -196,7 +207,7 @@ def _write_report(folder: Path, unreadable: dict[str, str]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    with session(args.device) as dist:
+    with session(args.device, args.collective_timeout) as dist:
         console = Console(quiet=not dist.main)
         s = extract(
             args.dataset,
@@ -211,6 +222,7 @@ def _run(args: argparse.Namespace) -> int:
             autocast=args.autocast,
             compiled=compile_requested(args.no_compile),
             console=console,
+            collective_timeout_min=args.collective_timeout,
         )
     console.print(
         f"[bold]extract done[/]: {s.encoded} clips encoded ({s.windows} windows) in {s.seconds:.1f} s, "
@@ -238,4 +250,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--autocast", default="off", choices=tuple(AUTOCAST), help="CUDA only: encoders under torch.autocast"
     )
     p.add_argument("--no-compile", action="store_true", help="run the encoders eagerly (also SEC2SEC_COMPILE=0)")
+    add_collective_timeout(p)
     p.set_defaults(func=_run)

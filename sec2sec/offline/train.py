@@ -34,6 +34,7 @@ from sec2sec.offline.datasets import SPLIT_MODES
 from sec2sec.offline.distributed import (
     DataParallelModel,
     Dist,
+    add_collective_timeout,
     context,
     features_to,
     gather_rows,
@@ -359,7 +360,7 @@ def _set_up(
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    with session(args.device) as dist:
+    with session(args.device, args.collective_timeout) as dist:
         console = Console(quiet=not dist.main)
         r = fit(
             args.cache,
@@ -395,5 +396,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split film")
     p.add_argument("--finetune", action="store_true", help="train through the encoders from the raw clips (slow)")
     p.add_argument("--restart", action="store_true", help="ignore RUN/last.pt and train from scratch")
+    add_collective_timeout(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_run)
