@@ -1,0 +1,232 @@
+"""The Python API under `sec2sec-live`: build a model, open the sources, wire the pipeline.
+
+The CLI (`monitor/cli.py`) parses its arguments into an `argparse.Namespace` and calls the same functions
+that a notebook calls with an `Options`: both carry the same field names, so there is one way to build a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
+    from monitor.pipeline import Pipeline
+    from monitor.queues import BoundedQueue
+    from monitor.sinks import Sink
+    from monitor.sources import Source
+    from sec2sec.model import Sec2Sec
+    from sec2sec.stream import Estimate
+
+INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
+
+
+@dataclass(frozen=True)
+class Options:
+    """One run, with the CLI's option names (`--no-mic` is `no_mic`); defaults as the CLI's."""
+
+    camera: int | str | None = None
+    mic: str | None = None
+    no_mic: bool = False
+    no_camera: bool = False
+    replay: str | Path | None = None
+    clock: str = "realtime"
+    speed: float = 1.0
+    checkpoint: str | Path | None = None
+    config: str | Path | None = None
+    device: str = "auto"
+    horizon: int | None = None
+    no_compile: bool = False
+    threads: int = 0
+    csv: str | Path | None = None
+    jsonl: str | Path | None = None
+    no_ui: bool = False
+    duration: float | None = None
+
+
+RunArgs = Options | argparse.Namespace  # the CLI passes its parsed arguments, which carry the same names
+
+
+class PlainPrinter:
+    """`--no-ui`: one line per window on stdout."""
+
+    name = "stdout"
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+
+    def write(self, estimate: Estimate) -> None:
+        from monitor.dashboard import plain_line
+
+        print(plain_line(estimate, self.names), flush=True)
+
+    def close(self, ended_by: str = "end") -> None:
+        sys.stdout.flush()
+
+
+def build_model(args: RunArgs) -> tuple[Sec2Sec, bool, dict[str, Any]]:
+    """The model from --checkpoint (trained) or --config (untrained), with what the sidecar records of it."""
+    from sec2sec.checkpoint import load_model
+    from sec2sec.config import Config, ModelConfig, load_config
+    from sec2sec.model import Sec2Sec
+    from sec2sec.weights import sha256_of
+
+    config: ModelConfig | None = load_config(args.config).model if args.config else None
+    if args.checkpoint:
+        model, ckpt = load_model(args.checkpoint, expect=config)
+        info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": sha256_of(args.checkpoint), "meta": ckpt.meta}
+        return model, ckpt.trained, info
+    import torch
+
+    torch.manual_seed(0)  # an untrained model is still the same model on every run: replays are reproducible
+    model = Sec2Sec(config or Config().model)
+    return model, False, {"checkpoint": None, "checkpoint_sha256": None}
+
+
+def check_streams(model: Sec2Sec, has_video: bool, has_audio: bool, what: str) -> str:
+    """Refuse input the model cannot use at all; return a warning when one modality will be missing."""
+    cfg = model.config
+    if cfg.fusion.modalities == "video" and not has_video:
+        raise ValueError(f"{what} has no video and this model uses video only; give a file with video")
+    if cfg.fusion.modalities == "audio" and not has_audio:
+        raise ValueError(f"{what} has no audio and this model uses audio only; give a file with audio")
+    if cfg.uses_video and not has_video:
+        return f"{what} has no video stream: running audio-only, every window has video_ok=0"
+    if cfg.uses_audio and not has_audio:
+        return f"{what} has no audio: running video-only, every window has audio_ok=0"
+    return ""
+
+
+def open_sources(args: RunArgs, inputs: BoundedQueue) -> tuple[list[Source], bool, bool, str]:
+    """Open the replay file, or the camera and/or microphone, before anything heavy is loaded, so bad input
+    fails within a second or two. Returns the sources, whether video and audio will come, and a name."""
+    from monitor.replay import FileReplay
+
+    if args.replay is not None:
+        replay = FileReplay(args.replay, inputs, paced=args.clock == "realtime", speed=args.speed)
+        return [replay], replay.info.has_video, replay.info.has_audio, str(args.replay)
+    sources: list[Source] = []
+    try:
+        if args.camera is not None:
+            from monitor.camera import CameraSource
+
+            device: int | str = int(args.camera) if str(args.camera).isdigit() else args.camera
+            sources.append(CameraSource(device, inputs, time.monotonic_ns()))  # the clock restarts at start()
+        if not args.no_mic:
+            from monitor.microphone import MicrophoneSource
+
+            mic_device: int | str | None = int(args.mic) if args.mic and args.mic.isdigit() else args.mic
+            sources.append(MicrophoneSource(mic_device, inputs, time.monotonic_ns()))
+    except BaseException:
+        stop_all(sources)
+        raise
+    has_video = args.camera is not None
+    what = f"camera {args.camera}" if has_video else "the microphone alone (--no-camera)"
+    return sources, has_video, not args.no_mic, f"{what} with --no-mic" if args.no_mic else what
+
+
+def stop_all(sources: list[Source]) -> None:
+    for source in sources:
+        source.stop()
+
+
+def open_sinks(args: RunArgs, names: tuple[str, ...], sidecar: dict[str, Any], sources: list[Source]) -> list[Sink]:
+    from monitor.recorders import CsvRecorder, JsonlRecorder
+
+    def input_report() -> dict[str, Any]:
+        return {"damaged_packets_skipped": sum(getattr(source, "skipped", 0) for source in sources)}
+
+    sinks: list[Sink] = []
+    try:
+        if args.csv:
+            sinks.append(CsvRecorder(args.csv, names, sidecar, input_report=input_report))
+        if args.jsonl:
+            sinks.append(JsonlRecorder(args.jsonl, names))
+    except ValueError:
+        for sink in sinks:
+            sink.close("error")
+        raise
+    if args.no_ui:
+        sinks.append(PlainPrinter(names))
+    return sinks
+
+
+def sidecar_for(args: RunArgs, model: Sec2Sec, trained: bool, info: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from sec2sec import __version__
+    from sec2sec.config import to_dict
+
+    source = (
+        {"replay": args.replay, "clock": args.clock, "speed": args.speed}
+        if args.replay
+        else {"camera": args.camera, "microphone": None if args.no_mic else (args.mic or "default")}
+    )
+    return {
+        "sec2sec_version": __version__,
+        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "untrained": not trained,
+        "pretrained_encoders": model.pretrained,
+        "config": to_dict(model.config),
+        "horizon_s": model.config.clip_seconds if args.horizon is None else args.horizon,
+        "torch_threads": torch.get_num_threads(),
+        **info,
+    }
+
+
+def build_pipeline(
+    args: RunArgs,
+    inputs: BoundedQueue,
+    sources: list[Source],
+    has_video: bool,
+    has_audio: bool,
+    what: str,
+) -> Pipeline:
+    """Model (built, devices opened at its input size and rate, then warmed up), windower, sinks, pipeline."""
+    import torch
+
+    from monitor.pipeline import Pipeline
+    from sec2sec.compiled import LIVE_BATCH, compile_model, compile_requested
+    from sec2sec.devices import resolve_device
+    from sec2sec.stream import AffectStream
+    from sec2sec.windows import Windower
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    device = resolve_device(args.device)
+    model, trained, info = build_model(args)
+    warning = check_streams(model, has_video, has_audio, what)
+    cfg = model.config
+    for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
+        source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
+    stream = AffectStream(model, horizon=args.horizon, device=device)
+    if compile_requested(args.no_compile):
+        info["compiled_encoders"] = compile_model(stream.model, max_batch=LIVE_BATCH)
+    else:
+        info["compiled_encoders"] = {}
+    stream.warm_up()  # first forward of every stage happens before any window is timed
+    windower = Windower(
+        cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
+    )
+    sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info), sources)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    where = "replay " + Path(args.replay).name if args.replay else what
+    pipeline = Pipeline(
+        stream,
+        sources,
+        inputs,
+        windower,
+        sinks,
+        clock=args.clock if args.replay else "live",
+        max_windows=None if args.duration is None else max(1, round(args.duration)),
+        title=f"sec2sec-live — {where}",
+        untrained=not trained,
+    )
+    pipeline.message = warning
+    return pipeline
