@@ -1,7 +1,15 @@
-"""The Python API under `sec2sec-live`: build a model, open the sources, wire the pipeline.
+"""The Python API under `sec2sec-live`: load a model, estimate a whole file, or iterate a live run.
+
+    from monitor.api import estimate_file, live, load_model
+
+    model = load_model(checkpoint="runs/liris/best.pt")       # or load_model(config="configs/default.toml")
+    records = estimate_file("talk.mp4", model)                # one dict per second, the CSV's fields
+    for estimate in live(camera=0, model=model):              # leaving the loop stops the run
+        ...
 
 The CLI (`monitor/cli.py`) parses its arguments into an `argparse.Namespace` and calls the same functions
-that a notebook calls with an `Options`: both carry the same field names, so there is one way to build a run.
+(`build_model`, `open_sources`, `build_pipeline`) with it; the API passes an `Options`, which carries the same
+field names, so there is one way to build a run.
 """
 
 from __future__ import annotations
@@ -10,8 +18,10 @@ import argparse
 import datetime
 import os
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +34,24 @@ if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
     from sec2sec.stream import Estimate
 
 INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
+ESTIMATE_QUEUE = 64  # estimates waiting for a `for` loop that is busy (a live run drops windows meanwhile)
+PATH_FIELDS = ("replay", "checkpoint", "config", "csv", "jsonl")
+STOP_TIMEOUT_S = 10.0  # leaving a live loop waits this long for the pipeline's bounded shutdown
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model from `load_model()`: the network, whether it was trained, and what the sidecar records of it
+    (checkpoint path and sha256, or none for an untrained model built from a config)."""
+
+    model: Sec2Sec
+    trained: bool
+    info: dict[str, Any]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The names of the model's outputs, in order (e.g. ("valence", "arousal"))."""
+        return tuple(self.model.config.heads.outputs)
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,7 @@ class Options:
     jsonl: str | Path | None = None
     no_ui: bool = False
     duration: float | None = None
+    model: LoadedModel | None = None  # API only: a model from load_model(), reused instead of loading again
 
 
 RunArgs = Options | argparse.Namespace  # the CLI passes its parsed arguments, which carry the same names
@@ -199,7 +228,8 @@ def build_pipeline(
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = resolve_device(args.device)
-    model, trained, info = build_model(args)
+    loaded = getattr(args, "model", None)
+    model, trained, info = (loaded.model, loaded.trained, dict(loaded.info)) if loaded else build_model(args)
     warning = check_streams(model, has_video, has_audio, what)
     cfg = model.config
     for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
@@ -230,3 +260,145 @@ def build_pipeline(
     )
     pipeline.message = warning
     return pipeline
+
+
+def load_model(checkpoint: str | Path | None = None, config: str | Path | None = None) -> LoadedModel:
+    """A trained model from `checkpoint` (a .pt from `sec2sec train`; `config`, when given too, must match
+    it), or an untrained one from a TOML `config` (default: the built-in default.toml values), seeded so that
+    every load gives the same weights. Raises ValueError naming the problem."""
+    model, trained, info = build_model(Options(checkpoint=checkpoint, config=config))
+    return LoadedModel(model, trained, info)
+
+
+def record_of(estimate: Estimate, outputs: tuple[str, ...]) -> dict[str, Any]:
+    """One estimate as the CSV row's fields, in the CSV's column order, as numbers (attribution as a list)."""
+    return {
+        "window": estimate.index,
+        "start_s": estimate.start_s,
+        "end_s": estimate.end_s,
+        **{name: float(estimate.outputs[name]) for name in outputs},
+        "attribution": [float(weight) for weight in estimate.attribution],
+        "video_ok": int(estimate.video_ok),
+        "audio_ok": int(estimate.audio_ok),
+        "frames": estimate.frames_seen,
+        "audio_coverage": float(estimate.audio_coverage),
+        "latency_ms": None if estimate.latency_ns is None else estimate.latency_ns / 1e6,
+        "dropped_total": estimate.dropped_total,
+    }
+
+
+class RunFailed(RuntimeError):
+    """A live run ended with an error (a source, the model or an output failed); the message names it."""
+
+
+class LiveRun:
+    """A running pipeline seen as an iterator of `Estimate`s, one per window, in order.
+
+    `for estimate in run:` starts the run (sources, then the pipeline in a thread of its own) and ends when the
+    input ends, the `duration` is reached, or the loop is left (`break`, an exception, Ctrl-C): leaving it
+    stops the pipeline, releases camera and microphone and closes every output, within seconds. A loop body
+    slower than the input holds up estimates, never capture: a live run drops windows meanwhile (counted in
+    `dropped_total`), an offline replay waits. A run that fails raises RunFailed after its last estimate.
+    Use it once; `with live(...) as run:` stops it on leaving the block even if it was never iterated."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        from monitor.queues import BoundedQueue
+
+        self.pipeline = pipeline
+        self.outputs = pipeline.names
+        self.ended_by = ""
+        self._estimates: BoundedQueue[Estimate] = BoundedQueue(ESTIMATE_QUEUE)
+        self._thread: threading.Thread | None = None
+        pipeline.on_estimate = self._put
+
+    def _put(self, estimate: Estimate) -> None:
+        """On the pipeline's worker: hand the estimate to the loop; give up once the loop has been left."""
+        while not self._estimates.put_wait(estimate, timeout=0.1):
+            if self._estimates.closed:
+                return
+
+    def _run(self) -> None:
+        try:
+            self.ended_by = self.pipeline.run()
+        finally:
+            self._estimates.close()
+
+    def __iter__(self) -> Iterator[Estimate]:
+        from monitor.queues import Closed
+
+        if self._thread is not None:
+            raise RuntimeError("a live run is iterated once; call live(...) again for another run")
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                try:
+                    estimate = self._estimates.get(timeout=0.1)
+                except Closed:
+                    break
+                if estimate is not None:
+                    yield estimate
+        finally:
+            self.close()
+        if self.ended_by.startswith("error"):
+            raise RunFailed(self.ended_by.removeprefix("error: "))
+
+    def close(self) -> None:
+        """Stop the run (idempotent, bounded): the loop's queue first, so the worker never waits on it."""
+        self._estimates.close()
+        self.pipeline.request_stop("stopped")
+        if self._thread is None:
+            self.pipeline.stop()
+            self.ended_by = self.pipeline.ended_by
+        else:
+            self._thread.join(STOP_TIMEOUT_S)
+
+    def summary(self) -> dict[str, Any]:
+        """Windows, drops, latency p50/p99 (ms) and what ended the run."""
+        return self.pipeline.summary()
+
+    def __enter__(self) -> LiveRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_outputs(args: RunArgs) -> None:
+    """Every output is checked before anything slow: file paths writable. Raises ValueError (one line)."""
+    from monitor.recorders import check_writable
+
+    for path in (args.csv, args.jsonl):
+        if path:
+            check_writable(path)
+
+
+def live(options: Options | None = None, **fields: Any) -> LiveRun:
+    """Open a run (the sources, the model, its warm-up and the outputs) and return it, not yet started:
+    `for estimate in live(camera=0, model=model):`, `live(replay="talk.mp4", clock="virtual")`,
+    `live(no_camera=True)` for the microphone alone. Fields are `Options`' (the CLI's option names).
+    Raises ValueError (one line) for bad input before the model loads."""
+    from monitor.cli import check_args
+    from monitor.queues import BoundedQueue
+
+    args = replace(options or Options(), **fields)
+    paths = {key: str(getattr(args, key)) for key in PATH_FIELDS if getattr(args, key) is not None}
+    args = replace(args, **paths)  # the sidecar records them as text
+    check_args(args)
+    check_outputs(args)
+    inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
+    sources, has_video, has_audio, what = open_sources(args, inputs)
+    try:
+        pipeline = build_pipeline(args, inputs, sources, has_video, has_audio, what)
+    except BaseException:
+        stop_all(sources)
+        raise
+    return LiveRun(pipeline)
+
+
+def estimate_file(path: str | Path, model: LoadedModel | None = None, **fields: Any) -> list[dict[str, Any]]:
+    """Every second of a media file, as fast as the model allows (the offline clock: nothing dropped), as
+    one dict per window with the CSV's fields (`record_of`). `model` from `load_model()` (default: an
+    untrained model from the built-in config); other fields as `Options` (e.g. `duration=10`, `csv="x.csv"`)."""
+    with live(replay=path, clock="offline", model=model, **fields) as run:
+        return [record_of(estimate, run.outputs) for estimate in run]

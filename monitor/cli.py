@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.api import INPUT_QUEUE, build_pipeline, open_sources, stop_all
+from monitor.api import INPUT_QUEUE, build_pipeline, check_outputs, open_sources, stop_all
 from monitor.replay import CLOCKS
 from sec2sec.cli import show_warning
 from sec2sec.devices import DEVICE_HELP
@@ -123,11 +123,8 @@ def check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     from monitor.queues import BoundedQueue
-    from monitor.recorders import check_writable
 
-    for path in (args.csv, args.jsonl):
-        if path:
-            check_writable(path)
+    check_outputs(args)
     inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
     sources, has_video, has_audio, what = open_sources(args, inputs)
     try:
