@@ -20,12 +20,15 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sec2sec.config import NANOS_PER_SECOND
+
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
+    from monitor.outlets import QueuedOutlet
     from monitor.pipeline import Pipeline
     from monitor.queues import BoundedQueue
     from monitor.sinks import Sink
@@ -75,6 +78,8 @@ class Options:
     jsonl: str | Path | None = None
     no_ui: bool = False
     duration: float | None = None
+    lsl: str | None = None
+    zmq: str | None = None
     model: LoadedModel | None = None  # API only: a model from load_model(), reused instead of loading again
 
 
@@ -164,20 +169,30 @@ def stop_all(sources: list[Source]) -> None:
         source.stop()
 
 
-def open_sinks(args: RunArgs, names: tuple[str, ...], sidecar: dict[str, Any], sources: list[Source]) -> list[Sink]:
+def open_sinks(
+    args: RunArgs,
+    names: tuple[str, ...],
+    sidecar: dict[str, Any],
+    sources: list[Source],
+    outlets: Sequence[QueuedOutlet] = (),
+) -> list[Sink]:
     from monitor.recorders import CsvRecorder, JsonlRecorder
 
     def input_report() -> dict[str, Any]:
         return {"damaged_packets_skipped": sum(getattr(source, "skipped", 0) for source in sources)}
 
-    sinks: list[Sink] = []
+    def outputs_report() -> dict[str, Any]:
+        return {outlet.kind: outlet.report() for outlet in outlets}
+
+    sinks: list[Sink] = list(outlets)  # closed before the CSV, whose sidecar records what they sent
     try:
         if args.csv:
-            sinks.append(CsvRecorder(args.csv, names, sidecar, input_report=input_report))
+            report = outputs_report if outlets else None
+            sinks.append(CsvRecorder(args.csv, names, sidecar, input_report=input_report, outputs_report=report))
         if args.jsonl:
             sinks.append(JsonlRecorder(args.jsonl, names))
     except ValueError:
-        for sink in sinks:
+        for sink in sinks[len(outlets) :]:
             sink.close("error")
         raise
     if args.no_ui:
@@ -216,6 +231,7 @@ def build_pipeline(
     has_video: bool,
     has_audio: bool,
     what: str,
+    outlets: Sequence[QueuedOutlet] = (),
 ) -> Pipeline:
     """Model (built, devices opened at its input size and rate, then warmed up), windower, sinks, pipeline."""
     import torch
@@ -243,7 +259,10 @@ def build_pipeline(
     windower = Windower(
         cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
     )
-    sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info), sources)
+    sidecar = sidecar_for(args, model, trained, info)
+    for outlet in outlets:
+        outlet.start(stream.config.heads.outputs, outlet_description(sidecar))
+    sinks = open_sinks(args, stream.config.heads.outputs, sidecar, sources, outlets)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     where = "replay " + Path(args.replay).name if args.replay else what
@@ -259,7 +278,86 @@ def build_pipeline(
         untrained=not trained,
     )
     pipeline.message = warning
+    for outlet in outlets:
+        outlet.capture_end_ns = capture_clock(args, pipeline)
     return pipeline
+
+
+def open_outlets(args: RunArgs) -> list[QueuedOutlet]:
+    """The live outputs (`--zmq`, `--lsl`), opened before anything slow: a port in use or a missing library
+    is a ValueError (one line) at once. Their channels are declared later, by build_pipeline."""
+    from monitor.outlets import LslOutlet, ZmqPublisher, host_name, lsl_source_id
+
+    outlets: list[QueuedOutlet] = []
+    try:
+        if args.zmq:
+            outlets.append(ZmqPublisher(args.zmq))
+        if args.lsl:
+            where = f"replay {Path(args.replay).resolve()}" if args.replay else f"camera {args.camera} mic {args.mic}"
+            model_id = f"checkpoint {Path(args.checkpoint).resolve()}" if args.checkpoint else f"config {args.config}"
+            rate = (args.speed if args.clock == "realtime" else 0.0) if args.replay else 1.0
+            outlets.append(LslOutlet(args.lsl, lsl_source_id(host_name(), where, model_id), rate))
+    except BaseException:
+        close_all(outlets)
+        raise
+    return outlets
+
+
+def close_all(outlets: Sequence[QueuedOutlet]) -> None:
+    for outlet in outlets:
+        outlet.close("error")
+
+
+def outlet_description(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """What an LSL stream's description carries: software, model, checkpoint and its sha256, untrained."""
+    config = sidecar["config"]
+    return {
+        "software": f"sec2sec-live {sidecar['sec2sec_version']}",
+        "model": f"{config['temporal']['kind']} over {config['fusion']['modalities']}",
+        "checkpoint": sidecar.get("checkpoint"),
+        "checkpoint_sha256": sidecar.get("checkpoint_sha256"),
+        "untrained": str(sidecar["untrained"]).lower(),
+        "window_s": 1,
+        "horizon_s": sidecar["horizon_s"],
+    }
+
+
+def capture_clock(args: RunArgs, pipeline: Pipeline) -> Callable[[Estimate], int | None]:
+    """The monotonic time (ns) of a window's end on the capture clock: live, the sources' clock from the run's
+    origin; a realtime replay, the paced media time (divided by --speed); None where the input is not paced
+    (offline and virtual replay: no capture happens in real time)."""
+    if not args.replay:
+        return lambda estimate: pipeline.origin_ns + (estimate.index + 1) * NANOS_PER_SECOND
+    if args.clock != "realtime":
+        return lambda estimate: None
+    replay, speed = pipeline.sources[0], args.speed
+
+    def paced(estimate: Estimate) -> int | None:
+        origin = getattr(replay, "origin_ns", None)
+        return None if origin is None else origin + int((estimate.index + 1) * NANOS_PER_SECOND / speed)
+
+    return paced
+
+
+def open_pipeline(args: RunArgs) -> Pipeline:
+    """Everything a run needs, in the order that makes bad input fail fast: output paths, live outputs,
+    sources (files and devices), then the model, its warm-up and the recorders."""
+    from monitor.queues import BoundedQueue
+
+    check_outputs(args)
+    outlets = open_outlets(args)
+    inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
+    try:
+        sources, has_video, has_audio, what = open_sources(args, inputs)
+    except BaseException:
+        close_all(outlets)
+        raise
+    try:
+        return build_pipeline(args, inputs, sources, has_video, has_audio, what, outlets)
+    except BaseException:
+        stop_all(sources)
+        close_all(outlets)
+        raise
 
 
 def load_model(checkpoint: str | Path | None = None, config: str | Path | None = None) -> LoadedModel:
@@ -379,20 +477,12 @@ def live(options: Options | None = None, **fields: Any) -> LiveRun:
     `live(no_camera=True)` for the microphone alone. Fields are `Options`' (the CLI's option names).
     Raises ValueError (one line) for bad input before the model loads."""
     from monitor.cli import check_args
-    from monitor.queues import BoundedQueue
 
     args = replace(options or Options(), **fields)
     paths = {key: str(getattr(args, key)) for key in PATH_FIELDS if getattr(args, key) is not None}
     args = replace(args, **paths)  # the sidecar records them as text
     check_args(args)
-    check_outputs(args)
-    inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
-    sources, has_video, has_audio, what = open_sources(args, inputs)
-    try:
-        pipeline = build_pipeline(args, inputs, sources, has_video, has_audio, what)
-    except BaseException:
-        stop_all(sources)
-        raise
+    pipeline = open_pipeline(args)
     return LiveRun(pipeline)
 
 

@@ -20,14 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.api import INPUT_QUEUE, build_pipeline, check_outputs, open_sources, stop_all
+from monitor.api import open_pipeline
 from monitor.replay import CLOCKS
 from sec2sec.cli import show_warning
 from sec2sec.devices import DEVICE_HELP
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
     from monitor.pipeline import Pipeline
-    from monitor.queues import BoundedQueue
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
@@ -90,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--csv", metavar="PATH", help="one row per window (+ PATH.json sidecar)")
     out.add_argument("--jsonl", metavar="PATH", help="one JSON object per window")
+    out.add_argument(
+        "--lsl",
+        nargs="?",
+        const="sec2sec",
+        metavar="NAME",
+        help="publish a Lab Streaming Layer stream NAME (default name: sec2sec); needs pylsl",
+    )
+    out.add_argument("--zmq", metavar="ENDPOINT", help="publish on a ZeroMQ PUB socket, e.g. tcp://127.0.0.1:5556")
     out.add_argument("--no-ui", action="store_true", help="print one plain line per window instead of the dashboard")
     out.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of input")
     return p
@@ -122,17 +129,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
-    from monitor.queues import BoundedQueue
-
-    check_outputs(args)
-    inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
-    sources, has_video, has_audio, what = open_sources(args, inputs)
-    try:
-        pipeline = build_pipeline(args, inputs, sources, has_video, has_audio, what)
-    except BaseException:
-        stop_all(sources)
-        raise
-    return _run_pipeline(pipeline, args)
+    return _run_pipeline(open_pipeline(args), args)
 
 
 def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ class FileReplay:
         self._error = ""
         self._done = False
         self._decoding_since_ns: int | None = None  # set while the thread is inside the decoder
+        self.origin_ns: int | None = None  # the monotonic time that media time 0 is paced to (set by start())
 
     def prepare(
         self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
@@ -69,7 +70,7 @@ class FileReplay:
         self._thread.start()
 
     def _run(self) -> None:
-        started = time.monotonic_ns()
+        started = self.origin_ns = time.monotonic_ns()
         error = ""
         items = iter(self.reader)
         try:
