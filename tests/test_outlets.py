@@ -273,3 +273,20 @@ def test_a_missing_library_is_one_line_before_the_model_loads(
     done = subprocess.run(cli, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     lines = done.stderr.splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
+
+
+def test_the_documented_subscriber_prints_every_window(small: Path, tmp_path: Path) -> None:
+    """docs/live-outputs.md's ten-line subscriber, as written but for the port, against a replay."""
+    page = (ROOT / "docs" / "live-outputs.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    port = free_port()
+    subscriber = subprocess.Popen(
+        [sys.executable, "-c", code.replace("5556", str(port))], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(1.0)  # connected before the first window (PUB/SUB keeps no history)
+    cli = ("--replay", DEMO, "--config", small, "--clock", "offline", "--duration", "3", "--no-ui")
+    done = subprocess.run(live_cmd(*cli, "--zmq", f"tcp://127.0.0.1:{port}"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    printed = subscriber.communicate(timeout=60)[0].splitlines()
+    assert subscriber.returncode == 0 and [line.split()[0] for line in printed] == ["0", "1", "2"], printed
+    assert all(line.endswith("True True") and "'valence'" in line for line in printed)
