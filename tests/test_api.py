@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import small_toml
+from pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
 from monitor.api import LiveRun, RunFailed, estimate_file, live, load_model
 
@@ -109,3 +111,21 @@ def test_the_package_re_exports_the_api_without_importing_torch() -> None:
     code = "import sys, monitor; assert 'torch' not in sys.modules; print(monitor.load_model.__module__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "monitor.api", done.stderr
+
+
+@pytest.mark.audio_device
+def test_a_live_loop_over_the_microphone(pulse_server: PulseServer, tmp_path: Path) -> None:  # noqa: F811
+    """`for estimate in live(mic=...)`: live windows from a real PortAudio device (a PulseAudio tone); leaving
+    the loop closes the device."""
+    config = tmp_path / "audio.toml"
+    config.write_text(small_toml("audio"))
+    run = live(mic="pulse", model=load_model(config=config))
+    estimates = []
+    for estimate in run:
+        estimates.append(estimate)
+        if len(estimates) == 3:
+            break
+    assert [e.index for e in estimates] == [0, 1, 2] and all(e.audio_ok and not e.video_ok for e in estimates)
+    assert estimates[-1].audio_coverage > 0.9 and run.ended_by == "stopped"
+    microphone = run.pipeline.sources[0]
+    assert microphone.status.running is False and microphone._stream is None  # stopped and closed
