@@ -54,15 +54,15 @@ def test_leaving_the_loop_stops_the_run(small: Path, tmp_path: Path) -> None:
     seen = []
     for estimate in run:
         seen.append(estimate.index)
-        if estimate.index == 1:
+        if len(seen) == 2:
             left = time.monotonic()
             break
     stopped_in = time.monotonic() - left
-    assert seen == [0, 1] and run.ended_by == "stopped" and stopped_in < 5
+    assert seen[0] == 0 and seen[1] > 0 and run.ended_by == "stopped" and stopped_in < 5
     replay = run.pipeline.sources[0]
     assert replay._thread is not None and not replay._thread.is_alive()  # the decoder thread was joined
     rows = pd.read_csv(csv)
-    assert list(rows["window"][:2]) == [0, 1] and len(rows) <= 3  # a window in flight may still be written
+    assert list(rows["window"][:2]) == seen and len(rows) <= 3  # a window in flight may still be written
     assert json.loads(Path(f"{csv}.json").read_text())["summary"]["ended_by"] == "stopped"
     with pytest.raises(RuntimeError, match="iterated once"):
         next(iter(run))

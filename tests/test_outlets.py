@@ -98,7 +98,7 @@ def test_lsl_inlet_gets_every_window_with_the_csv_values(small: Path, tmp_path: 
         assert valence == pytest.approx(row["valence"], abs=1e-6) and arousal == pytest.approx(row["arousal"], abs=1e-6)
         # back-dated to the window's end: the estimate came a latency after it (plus closing and delivery)
         delay = sample["received"] - sample["ts"]
-        assert row["latency_ms"] / 1000 - 0.005 <= delay <= row["latency_ms"] / 1000 + 0.5, (delay, row)
+        assert row["latency_ms"] / 1000 - 0.005 <= delay <= row["latency_ms"] / 1000 + 1.0, (delay, row)
     stamps = [sample["ts"] for sample in samples]
     assert [b - a for a, b in itertools.pairwise(stamps)] == pytest.approx([1.0] * 3, abs=1e-3)
     outputs = json.loads(Path(f"{csv}.json").read_text())["summary"]["outputs"]
@@ -167,7 +167,7 @@ def test_zmq_subscriber_gets_every_window_as_the_jsonl_line(small: Path, tmp_pat
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     thread, got = subscribe(endpoint, read=True)
     csv, jsonl = tmp_path / "zmq.csv", tmp_path / "zmq.jsonl"
-    cli = ("--replay", DEMO, "--config", small, "--clock", "virtual", "--duration", "4", "--no-ui")
+    cli = ("--replay", DEMO, "--config", small, "--clock", "offline", "--duration", "4", "--no-ui")
     done = subprocess.run(
         live_cmd(*cli, "--csv", csv, "--jsonl", jsonl, "--zmq", endpoint), capture_output=True, text=True, timeout=300
     )
