@@ -24,6 +24,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import small_toml
+from pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
@@ -41,6 +43,9 @@ SessionID = {session}
 [log]
 level = -3
 """
+
+
+FLAGS = ["video_ok", "audio_ok", "gap", "window"]
 
 
 def free_port() -> int:
@@ -85,7 +90,7 @@ def test_lsl_inlet_gets_every_window_with_the_csv_values(small: Path, tmp_path: 
     assert seen["returncode"] == 0, seen["stderr"]
     info = seen["info"]
     assert info["name"] == "sec2sec-test" and info["type"] == "Affect" and info["rate"] == 1.0
-    assert info["labels"] == ["valence", "arousal", "video_ok", "audio_ok", "gap", "window"]
+    assert info["labels"] == ["valence", "arousal", *FLAGS]
     assert info["units"] == ["probability", "probability", "count", "count", "count", "count"]
     assert info["desc"]["untrained"] == "true" and info["desc"]["software"] == "sec2sec-live 0.1.0"
     assert info["desc"]["model"] == "attention_lstm over both" and info["desc"]["window_s"] == "1"
@@ -103,6 +108,29 @@ def test_lsl_inlet_gets_every_window_with_the_csv_values(small: Path, tmp_path: 
     assert [b - a for a, b in itertools.pairwise(stamps)] == pytest.approx([1.0] * 3, abs=1e-3)
     outputs = json.loads(Path(f"{csv}.json").read_text())["summary"]["outputs"]
     assert outputs == {"lsl": {"sent": 4, "send_queue_dropped": 0, "error": None}}
+
+
+@pytest.mark.audio_device
+def test_lsl_live_microphone_samples_are_stamped_on_the_capture_clock(
+    pulse_server: PulseServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A live run (a real PortAudio device fed by PulseAudio, whose unix socket works inside the namespace):
+    a regular 1 Hz stream whose samples sit exactly one second apart, at the windows' ends on the capture clock,
+    each arriving one latency later."""
+    config, csv = tmp_path / "audio.toml", tmp_path / "mic.csv"
+    config.write_text(small_toml("audio"))
+    cli = ("--mic", "pulse", "--config", config, "--duration", "4", "--no-ui", "--csv", csv)
+    seen = consumer(tmp_path, "run", "sec2sec-mic", *cli, "--lsl", "sec2sec-mic")
+    assert seen["returncode"] == 0, seen["stderr"]
+    assert seen["info"]["rate"] == 1.0 and seen["info"]["labels"] == ["valence", "arousal", *FLAGS]
+    rows, samples = pd.read_csv(csv), seen["samples"]
+    assert [s["values"][-1] for s in samples] == list(rows["window"]) == [0, 1, 2, 3]
+    assert all(s["values"][3] == 1 and s["values"][2] == 0 for s in samples)  # audio_ok, no video
+    stamps = [sample["ts"] for sample in samples]
+    assert [b - a for a, b in itertools.pairwise(stamps)] == pytest.approx([1.0] * 3, abs=1e-6)
+    for sample, latency_ms in zip(samples, rows["latency_ms"], strict=True):
+        assert latency_ms / 1000 - 0.005 <= sample["received"] - sample["ts"] <= latency_ms / 1000 + 1.0
 
 
 def test_lsl_regular_stream_marks_missing_windows_with_nan(tmp_path: Path) -> None:
