@@ -13,6 +13,8 @@
 3. For each torch thread count and clock, latency p50/p99, real-time factor (RTF = wall seconds of processing
    per second of media; below 1 keeps up), windows dropped and the median per-window compute (the default,
    compiled path). Goals: zero drops with the realtime clock; p50 latency <= per-window compute + 50 ms.
+4. The live outputs (LSL, ZeroMQ) beside the CSV recorder: time per window on the pipeline's worker and
+   write -> consumer (output_latency.py; `--output-windows 0` skips it). Goal: under 5 ms per window.
 The cache is a temporary folder (so the cold start is cold), used by every later run.
 """
 
@@ -28,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from output_latency import report_outputs
 from soak import soak, write_soak_clip
 
 LIVE = [sys.executable, "-m", "monitor.cli"]
@@ -113,6 +116,7 @@ def main() -> None:
     parser.add_argument("--skip-cpu", action="store_true", help="no CPU-per-second figures")
     parser.add_argument("--config", help="TOML config for every run (default: the built-in default config)")
     parser.add_argument("--no-compile", action="store_true", help="eager runs only (no start-up figures)")
+    parser.add_argument("--output-windows", type=int, default=300, help="windows per live output (0: skip them)")
     args = parser.parse_args()
     CHILD.extend(["--config", args.config] if args.config else [])
     modes = {"eager": ["--no-compile"]} if args.no_compile else {"compiled": [], "eager": ["--no-compile"]}
@@ -125,6 +129,8 @@ def main() -> None:
             report_startup(write_soak_clip(tmp / "startup.mp4", 640, 360, 4, 30), tmp)
         if not args.skip_cpu:
             report_cpu(args.sizes, args.seconds, tmp, modes)
+        if args.output_windows:
+            report_outputs(args.output_windows, pace_ms=10.0)
         clip = write_soak_clip(tmp / "latency.mp4", 640, 360, args.seconds, 30)
         mode = next(iter(modes))
         print(f"\n{args.seconds} s clip at 640x360, {mode} encoders")

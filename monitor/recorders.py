@@ -283,7 +283,8 @@ class CsvRecorder(_LineRecorder):
     `frames_dropped,samples_lost,samples_restamped` (docs/reliability.md says what each means)
     plus a JSON sidecar `<path>.json` = the caller's `sidecar` dict + "columns" + "summary" (null until `close()`;
     a sidecar whose summary is null means the run did not close cleanly). `input_report`, when given, is called
-    at close and its dict is stored as the summary's "input" (e.g. damaged packets a replay skipped)."""
+    at close and its dict is stored as the summary's "input" (e.g. damaged packets a replay skipped);
+    `outputs_report` likewise as "outputs" (what the live outputs sent and dropped)."""
 
     kind = "csv recorder"
 
@@ -293,8 +294,10 @@ class CsvRecorder(_LineRecorder):
         output_names: Sequence[str],
         sidecar: dict[str, Any],
         input_report: Callable[[], dict[str, Any]] | None = None,
+        outputs_report: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._input_report = input_report
+        self._outputs_report = outputs_report
         reserved = (*LEADING_COLUMNS, *TRAILING_COLUMNS)
         names = check_output_names(output_names, reserved)
         clashes = sorted({"columns", "summary"} & set(sidecar))
@@ -378,6 +381,7 @@ class CsvRecorder(_LineRecorder):
             "latency_p99_ms": None if p99 is None else round(p99, 3),
             "ended_by": ended_by,
             **({"input": self._input_report()} if self._input_report is not None else {}),
+            **({"outputs": self._outputs_report()} if self._outputs_report is not None else {}),
         }
 
     def close(self, ended_by: str = "end") -> None:
@@ -400,6 +404,30 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def json_record(estimate: Estimate, values: Sequence[float], output_names: Sequence[str]) -> dict[str, Any]:
+    """The JSON object of one estimate (JSON lines, the ZeroMQ feed): every Estimate field plus start_s, end_s
+    and latency_ms; `values` are its outputs in `output_names`' order; NaN or infinite numbers become null."""
+    outputs = dict(zip(output_names, values, strict=True))
+    latency = latency_ms(estimate)
+    return {
+        "index": estimate.index,
+        "start_s": estimate.start_s,
+        "end_s": estimate.end_s,
+        "outputs": {name: _finite(value) for name, value in outputs.items()},
+        "attribution": [_finite(float(weight)) for weight in estimate.attribution],
+        "video_ok": bool(estimate.video_ok),
+        "audio_ok": bool(estimate.audio_ok),
+        "frames_seen": estimate.frames_seen,
+        "audio_coverage": _finite(float(estimate.audio_coverage)),
+        "compute_ns": estimate.compute_ns,
+        "gap": estimate.gap,
+        "latency_ns": estimate.latency_ns,
+        "latency_ms": None if latency is None else round(latency, 3),
+        "dropped_total": estimate.dropped_total,
+        **{column: getattr(estimate, column) for column in LOSS_COLUMNS},
+    }
+
+
 class JsonlRecorder(_LineRecorder):
     """One JSON object per window per line, with every Estimate field plus start_s, end_s and latency_ms
     (outputs as an object in output order, attribution as a list; NaN or infinite numbers become null)."""
@@ -411,25 +439,7 @@ class JsonlRecorder(_LineRecorder):
 
     def record(self, estimate: Estimate) -> dict[str, Any]:
         """The JSON object written for one estimate."""
-        outputs = dict(zip(self.output_names, self.outputs_of(estimate), strict=True))
-        latency = latency_ms(estimate)
-        return {
-            "index": estimate.index,
-            "start_s": estimate.start_s,
-            "end_s": estimate.end_s,
-            "outputs": {name: _finite(value) for name, value in outputs.items()},
-            "attribution": [_finite(float(weight)) for weight in estimate.attribution],
-            "video_ok": bool(estimate.video_ok),
-            "audio_ok": bool(estimate.audio_ok),
-            "frames_seen": estimate.frames_seen,
-            "audio_coverage": _finite(float(estimate.audio_coverage)),
-            "compute_ns": estimate.compute_ns,
-            "gap": estimate.gap,
-            "latency_ns": estimate.latency_ns,
-            "latency_ms": None if latency is None else round(latency, 3),
-            "dropped_total": estimate.dropped_total,
-            **{column: getattr(estimate, column) for column in LOSS_COLUMNS},
-        }
+        return json_record(estimate, self.outputs_of(estimate), self.output_names)
 
     def write(self, estimate: Estimate) -> None:
         """Append one line and flush it."""

@@ -59,6 +59,7 @@ class FileReplay:
         self._done = False
         self._decoding_since_ns: int | None = None  # set while the thread is inside the decoder
         self.skipped_ns = 0  # realtime: media time not slept through (jumps in the file's clock)
+        self.origin_ns: int | None = None  # the monotonic time that media time 0 is paced to (set by start())
 
     def prepare(
         self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
@@ -73,7 +74,7 @@ class FileReplay:
         self._thread.start()
 
     def _run(self) -> None:
-        started = time.monotonic_ns()
+        started = self.origin_ns = time.monotonic_ns()
         error = ""
         items = iter(self.reader)
         try:

@@ -68,9 +68,9 @@ def slow_drain(n: int) -> None:
 
 def stuck_stdout(n: int) -> None:
     """From window n on, printing the plain line blocks for ever (a pipe nobody reads)."""
-    from monitor import cli
+    from monitor import api
 
-    write = cli.PlainPrinter.write
+    write = api.PlainPrinter.write
 
     def blocking(self: Any, estimate: Any) -> None:
         if estimate.index >= n:
@@ -78,7 +78,7 @@ def stuck_stdout(n: int) -> None:
             threading.Event().wait()
         write(self, estimate)
 
-    cli.PlainPrinter.write = blocking
+    api.PlainPrinter.write = blocking
 
 
 def disk_full(n: int) -> None:

@@ -131,6 +131,18 @@ def test_pipeline_latency_prints_cpu_per_second_and_latency(small: Path) -> None
     assert lines[-1].startswith("peak RSS of the largest sec2sec-live run")
 
 
+def test_output_latency_prints_each_output_beside_the_csv() -> None:
+    lines = _run_benchmark("output_latency.py", "--windows", "20", "--pace-ms", "5")
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("  ") and "us" not in line}
+    assert list(rows)[:3] == ["csv", "zmq", "lsl"], lines
+    for name in ("csv", "zmq", "lsl"):
+        if rows[name][0] == "skipped:":  # LSL without a network namespace
+            assert name == "lsl" and "unshare" in " ".join(rows[name])
+            continue
+        write_p50, write_p99, delivered_p50, delivered_p99 = map(float, rows[name][:4])
+        assert 0 < write_p50 <= write_p99 and 0 < delivered_p50 <= delivered_p99 and rows[name][4] == "20/20"
+
+
 def test_extract_throughput_prints_rates_and_projected_hours(small: Path) -> None:
     args = ["--clips", "2", "--seconds", "2", "--size", "160x120", "--config", str(small), "--processes", "1"]
     out = "\n".join(_run_benchmark("extract_throughput.py", *args))
