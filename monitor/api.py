@@ -435,6 +435,8 @@ def load_model(checkpoint: str | Path | None = None, config: str | Path | None =
 
 def record_of(estimate: Estimate, outputs: tuple[str, ...]) -> dict[str, Any]:
     """One estimate as the CSV row's fields, in the CSV's column order, as numbers (attribution as a list)."""
+    from monitor.recorders import LOSS_COLUMNS
+
     return {
         "window": estimate.index,
         "start_s": estimate.start_s,
@@ -447,6 +449,7 @@ def record_of(estimate: Estimate, outputs: tuple[str, ...]) -> dict[str, Any]:
         "audio_coverage": float(estimate.audio_coverage),
         "latency_ms": None if estimate.latency_ns is None else estimate.latency_ns / 1e6,
         "dropped_total": estimate.dropped_total,
+        **{column: getattr(estimate, column) for column in LOSS_COLUMNS},
     }
 
 
