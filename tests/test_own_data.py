@@ -125,6 +125,12 @@ def test_manifest_rows_groups_and_bad_rows(tmp_path: Path) -> None:
     assert problems["clips/e.mp4"].startswith("manifest.csv row 7, column split: 'holdout' is not a split")
     binary = read_dataset("manifest", tmp_path / "own", HeadsConfig(task="binary", outputs=("valence",)))
     assert not next(r for r in binary if r.clip_id == "clips/d.mp4").problem  # binary labels: any number
+    manifest = tmp_path / "own" / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace("clips/c.mp4,0.1,0.9,p2,train", "clips/c.mp4,0.1,0.9,p1,train"))
+    regrouped = {r.clip_id: r.problem for r in read_dataset("manifest", manifest, HEADS)}
+    assert regrouped["clips/b.mp4"] == regrouped["clips/a.mp4"].replace("row 2", "row 3")
+    conflict = "manifest.csv row 4, column split: group 'p1' is pinned to test and train"
+    assert regrouped["clips/c.mp4"].startswith(conflict)
 
 
 def test_manifest_header_errors(tmp_path: Path) -> None:

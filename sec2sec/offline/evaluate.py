@@ -30,8 +30,9 @@ from sec2sec.offline.datasets import SPLITS, labelled, labels, second_labels
 from sec2sec.offline.distributed import features_to, resolve_device, session
 from sec2sec.offline.features import CacheIndex, encoder_identity, features_from_clips, load_features, read_index
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs, score_seconds
+from sec2sec.offline.seconds import labelled_seconds, predict_seconds
 from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split
-from sec2sec.offline.train import labelled_seconds, predict, predict_seconds
+from sec2sec.offline.train import predict
 
 WITHOUT = ("", "video", "audio")
 

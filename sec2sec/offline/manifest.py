@@ -97,7 +97,7 @@ def _row_record(base: Path, number: int, row: dict[str, str], heads: HeadsConfig
     return ClipRecord(clip_id, path, row.get("group") or clip_id, SPLIT_NAMES.get(split_text, ""), targets, trace)
 
 
-def _assign_groups(records: list[ClipRecord], where: str) -> list[ClipRecord]:
+def _assign_groups(records: list[ClipRecord], where: str, row_of: dict[str, int]) -> list[ClipRecord]:
     """Groups pinned by a `split` cell take that split (two different pins: every row of the group is a
     problem); the other groups get a seeded group-disjoint split."""
     pins: dict[str, set[str]] = {}
@@ -110,7 +110,8 @@ def _assign_groups(records: list[ClipRecord], where: str) -> list[ClipRecord]:
             out.append(r)
         elif len(pins.get(r.group, ())) > 1:
             both = " and ".join(sorted(pins[r.group]))
-            message = f"{where}, column split: group {r.group!r} is pinned to {both}; one group, one split"
+            message = f"{where} row {row_of[r.clip_id]}, column split: group {r.group!r} is pinned to {both}; "
+            message += "pin one split per group (or leave it empty on all but one row)"
             out.append(replace(r, problem=message))
         elif r.group in pins:
             out.append(replace(r, split=next(iter(pins[r.group]))))
@@ -139,4 +140,5 @@ def read_manifest(root: str | Path, heads: HeadsConfig) -> list[ClipRecord]:
     if not records:
         raise ValueError(f"{path} lists no clips; add one row per clip under the header")
     order = {r.clip_id: i for i, r in enumerate(records)}
-    return sorted(_assign_groups(records, path.name), key=lambda r: order[r.clip_id])
+    row_of = {r.clip_id: i + 2 for i, r in enumerate(records)}
+    return sorted(_assign_groups(records, path.name, row_of), key=lambda r: order[r.clip_id])

@@ -44,9 +44,10 @@ from sec2sec.offline.distributed import (
     unwrap,
 )
 from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, features_from_clips, stack_features
-from sec2sec.offline.metrics import headline, score_outputs, score_seconds
+from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
 from sec2sec.offline.progress import progress_bar
+from sec2sec.offline.seconds import clip_logits, labelled_seconds, second_logits_of, second_scores
 from sec2sec.offline.train_state import (
     History,
     identity,
@@ -64,27 +65,6 @@ def logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor) -> torch.T
     video_ok, audio_ok = features.video_ok[rows], features.audio_ok[rows]
     logits, _ = model.forward_tokens(video, audio, features.lengths[rows], video_ok, audio_ok)
     return logits
-
-
-def second_logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor) -> torch.Tensor:
-    """Rows of cached clips -> logits (len(rows), T, n_outputs) of every second (`Sec2Sec.forward_per_second`)."""
-    video = features.video[rows].float() if model.fusion.use_video else None
-    audio = features.audio[rows].float() if model.fusion.use_audio else None
-    video_ok, audio_ok = features.video_ok[rows], features.audio_ok[rows]
-    logits, _ = model.forward_tokens(video, audio, features.lengths[rows], video_ok, audio_ok, per_second=True)
-    return logits
-
-
-def labelled_seconds(seconds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, n_outputs) per-second targets + (B,) lengths -> bool mask of the seconds that carry a label."""
-    inside = torch.arange(seconds.shape[1], device=seconds.device)[None, :] < lengths.to(seconds.device)[:, None]
-    return ~torch.isnan(seconds) & inside[:, :, None]
-
-
-def clip_logits(per_second: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, n) per-second logits -> (B, n) the clip's: its last valid second's (the clip path's output)."""
-    last = (lengths.to(per_second.device) - 1).clamp_min(0)
-    return per_second[torch.arange(per_second.shape[0], device=per_second.device), last]
 
 
 def with_modality_dropout(model: Sec2Sec, features: Features, config: Config, epoch: int) -> Features:
@@ -139,20 +119,6 @@ def predict(model: Sec2Sec, features: Features, batch: int = 64, rows: torch.Ten
     return torch.cat(out).numpy() if out else np.zeros((0, len(model.config.heads.outputs)), dtype=np.float32)
 
 
-@torch.no_grad()
-def predict_seconds(
-    model: Sec2Sec, features: Features, batch: int = 64, rows: torch.Tensor | None = None
-) -> np.ndarray:
-    """Sigmoid outputs of every second (len(rows), T, n_outputs) for the cached clips `rows`, in eval mode."""
-    model.eval()
-    rows = torch.arange(features.lengths.shape[0]) if rows is None else rows
-    out = [
-        torch.sigmoid(second_logits_of(model, features, rows[s : s + batch])).cpu() for s in range(0, len(rows), batch)
-    ]
-    steps, width = features.video_ok.shape[1], len(model.config.heads.outputs)
-    return torch.cat(out).numpy() if out else np.zeros((0, steps, width), dtype=np.float32)
-
-
 def _accuracy(task: str, scores: dict[str, dict[str, float]]) -> float:
     key = "accuracy" if task == "binary" else "mean_accuracy"
     return float(np.mean([row[key] for row in scores.values()]))
@@ -171,22 +137,8 @@ def validate(model: Sec2Sec, split: Split, config: Config) -> dict[str, float]:
     scores = score_outputs(heads.outputs, heads.task, targets.numpy(), probabilities)
     metric = headline(heads.task, scores)[1]
     if split.seconds is not None and config.train.supervision == "second":
-        metric = headline(heads.task, _second_scores(model, split, config, batch))[1]
+        metric = headline(heads.task, second_scores(model, split, heads.outputs, heads.task, batch))[1]
     return {"loss": float(loss), "accuracy": _accuracy(heads.task, scores), "metric": metric}
-
-
-def _second_scores(model: Sec2Sec, split: Split, config: Config, batch: int) -> dict[str, dict[str, float]]:
-    """Per-second metrics of a split with per-second labels (every rank predicts its share, all get all)."""
-    heads = config.model.heads
-    steps, width = split.seconds.shape[1], len(heads.outputs)
-    flat = gather_rows(
-        split.seconds.shape[0],
-        lambda rows: predict_seconds(model, split.features, batch, rows).reshape(len(rows), -1),
-        steps * width,
-    )
-    truth = split.seconds.cpu().clone()
-    truth[~labelled_seconds(truth, split.features.lengths.cpu())] = float("nan")
-    return score_seconds(heads.outputs, heads.task, truth.numpy(), flat.reshape(-1, steps, width))
 
 
 def _start_epoch(model: Sec2Sec, n: int, seed: int, epoch: int) -> torch.Tensor:
