@@ -132,7 +132,7 @@ def extract(
     check_autocast(autocast, dist.device)
     console = console or Console(quiet=not dist.main)
     folder, root = Path(out), Path(root)
-    records = read_dataset(dataset, root)
+    records = read_dataset(dataset, root, config.model.heads)
 
     def opened() -> tuple[Sec2Sec, CacheIndex]:
         model, index = open_cache(folder, dataset, root, config, dtype, autocast)
@@ -144,8 +144,13 @@ def extract(
     heartbeat.beat("starting")  # before the barrier in in_turn: no rank reads another's file from an older run
     model, index = dist.in_turn(opened)
     todo = [r for r in records if r.clip_id not in index.clips]
-    mine = todo[dist.rank :: dist.world]
     writer = ShardWriter(folder, index, dtype, shard_size, dist.rank, dist.world)
+    bad_rows = [r for r in todo if r.problem]  # listed with the unreadable clips; the other rows go on
+    if dist.main:
+        for record in bad_rows:
+            writer.unreadable(record, record.problem)
+    todo = [r for r in todo if not r.problem]
+    mine = todo[dist.rank :: dist.world]
     model = model.to(dist.device)
     if mine and autocast == "off" and (compile_requested() if compiled is None else compiled):
         compile_model(model, max_batch=batch)  # autocast runs the eager encoders: a package is compiled for float32
@@ -162,7 +167,8 @@ def extract(
         _write_report(folder, index.unreadable)
     encoded, windows, trimmed, padded = (sum(c[k] for c in dist.gather(counts)) for k in range(4))
     seconds = time.perf_counter() - started
-    return ExtractSummary(encoded, len(records) - len(todo), dict(index.unreadable), windows, seconds, trimmed, padded)
+    skipped = len(records) - len(todo) - len(bad_rows)
+    return ExtractSummary(encoded, skipped, dict(index.unreadable), windows, seconds, trimmed, padded)
 
 
 def _encode_all(
@@ -237,8 +243,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("extract", help="encode a dataset's clips into a feature cache (resumable)")
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="liris (LIRIS-ACCEDE) or fi (First Impressions)")
-    p.add_argument("--root", required=True, help="the dataset folder, as downloaded")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        choices=DATASETS,
+        help="liris (LIRIS-ACCEDE), fi (First Impressions), hume (Hume-Reaction, ABAW5 ERI) or manifest (your "
+        "own clips listed in a CSV: --root names it)",
+    )
+    p.add_argument("--root", required=True, help="the dataset folder, as downloaded (manifest: the CSV file)")
     p.add_argument("--out", required=True, help="cache folder (created; a second run resumes it)")
     p.add_argument("--config", default="configs/default.toml", help="TOML config (model.video/audio, clip_seconds)")
     p.add_argument("--dtype", default="float16", choices=tuple(DTYPES), help="storage precision of the tokens")

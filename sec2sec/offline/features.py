@@ -4,7 +4,8 @@ A cache folder holds:
 - `index.json`: format, dataset, the model config the tokens were made with, the dtype, the encoders'
   compute precision (float32, or the CUDA autocast dtype), the encoder identity (sha256 per encoder),
   every finished clip (shard, row, group, official split, raw targets, windows read and kept) in dataset
-  order, and every unreadable clip with the reason;
+  order, and every unreadable clip (or bad dataset row) with the reason; a clip with per-second labels
+  also holds `seconds` ({output: [value per second, null where unlabelled]});
 - `encoders.pt`: the encoder weights used (a state dict per encoder). With random encoders (no pretrained
   weights available) this file is the only way a trained model can be given the same encoders live, so
   `train` builds its checkpoints from exactly these weights and `evaluate` checks the hashes;
@@ -233,9 +234,16 @@ class CacheIndex:
     def records(self) -> list[ClipRecord]:
         """The finished clips as ClipRecords (official split, group, raw targets), in index order."""
         return [
-            ClipRecord(cid, Path(c["path"]), c["group"], c["split"], dict(c["targets"]))
+            ClipRecord(cid, Path(c["path"]), c["group"], c["split"], dict(c["targets"]), _trace(c.get("seconds")))
             for cid, c in self.clips.items()
         ]
+
+
+def _trace(seconds: dict[str, list[float | None]] | None) -> dict[str, list[float]] | None:
+    """A clip entry's per-second targets (null: an unlabelled second) -> floats with NaN, or None."""
+    if not seconds:
+        return None
+    return {k: [float("nan") if v is None else float(v) for v in values] for k, values in seconds.items()}
 
 
 def write_index(folder: Path, index: CacheIndex) -> None:
