@@ -128,7 +128,8 @@ def test_lsl_live_microphone_samples_are_stamped_on_the_capture_clock(
     assert [s["values"][-1] for s in samples] == list(rows["window"]) == [0, 1, 2, 3]
     assert all(s["values"][3] == 1 and s["values"][2] == 0 for s in samples)  # audio_ok, no video
     stamps = [sample["ts"] for sample in samples]
-    assert [b - a for a, b in itertools.pairwise(stamps)] == pytest.approx([1.0] * 3, abs=1e-6)
+    # exact on the capture clock; mapping it onto LSL's clock reads two clocks a few microseconds apart
+    assert [b - a for a, b in itertools.pairwise(stamps)] == pytest.approx([1.0] * 3, abs=1e-4)
     for sample, latency_ms in zip(samples, rows["latency_ms"], strict=True):
         assert latency_ms / 1000 - 0.005 <= sample["received"] - sample["ts"] <= latency_ms / 1000 + 1.0
 
