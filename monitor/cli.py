@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from monitor.replay import CLOCKS
 from sec2sec.cli import show_warning
 from sec2sec.devices import DEVICE_HELP
+from sec2sec.precision import PRECISION_HELP, PRECISIONS
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
     from monitor.pipeline import Pipeline
@@ -86,12 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds of history per estimate (0: carry state forever; default: the training clip length)",
     )
-    model.add_argument(
-        "--no-compile",
-        action="store_true",
-        help="run the encoders eagerly (default: cached AOTInductor packages, built once on first use; "
-        "also SEC2SEC_COMPILE=0)",
-    )
+    model.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     model.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
     out = p.add_argument_group("output")
     out.add_argument("--csv", metavar="PATH", help="one row per window (+ PATH.json sidecar)")
@@ -281,24 +277,26 @@ def build_pipeline(
     import torch
 
     from monitor.pipeline import Pipeline
-    from sec2sec.compiled import LIVE_BATCH, compile_model, compile_requested
     from sec2sec.devices import resolve_device
+    from sec2sec.precision import resolve_precision
     from sec2sec.stream import AffectStream
     from sec2sec.windows import Windower
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)  # bfloat16 on a device without it: usage error, now
     model, trained, info = build_model(args)
     warning = check_streams(model, has_video, has_audio, what)
     cfg = model.config
     for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
         source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
-    stream = AffectStream(model, horizon=args.horizon, device=device)
-    if compile_requested(args.no_compile):
-        info["compiled_encoders"] = compile_model(stream.model, max_batch=LIVE_BATCH)
-    else:
-        info["compiled_encoders"] = {}
-    stream.warm_up()  # first forward of every stage happens before any window is timed
+    stream = AffectStream(model, horizon=args.horizon, device=device, precision=precision)
+    stream.warm_up()  # checks the precision against float32; first forward of every stage before any timing
+    info["precision"] = stream.precision_used
+    info["precision_check"] = {
+        "requested": args.precision,
+        **{k: {"relative_error": v.relative_error, "min_cosine": v.min_cosine} for k, v in stream.parity.items()},
+    }
     windower = Windower(
         cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
     )

@@ -1,8 +1,9 @@
 """Clips -> encoder token maps per one-second window, and the on-disk feature cache that holds them.
 
 A cache folder holds:
-- `index.json`: format, dataset, the model config the tokens were made with, the dtype, the encoders'
-  compute precision (float32, or the CUDA autocast dtype), the encoder identity (sha256 per encoder),
+- `index.json`: format, dataset, the model config the tokens were made with, the storage dtype, the encoders'
+  arithmetic (`precision`: float32 or bfloat16, see `sec2sec.precision`; `autocast`: off or the CUDA autocast
+  dtype), the encoder identity (sha256 per encoder),
   every finished clip (shard, row, group, official split, raw targets, windows read and kept) in dataset
   order, and every unreadable clip with the reason;
 - `encoders.pt`: the encoder weights used (a state dict per encoder). With random encoders (no pretrained
@@ -28,14 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from sec2sec.aoti_cache import tensor_digest
+from sec2sec.checkpoint import tensor_digest
 from sec2sec.config import ModelConfig, from_dict, to_dict
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
 
 FORMAT = "sec2sec-features"
 FORMAT_VERSION = 1
-ENCODE_BATCH = 8  # windows per encoder call (extract --batch default; its compiled packages are built for it)
+ENCODE_BATCH = 8  # windows per encoder call (extract --batch default)
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ENCODERS = ("video_encoder", "audio_encoder")
 
@@ -199,6 +200,7 @@ class CacheIndex:
     unreadable: dict[str, str]
     shards: list[str]
     autocast: str = "off"  # the encoders ran in float32 ("off") or under CUDA autocast to this dtype
+    precision: str = "float32"  # the encoders' trunks ran in float32 or bfloat16 (caches made before: float32)
 
     def records(self) -> list[ClipRecord]:
         """The finished clips as ClipRecords (official split, group, raw targets), in index order."""
@@ -221,6 +223,7 @@ def write_index(folder: Path, index: CacheIndex) -> None:
         "pretrained": index.pretrained,
         "shards": index.shards,
         "autocast": index.autocast,
+        "precision": index.precision,
         "clips": index.clips,
         "unreadable": index.unreadable,
     }
@@ -251,6 +254,7 @@ def read_index(folder: str | Path) -> CacheIndex:
         unreadable=dict(data["unreadable"]),
         shards=list(data["shards"]),
         autocast=str(data.get("autocast", "off")),
+        precision=str(data.get("precision", "float32")),
     )
 
 

@@ -271,6 +271,7 @@ def _checkpoint_meta(
         "train_positive_rate": data.positive_rate or [],
         "finetuned": finetune,
         "cache_encoders": data.index.encoders,
+        "cache_precision": data.index.precision,
         "train": to_dict(config.train),
     }
 
