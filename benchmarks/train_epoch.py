@@ -5,12 +5,13 @@ times what `sec2sec train` does per epoch: co-attention over the tokens of every
 the heads, backward and the AdamW step. (The paper reports 2:14 min per epoch end to end on an RTX 3090.)
 
     .venv/bin/python benchmarks/train_epoch.py [--clips 9800] [--seconds 10] [--config configs/default.toml]
-        [--device auto|cpu|cuda|cuda:N]
+        [--device auto|cpu|cuda|cuda:N] [--autocast bfloat16]
     .venv/bin/torchrun --nproc_per_node N benchmarks/train_epoch.py ...   # DDP, as `sec2sec train` runs it
 
 Under torchrun each process builds the same synthetic cache and trains its share of every global batch through
 DistributedDataParallel (gloo on the CPU with cores / N torch threads each, NCCL on GPUs), exactly as
-`torchrun -m sec2sec train` does; rank 0 prints.
+`torchrun -m sec2sec train` does; rank 0 prints. `--autocast bfloat16` runs the epoch under
+torch.autocast (forward and backward) to measure what bfloat16 training would gain (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
@@ -74,7 +76,8 @@ def _report(args: argparse.Namespace, config: Config, dist: Dist, seconds: float
     n = torch.get_num_threads()
     each = " each" if dist.world > 1 else ""
     threads = f", {n} torch thread{'s' if n > 1 else ''}{each}" if dist.device.type == "cpu" else ""
-    print(f"one epoch: {args.clips} clips x {args.seconds} s, batch {config.train.batch_size}, {where}{threads}")
+    amp = f", autocast {args.autocast}" if args.autocast != "off" else ""
+    print(f"one epoch: {args.clips} clips x {args.seconds} s, batch {config.train.batch_size}, {where}{threads}{amp}")
     print(f"seconds per epoch: {seconds:.1f}")
     print(f"clips/s: {args.clips / seconds:.1f}  (windows/s: {args.clips * args.seconds / seconds:.0f})")
     label, mib = _peak_mib(dist.device)
@@ -92,6 +95,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=0, help="0: the config's train.batch_size")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--autocast", default="off", choices=("off", "bfloat16"), help="the epoch under autocast")
     args = parser.parse_args()
     config = load_config(args.config)
     if args.batch_size:
@@ -106,7 +110,9 @@ def main() -> None:
         trainer = DataParallelModel(model, dist.device) if dist.world > 1 else model
         dist.barrier()
         started = time.perf_counter()
-        stats = train_epoch(trainer, optimizer, split, config, epoch=0)
+        amp = torch.autocast(dist.device.type, torch.bfloat16) if args.autocast != "off" else nullcontext()
+        with amp:
+            stats = train_epoch(trainer, optimizer, split, config, epoch=0)
         if dist.device.type == "cuda":
             torch.cuda.synchronize(dist.device)
         seconds = time.perf_counter() - started
