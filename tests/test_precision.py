@@ -308,3 +308,21 @@ def test_extract_falls_back_to_float32_when_the_check_fails(
     got = load_features(tmp_path / "c", index, list(index.clips))
     expected = load_features(tmp_path / "r", read_index(tmp_path / "r"), list(index.clips))
     assert torch.equal(got.video, expected.video) and torch.equal(got.audio, expected.audio)
+
+
+def test_extract_command_takes_and_reports_the_precision(
+    tiny_dataset: tuple[Path, Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sec2sec.cli import main
+
+    root, _ = tiny_dataset
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    args = ["extract", "--dataset", "liris", "--root", str(root), "--config", str(config), "--workers", "0"]
+    assert main([*args, "--out", str(tmp_path / "c"), "--precision", "float32"]) == 0
+    assert "(6 windows, float32 encoders)" in capsys.readouterr().out.replace("\n", " ")
+    assert read_index(tmp_path / "c").precision == "float32"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--out", str(tmp_path / "d"), "--precision", "float16"])
+    assert exit_info.value.code == 2
+    assert "argument --precision: invalid choice: 'float16'" in capsys.readouterr().err
