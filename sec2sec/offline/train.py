@@ -167,7 +167,7 @@ def train_epoch(
         _step(model, optimizer, loss * weight if weight != 1.0 else loss, t.grad_clip)
         if weight > 0:
             total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
-            outputs.append((rows, torch.sigmoid(logits.detach()).cpu()))
+            outputs.append((rows, torch.sigmoid(logits.detach().float()).cpu()))
         if progress is not None:
             progress.update(task, advance=min(t.batch_size, n - start))
     if progress is not None:
