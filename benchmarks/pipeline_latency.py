@@ -5,8 +5,8 @@
 
 1. Start-up (the `sec2sec-live` command to its first estimate, a 640x360 clip): the default path
    (`--precision auto`, whose start includes the check of bfloat16 against float32) and `--precision float32`,
-   the first run of each and the median of --startup-runs more (3). Nothing is built or cached on a first run, so the goal is
-   first run <= later runs + 1 s.
+   the first run of each and the median of --startup-runs more (3). Nothing is built or cached on a first
+   run, so the goal is first run <= later runs + 1 s.
 2. CPU-seconds per second of video (the child process's user + system time from its first estimate to its last,
    over the seconds of video between them; the offline clock, so the process runs as fast as it can,
    nothing idles and no window is dropped) at each size, default and float32, in one run. Goal: <= 0.75 at
