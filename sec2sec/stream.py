@@ -101,7 +101,8 @@ def check_input(config: ModelConfig, device: torch.device) -> tuple[torch.Tensor
 class AffectStream:
     """`step(window) -> Estimate`; `reset()` forgets the past. `horizon`: seconds of history the estimate
     covers (default: the training clip length stored with the model); 0 carries the state forever.
-    `precision`: the encoders' arithmetic, "auto", "float32" (default) or "bfloat16" (see the module doc)."""
+    `precision`: the encoders' arithmetic, "auto", "float32" (default) or "bfloat16" (see the module doc). The
+    stream moves the model to its device and sets its encoders' precision: give each stream its own model."""
 
     def __init__(
         self,

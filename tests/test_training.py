@@ -295,7 +295,7 @@ def test_trained_checkpoint_gives_the_same_estimates_in_bfloat16(
     model, ckpt = load_model(order_run)
     assert ckpt.meta["cache_precision"] == "float32"
     result = evaluate(order_run, cache, "test")
-    streams = {p: AffectStream(model, horizon=3, precision=p) for p in ("float32", "bfloat16")}
+    streams = {p: AffectStream(load_model(order_run)[0], horizon=3, precision=p) for p in ("float32", "bfloat16")}
     for stream in streams.values():
         stream.warm_up()
     assert streams["bfloat16"].precision_used == "bfloat16"
