@@ -11,7 +11,8 @@ the heads, backward and the AdamW step. (The paper reports 2:14 min per epoch en
 Under torchrun each process builds the same synthetic cache and trains its share of every global batch through
 DistributedDataParallel (gloo on the CPU with cores / N torch threads each, NCCL on GPUs), exactly as
 `torchrun -m sec2sec train` does; rank 0 prints. `--autocast bfloat16` runs the epoch under
-torch.autocast (forward and backward) to measure what bfloat16 training would gain (docs/performance.md).
+torch.autocast (forward and backward); `--compare-autocast N` runs N epochs in float32 and N under bfloat16
+autocast, alternating in one process, and prints the median of each and their ratio (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -88,6 +89,28 @@ def _report(args: argparse.Namespace, config: Config, dist: Dist, seconds: float
     print(f"fp32 matmul 2048^3 after the epoch: {rate:.0f} GFLOP/s on {dist.device} (the speed varies by day)")
 
 
+def compare_autocast(args: argparse.Namespace, config: Config, device: torch.device) -> None:
+    """Alternating float32 / bfloat16-autocast epochs on one model and split: medians, ratio, final losses."""
+    import statistics
+
+    model, split = _setup(config, args.clips, args.seconds, device)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    times: dict[str, list[float]] = {"float32": [], "bfloat16 autocast": []}
+    losses: dict[str, float] = {}
+    for _ in range(args.compare_autocast):
+        for mode in times:
+            amp = torch.autocast(device.type, torch.bfloat16) if mode != "float32" else nullcontext()
+            started = time.perf_counter()
+            with amp:
+                losses[mode] = train_epoch(model, optimizer, split, config, epoch=0)["loss"]
+            times[mode].append(time.perf_counter() - started)
+    fp32, bf16 = (statistics.median(t) for t in times.values())
+    print(f"epochs of {args.clips} clips x {args.seconds} s on {device}, {torch.get_num_threads()} torch threads,")
+    print(f"alternating, median of {args.compare_autocast} each:")
+    print(f"float32 {fp32:.2f} s, bfloat16 autocast {bf16:.2f} s: autocast takes {bf16 / fp32:.2f}x float32's time")
+    print(f"last loss: float32 {losses['float32']:.4f}, bfloat16 autocast {losses['bfloat16 autocast']:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default.toml")
@@ -96,6 +119,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=0, help="0: the config's train.batch_size")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--autocast", default="off", choices=("off", "bfloat16"), help="the epoch under autocast")
+    parser.add_argument("--compare-autocast", type=int, default=0, metavar="N", help="N float32 / autocast pairs")
     args = parser.parse_args()
     config = load_config(args.config)
     if args.batch_size:
@@ -104,6 +128,9 @@ def main() -> None:
         resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(f"train_epoch: {error}") from None
+    if args.compare_autocast:
+        compare_autocast(args, config, resolve_device(args.device))
+        return
     with session(args.device) as dist:
         model, split = _setup(config, args.clips, args.seconds, dist.device)
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)

@@ -72,6 +72,18 @@ def test_train_epoch_prints_its_figures() -> None:
     assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and float(lines[6].split()[6]) > 0
 
 
+def test_train_epoch_compares_bfloat16_autocast_with_float32() -> None:
+    """Training runs under bfloat16 autocast (fusion, temporal model, heads, the epoch's metrics)."""
+    args = ["--clips", "8", "--seconds", "2", "--batch-size", "4", "--device", "cpu", "--compare-autocast", "1"]
+    lines = _run_benchmark("train_epoch.py", *args)
+    assert lines[0].startswith("epochs of 8 clips x 2 s on cpu, ") and lines[1] == "alternating, median of 1 each:"
+    words = lines[2].split()
+    fp32, bf16 = float(words[1]), float(words[5])
+    assert fp32 > 0 and bf16 > 0 and lines[2].endswith(f"autocast takes {bf16 / fp32:.2f}x float32's time")
+    losses = lines[3].split()
+    assert 0.3 < float(losses[3].rstrip(",")) < 1.5 and 0.3 < float(losses[6]) < 1.5, lines[3]
+
+
 def test_train_epoch_under_torchrun_trains_the_same_epoch(tmp_path: Path) -> None:
     """2 gloo processes, each its share of every global batch through DDP (as `torchrun -m sec2sec train`):
     without dropout, the epoch's mean training loss is the one of 1 process."""
