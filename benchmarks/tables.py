@@ -8,11 +8,13 @@ from pathlib import Path
 
 def print_table(headers: list[str], rows: list[list[str]], markdown: bool) -> None:
     """Rows of cells (already formatted) under `headers`: numbers right-aligned in text, pipes in Markdown."""
-    if markdown:
+    if markdown:  # blank lines around it: a Markdown table cannot follow a paragraph line directly
+        print()
         print("| " + " | ".join(headers) + " |")
         print("|" + "|".join("---" for _ in headers) + "|")
         for row in rows:
             print("| " + " | ".join(row) + " |")
+        print()
         return
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     numeric = [bool(rows) and all(_is_number(r[i]) for r in rows) for i in range(len(headers))]
