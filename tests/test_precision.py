@@ -326,3 +326,23 @@ def test_extract_command_takes_and_reports_the_precision(
         main([*args, "--out", str(tmp_path / "d"), "--precision", "float16"])
     assert exit_info.value.code == 2
     assert "argument --precision: invalid choice: 'float16'" in capsys.readouterr().err
+
+
+@pytest.mark.requires_cuda
+def test_cuda_stream_in_bfloat16_passes_its_check() -> None:
+    """On a GPU with bfloat16 (torch.cuda.is_bf16_supported) auto picks it; the folded trunk runs plain conv2d
+    in bfloat16 there, within the bound, and the estimates stay within 0.02 of float32's."""
+    device = torch.device("cuda", 0)
+    expected = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    torch.manual_seed(0)
+    config = ModelConfig(video=VideoConfig(weights="none", frames_per_window=4), audio=AudioConfig(weights="none"))
+    streams = {}
+    for prec in ("auto", "float32"):
+        torch.manual_seed(0)
+        streams[prec] = AffectStream(Sec2Sec(config), device=device, precision=prec)
+        streams[prec].warm_up()
+    assert streams["auto"].precision_used == expected
+    window = streams["auto"].warm_up_window()
+    got, want = streams["auto"].step(window).outputs, streams["float32"].step(window).outputs
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=0.02)
