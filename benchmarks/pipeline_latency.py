@@ -14,7 +14,9 @@
 3. For each torch thread count and clock, latency p50/p99, real-time factor (RTF = wall seconds of processing
    per second of media; below 1 keeps up), windows dropped and the median per-window compute (the default
    path). Goals: zero drops with the realtime clock; p50 latency <= per-window compute + 50 ms.
-`--markdown` prints the three tables as Markdown (for docs/performance.md).
+4. The live outputs (LSL, ZeroMQ) beside the CSV recorder: time per window on the pipeline's worker and
+   write -> consumer (output_latency.py; `--output-windows 0` skips it). Goal: under 5 ms per window.
+`--markdown` prints the tables of 1-3 as Markdown (for docs/performance.md).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from output_latency import report_outputs
 from soak import soak, write_soak_clip
 from tables import cpu_name, print_table
 
@@ -142,6 +145,7 @@ def main() -> None:
     parser.add_argument("--startup-runs", type=int, default=3, help="start-ups after the first, per path")
     parser.add_argument("--config", help="TOML config for every run (default: the built-in default config)")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    parser.add_argument("--output-windows", type=int, default=300, help="windows per live output (0: skip them)")
     args = parser.parse_args()
     CHILD.extend(["--config", args.config] if args.config else [])
     default = f"default (auto: {resolve_precision('auto', torch.device('cpu'))})"
@@ -154,6 +158,8 @@ def main() -> None:
             report_startup(clip, tmp, modes, args.startup_runs, args.markdown)
         if not args.skip_cpu:
             report_cpu(args.sizes, args.seconds, tmp, modes, args.markdown)
+        if args.output_windows:
+            report_outputs(args.output_windows, pace_ms=10.0)
         report_latency(args, tmp, default, modes[default])
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS of the largest sec2sec-live run {peak_mb:.0f} MB")

@@ -1,8 +1,13 @@
 """Camera edge: one daemon thread reads frames from OpenCV, stamps them on the shared monotonic clock and keeps
 the newest in a bounded queue.
 
-A frame's time is `time.monotonic_ns() - origin_ns`, taken right after `grab()` (before the slower decode in
-`retrieve()`), so it is as close to the exposure as OpenCV lets us get. Frames are scaled down to the model's
+A frame's time is the capture's own clock where the backend gives one (OpenCV's `CAP_PROP_POS_MSEC`: V4L2's
+buffer timestamps, a stream's presentation times), mapped onto the shared monotonic clock and trusted only
+while it increases and keeps pace with the reads (`CaptureClock`); otherwise `time.monotonic_ns()` taken right
+after `grab()` (before the slower decode in `retrieve()`). What the device buffered before the run started
+(frames queued in the driver, or in a network stream's socket while the model warmed up) is dropped and
+counted (`backlog`): at the start of a run, frames that arrive in a burst, faster than the camera's rate,
+were waiting already. Frames are scaled down to the model's
 input size (`prepare(short_side)`) in the camera thread, so no queue holds full-resolution frames. The device
 may also be a video file path (handy for tests; the CLI sends files to --replay): it is read as fast as it
 decodes, and its end is reported as a normal `SourceEnd`.
@@ -25,6 +30,67 @@ from sec2sec.media import VideoFrame, scaled_size
 
 FIRST_FRAME_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 2.0
+DRAIN_MAX_S = 5.0  # at most this long dropping a backlog at start (a stream served faster than real time)
+BURST_NS = 20_000_000  # a frame that comes sooner than this (or half a frame interval) was waiting already
+DEFAULT_FPS = 30.0  # assumed when the device does not say its rate
+FRESH_LAG_NS = 250_000_000  # a frame waited for is this new at most, by a capture clock that can be trusted
+MAX_LAG_NS = 2_000_000_000  # a capture clock whose frames seem older than this when read is not trusted
+RATE_SPAN_NS = 3_000_000_000  # reads over which the capture clock's pace is compared with the monotonic clock
+RATE_TOLERANCE = 0.1  # more than 10% faster or slower than the reads: not a clock of real time
+
+
+class CaptureClock:
+    """Frame times from the capture's own clock, mapped onto the monotonic clock, or the read time.
+
+    The mapping adds the smallest (read - capture) difference seen (the transport delay), so a frame is never
+    stamped after it was read. The capture clock is dropped for good, falling back to read times (and
+    `reason` says why), when a stamp does not increase; when a frame known to be fresh (the first one waited
+    for at the start of a run) seems older than FRESH_LAG_NS, or any frame older than MAX_LAG_NS; or when over
+    RATE_SPAN_NS of reads it ran more than RATE_TOLERANCE faster or slower than real time (an MJPEG stream's
+    "clock" is often its frame count over a guessed rate). Times stay increasing across the switch.
+    """
+
+    def __init__(self) -> None:
+        self.trusted = True
+        self.reason = ""
+        self._offset: int | None = None
+        self._last_capture: int | None = None
+        self._last_ns: int | None = None
+        self._reference: tuple[int, int] | None = None  # (capture, read) where the pace check started
+
+    def stamp(self, capture_ms: float | None, read_ns: int, *, fresh: bool = False) -> int:
+        """Monotonic time (ns) of a frame whose capture clock says `capture_ms` (None: there is none), read at
+        `read_ns`; `fresh`: the frame is known to have been captured just before it was read."""
+        t = read_ns
+        if self.trusted and (problem := self._check(capture_ms, read_ns, fresh)):
+            self.trusted, self.reason = False, problem
+        if self.trusted:
+            t = round(capture_ms * 1_000_000) + self._offset
+        if self._last_ns is not None:
+            t = max(t, self._last_ns + 1)
+        self._last_ns = t
+        return t
+
+    def _check(self, capture_ms: float | None, read_ns: int, fresh: bool) -> str:
+        """Why the capture clock cannot be trusted with this frame ("" when it can); updates the mapping."""
+        if capture_ms is None or not capture_ms >= 0:
+            return "the device gives no capture time"
+        capture = round(capture_ms * 1_000_000)
+        if self._last_capture is not None and capture <= self._last_capture:
+            return "its capture times do not increase"
+        self._last_capture = capture
+        self._offset = read_ns - capture if self._offset is None else min(self._offset, read_ns - capture)
+        lag = read_ns - (capture + self._offset)
+        if lag > (FRESH_LAG_NS if fresh else MAX_LAG_NS):
+            return f"a frame it dates {lag / 1e9:.2f} s old was {'just captured' if fresh else 'read late'}"
+        if self._reference is None or fresh:
+            self._reference = (capture, read_ns)
+        elif read_ns - self._reference[1] >= RATE_SPAN_NS:
+            pace = (capture - self._reference[0]) / (read_ns - self._reference[1])
+            if abs(pace - 1) > RATE_TOLERANCE:
+                return f"its clock ran at {pace:.2f}x real time"
+            self._reference = (capture, read_ns)
+        return ""
 
 
 class CameraError(ValueError):
@@ -132,6 +198,8 @@ class CameraSource:
         self._abandoned = False
         self._items = 0
         self._dropped = 0
+        self.backlog = 0  # frames buffered before the run started, dropped
+        self.clock = CaptureClock()
         self._error = ""
         self._ended = False
         self.short_side: int | None = None
@@ -144,6 +212,7 @@ class CameraSource:
         self._read_first_frame(first_frame_timeout_s)
         h, w = self._first.rgb.shape[:2]
         fps = float(self._cap.get(_cv2().CAP_PROP_FPS) or 0.0)
+        self._frame_ns = int(1e9 / (fps if 1 <= fps <= 1000 else DEFAULT_FPS))
         self._detail = f"{w}x{h} @ {fps:.1f} fps" if fps > 0 else f"{w}x{h} @ ? fps"
 
     def _request_size(self, width: int | None, height: int | None) -> None:
@@ -184,15 +253,26 @@ class CameraSource:
         if abandoned:
             self._release()
 
-    def _read_one(self) -> VideoFrame | None:
-        """Grab, stamp, decode and convert one frame; None when the device or file has no more."""
+    def _grab(self) -> int | None:
+        """Grab one frame and stamp it (see CaptureClock): its time on the run's clock, None at the end."""
         if not self._cap.grab():
             return None
-        t_ns = time.monotonic_ns() - self._origin_ns
+        read_ns = time.monotonic_ns()
+        capture_ms = None if self._is_file else self._cap.get(_cv2().CAP_PROP_POS_MSEC)
+        return self.clock.stamp(capture_ms, read_ns) - self._origin_ns
+
+    def _decode(self, t_ns: int | None) -> VideoFrame | None:
+        """The frame just grabbed, decoded and converted; None when there is none."""
+        if t_ns is None:
+            return None
         ok, image = self._cap.retrieve()
         if not ok or image is None:
             return None
         return VideoFrame(rgb=_to_rgb(self._scaled(image)), t_ns=t_ns)  # scale first: convert fewer pixels
+
+    def _read_one(self) -> VideoFrame | None:
+        """Grab, stamp, decode and convert one frame; None when the device or file has no more."""
+        return self._decode(self._grab())
 
     def _scaled(self, image: np.ndarray) -> np.ndarray:
         """`image` with its short side reduced to `short_side` (area filter); the same array when no smaller."""
@@ -224,12 +304,28 @@ class CameraSource:
         self._dropped += self._out.put_latest(frame)
         self._items += 1
 
+    def _drain(self) -> VideoFrame | None:
+        """Drop (and count in `backlog`) what the device buffered before the run: frames that come sooner than
+        half the camera's frame interval (at most BURST_NS) were waiting already. Returns the first frame that
+        had to be waited for (None at the end of the stream); gives up dropping after DRAIN_MAX_S (a stream
+        served faster than real time)."""
+        deadline = time.monotonic_ns() + int(DRAIN_MAX_S * 1e9)
+        while not self._stop_event.is_set() and time.monotonic_ns() < deadline:
+            before = time.monotonic_ns()
+            if not self._cap.grab():
+                return None
+            if time.monotonic_ns() - before >= min(self._frame_ns // 2, BURST_NS):
+                capture_ms = self._cap.get(_cv2().CAP_PROP_POS_MSEC)
+                return self._decode(self.clock.stamp(capture_ms, time.monotonic_ns(), fresh=True) - self._origin_ns)
+            self.backlog += 1
+        return self._read_one()
+
     def _run(self) -> None:
         """Thread body: emit frames until stopped, the file ends or the device fails; then release the device."""
         try:
             frame, self._first = self._first, None
-            if frame is None:  # discarded by a clock restart in start()
-                frame = self._read_one()
+            if frame is None:  # discarded by a clock restart in start(): a run after a warm-up
+                frame = self._read_one() if self._is_file else self._drain()
             while frame is not None and not self._stop_event.is_set():
                 self._emit(frame)
                 frame = self._read_one()
@@ -265,6 +361,11 @@ class CameraSource:
                 return  # it releases the device itself when the driver returns
         self._release()
 
+    def _timing_note(self) -> str:
+        """How frames are stamped and what was dropped at start, for the dashboard's detail line."""
+        note = "" if self._is_file or self.clock.trusted else f", read-time stamps ({self.clock.reason})"
+        return note + (f", {self.backlog} frames buffered before the run dropped" if self.backlog else "")
+
     @property
     def status(self) -> SourceStatus:
         """A snapshot for the dashboard: running, frames captured, frames dropped, size and rate, last error."""
@@ -275,6 +376,6 @@ class CameraSource:
             running=running,
             items=self._items,
             dropped=self._dropped,
-            detail=self._detail,
+            detail=self._detail + self._timing_note(),
             error=self._error,
         )

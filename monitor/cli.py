@@ -11,17 +11,15 @@ the window in flight and closes the recorders (bounded, a few seconds); a second
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import signal
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.api import Terminated, check_args, ended_by, open_pipeline
 from monitor.replay import CLOCKS
 from sec2sec.cli import show_warning
 from sec2sec.devices import DEVICE_HELP
@@ -29,18 +27,8 @@ from sec2sec.precision import PRECISION_HELP, PRECISIONS
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
     from monitor.pipeline import Pipeline
-    from monitor.queues import BoundedQueue
-    from monitor.sinks import Sink
-    from monitor.sources import Source
-    from sec2sec.model import Sec2Sec
-    from sec2sec.stream import Estimate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived before the pipeline was running (opening, loading, warm-up): abort with exit 143."""
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -92,236 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--csv", metavar="PATH", help="one row per window (+ PATH.json sidecar)")
     out.add_argument("--jsonl", metavar="PATH", help="one JSON object per window")
+    out.add_argument(
+        "--lsl",
+        nargs="?",
+        const="sec2sec",
+        metavar="NAME",
+        help="publish a Lab Streaming Layer stream NAME (default name: sec2sec); needs pylsl",
+    )
+    out.add_argument("--zmq", metavar="ENDPOINT", help="publish on a ZeroMQ PUB socket, e.g. tcp://127.0.0.1:5556")
     out.add_argument("--no-ui", action="store_true", help="print one plain line per window instead of the dashboard")
     out.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of input")
     return p
 
 
-class PlainPrinter:
-    """`--no-ui`: one line per window on stdout."""
-
-    name = "stdout"
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-
-    def write(self, estimate: Estimate) -> None:
-        from monitor.dashboard import plain_line
-
-        print(plain_line(estimate, self.names), flush=True)
-
-    def close(self, ended_by: str = "end") -> None:
-        sys.stdout.flush()
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Refuse contradictory or out-of-range options with a one-line reason."""
-    if args.replay is not None:
-        if args.camera is not None or args.mic is not None or args.no_camera:
-            raise ValueError("--replay takes video and audio from the file; drop --camera, --mic and --no-camera")
-    elif args.camera is None and args.mic is None and not args.no_camera:
-        raise ValueError("give an input: --camera N (live), --mic N or --no-camera (microphone only), --replay FILE")
-    if args.camera is not None and args.no_camera:
-        raise ValueError("--camera and --no-camera contradict each other; give one")
-    if args.no_camera and args.no_mic:
-        raise ValueError("--no-camera and --no-mic leave nothing to record; drop one")
-    if args.no_mic and args.mic is not None:
-        raise ValueError("--no-mic and --mic contradict each other; give one")
-    if args.camera is not None and not str(args.camera).isdigit() and Path(args.camera).is_file():
-        raise ValueError(f"--camera {args.camera} is a file; replay files with --replay {args.camera}")
-    if args.speed <= 0:
-        raise ValueError(f"--speed {args.speed} must be > 0 (1.0 is real time)")
-    if args.duration is not None and args.duration <= 0:
-        raise ValueError(f"--duration {args.duration} must be > 0 seconds")
-    if args.horizon is not None and args.horizon < 0:
-        raise ValueError(f"--horizon {args.horizon} must be 0 (carry state forever) or a number of seconds")
-    if args.threads < 0:
-        raise ValueError(f"--threads {args.threads} must be >= 0 (0: one per core)")
-
-
-def build_model(args: argparse.Namespace) -> tuple[Sec2Sec, bool, dict[str, Any]]:
-    """The model from --checkpoint (trained) or --config (untrained), with what the sidecar records of it."""
-    from sec2sec.checkpoint import load_model
-    from sec2sec.config import Config, ModelConfig, load_config
-    from sec2sec.model import Sec2Sec
-    from sec2sec.weights import sha256_of
-
-    config: ModelConfig | None = load_config(args.config).model if args.config else None
-    if args.checkpoint:
-        model, ckpt = load_model(args.checkpoint, expect=config)
-        info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": sha256_of(args.checkpoint), "meta": ckpt.meta}
-        return model, ckpt.trained, info
-    import torch
-
-    torch.manual_seed(0)  # an untrained model is still the same model on every run: replays are reproducible
-    model = Sec2Sec(config or Config().model)
-    return model, False, {"checkpoint": None, "checkpoint_sha256": None}
-
-
-def check_streams(model: Sec2Sec, has_video: bool, has_audio: bool, what: str) -> str:
-    """Refuse input the model cannot use at all; return a warning when one modality will be missing."""
-    cfg = model.config
-    if cfg.fusion.modalities == "video" and not has_video:
-        raise ValueError(f"{what} has no video and this model uses video only; give a file with video")
-    if cfg.fusion.modalities == "audio" and not has_audio:
-        raise ValueError(f"{what} has no audio and this model uses audio only; give a file with audio")
-    if cfg.uses_video and not has_video:
-        return f"{what} has no video stream: running audio-only, every window has video_ok=0"
-    if cfg.uses_audio and not has_audio:
-        return f"{what} has no audio: running video-only, every window has audio_ok=0"
-    return ""
-
-
-def open_sources(args: argparse.Namespace, inputs: BoundedQueue) -> tuple[list[Source], bool, bool, str]:
-    """Open the replay file, or the camera and/or microphone, before anything heavy is loaded, so bad input
-    fails within a second or two. Returns the sources, whether video and audio will come, and a name."""
-    from monitor.replay import FileReplay
-
-    if args.replay is not None:
-        replay = FileReplay(args.replay, inputs, paced=args.clock == "realtime", speed=args.speed)
-        return [replay], replay.info.has_video, replay.info.has_audio, str(args.replay)
-    sources: list[Source] = []
-    try:
-        if args.camera is not None:
-            from monitor.camera import CameraSource
-
-            device: int | str = int(args.camera) if str(args.camera).isdigit() else args.camera
-            sources.append(CameraSource(device, inputs, time.monotonic_ns()))  # the clock restarts at start()
-        if not args.no_mic:
-            from monitor.microphone import MicrophoneSource
-
-            mic_device: int | str | None = int(args.mic) if args.mic and args.mic.isdigit() else args.mic
-            sources.append(MicrophoneSource(mic_device, inputs, time.monotonic_ns()))
-    except BaseException:
-        stop_all(sources)
-        raise
-    has_video = args.camera is not None
-    what = f"camera {args.camera}" if has_video else "the microphone alone (--no-camera)"
-    return sources, has_video, not args.no_mic, f"{what} with --no-mic" if args.no_mic else what
-
-
-def stop_all(sources: list[Source]) -> None:
-    for source in sources:
-        source.stop()
-
-
-def open_sinks(
-    args: argparse.Namespace, names: tuple[str, ...], sidecar: dict[str, Any], sources: list[Source]
-) -> list[Sink]:
-    from monitor.recorders import CsvRecorder, JsonlRecorder
-
-    def input_report() -> dict[str, Any]:
-        return {"damaged_packets_skipped": sum(getattr(source, "skipped", 0) for source in sources)}
-
-    sinks: list[Sink] = []
-    try:
-        if args.csv:
-            sinks.append(CsvRecorder(args.csv, names, sidecar, input_report=input_report))
-        if args.jsonl:
-            sinks.append(JsonlRecorder(args.jsonl, names))
-    except ValueError:
-        for sink in sinks:
-            sink.close("error")
-        raise
-    if args.no_ui:
-        sinks.append(PlainPrinter(names))
-    return sinks
-
-
-def sidecar_for(args: argparse.Namespace, model: Sec2Sec, trained: bool, info: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    from sec2sec import __version__
-    from sec2sec.config import to_dict
-
-    source = (
-        {"replay": args.replay, "clock": args.clock, "speed": args.speed}
-        if args.replay
-        else {"camera": args.camera, "microphone": None if args.no_mic else (args.mic or "default")}
-    )
-    return {
-        "sec2sec_version": __version__,
-        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": source,
-        "untrained": not trained,
-        "pretrained_encoders": model.pretrained,
-        "config": to_dict(model.config),
-        "horizon_s": model.config.clip_seconds if args.horizon is None else args.horizon,
-        "torch_threads": torch.get_num_threads(),
-        **info,
-    }
-
-
 def run(args: argparse.Namespace) -> int:
     check_args(args)
-    from monitor.queues import BoundedQueue
-    from monitor.recorders import check_writable
-
-    for path in (args.csv, args.jsonl):
-        if path:
-            check_writable(path)
-    inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
-    sources, has_video, has_audio, what = open_sources(args, inputs)
+    pipeline = open_pipeline(args)
     try:
-        pipeline = build_pipeline(args, inputs, sources, has_video, has_audio, what)
-    except BaseException:
-        stop_all(sources)
+        return _run_pipeline(pipeline, args)
+    except BaseException as exc:  # a signal before the pipeline's handlers took over: close what is open
+        pipeline.stop(ended_by(exc))
         raise
-    return _run_pipeline(pipeline, args)
-
-
-def build_pipeline(
-    args: argparse.Namespace, inputs: BoundedQueue, sources: list[Source], has_video: bool, has_audio: bool, what: str
-) -> Pipeline:
-    """Model (built, devices opened at its input size and rate, then warmed up), windower, sinks, pipeline."""
-    import torch
-
-    from monitor.pipeline import Pipeline
-    from sec2sec.devices import resolve_device
-    from sec2sec.precision import resolve_precision
-    from sec2sec.stream import AffectStream
-    from sec2sec.windows import Windower
-
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)  # bfloat16 on a device without it: usage error, now
-    model, trained, info = build_model(args)
-    warning = check_streams(model, has_video, has_audio, what)
-    cfg = model.config
-    for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
-        source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
-    stream = AffectStream(model, horizon=args.horizon, device=device, precision=precision)
-    stream.warm_up()  # checks the precision against float32; first forward of every stage before any timing
-    info["precision"] = stream.precision_used
-    info["precision_check"] = {
-        "requested": args.precision,
-        **{k: {"relative_error": v.relative_error, "min_cosine": v.min_cosine} for k, v in stream.parity.items()},
-    }
-    windower = Windower(
-        cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
-    )
-    sinks = open_sinks(args, stream.config.heads.outputs, sidecar_for(args, model, trained, info), sources)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-    where = "replay " + Path(args.replay).name if args.replay else what
-    pipeline = Pipeline(
-        stream,
-        sources,
-        inputs,
-        windower,
-        sinks,
-        clock=args.clock if args.replay else "live",
-        max_windows=None if args.duration is None else max(1, round(args.duration)),
-        title=f"sec2sec-live — {where}",
-        untrained=not trained,
-    )
-    pipeline.message = warning
-    return pipeline
 
 
 def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """Run with signals turned into stop requests, print the closing line, and give the exit code. When a
-    thread could not be joined (a sink stuck in the OS), the process exits at once instead of hanging."""
+    thread could not be joined (a sink or a device stuck in the OS, a terminal that stopped reading), the
+    process exits at once instead of hanging. The handlers are installed before the dashboard starts and do
+    not depend on it; its start and stop are bounded."""
     from monitor.dashboard import Dashboard
 
     dashboard = None if args.no_ui else Dashboard(pipeline.snapshot)
@@ -337,7 +123,7 @@ def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
             dashboard.stop()
         _restore_signals(handlers)
     code = _report(pipeline, ended_by)
-    if pipeline.abandoned:
+    if pipeline.abandoned or (dashboard is not None and dashboard.abandoned):
         sys.stderr.flush()
         os._exit(code)  # a stuck thread would hang the interpreter's exit; every recorder is already closed
     return code
@@ -359,6 +145,8 @@ def _report(pipeline: Pipeline, ended_by: str) -> int:
     if failed:
         print(f"error: {ended_by.removeprefix('error: ')}", file=sys.stderr)
         return EXIT_FAILED
+    if pipeline.close_error:  # a signal ended the run, and a recorder then failed to close: say so
+        print(f"warning: {pipeline.close_error}", file=sys.stderr)
     return {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED}.get(ended_by, EXIT_OK)
 
 

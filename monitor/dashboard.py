@@ -21,6 +21,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from monitor.queues import call_with_deadline
+
 if TYPE_CHECKING:
     from monitor.sources import SourceStatus
     from sec2sec.stream import Estimate
@@ -320,7 +322,12 @@ class Dashboard:
     """rich Live over `render(get_snapshot())`, redrawn `refresh_per_second` times a second by rich's thread.
 
     `stop()` joins that thread (rich's own `Live.stop` only signals it), so no thread is left behind. Do not call
-    `stop()` while holding a lock that `get_snapshot` takes: the refresh thread may be waiting on it."""
+    `stop()` while holding a lock that `get_snapshot` takes: the refresh thread may be waiting on it.
+
+    A terminal that stops reading (Ctrl-S, a stalled ssh session, a pipe nobody reads) blocks rich inside a
+    `write` while it holds its lock; `start()` and `stop()` therefore run with a deadline (`JOIN_TIMEOUT_S`)
+    and leave a stuck display to its threads (named in `abandoned`) instead of waiting for ever. Rich does not
+    redirect stdout or stderr: warnings reach the real stderr, not this console."""
 
     JOIN_TIMEOUT_S = 2.0
 
@@ -339,6 +346,7 @@ class Dashboard:
         self.refresh_per_second = refresh_per_second
         self.auto_refresh = auto_refresh
         self.last_error: str = ""
+        self.abandoned: list[str] = []  # display threads left blocked in a write (a terminal that stopped reading)
         self._live: Live | None = None
         self._lock = threading.Lock()
 
@@ -356,7 +364,7 @@ class Dashboard:
         return self._live is not None
 
     def start(self) -> None:
-        """Start the live display (does nothing if already started)."""
+        """Start the live display (does nothing if already started); bounded, see the class docstring."""
         with self._lock:
             if self._live is not None:
                 return
@@ -368,9 +376,12 @@ class Dashboard:
                 screen=False,
                 transient=False,
                 redirect_stdout=False,
+                redirect_stderr=False,
             )
-            live.start()
             self._live = live
+        returned, _ = call_with_deadline(live.start, self.JOIN_TIMEOUT_S, "dashboard start")
+        if not returned:
+            self.abandoned.append("dashboard start")
 
     def refresh(self) -> None:
         """Redraw now (for auto_refresh=False); does nothing when not started."""
@@ -380,12 +391,17 @@ class Dashboard:
 
     def stop(self) -> None:
         """Stop the display, leave the last frame on screen and join rich's refresh thread. Idempotent; safe
-        before start()."""
+        before start(); bounded: returns within about 2 x `JOIN_TIMEOUT_S` even when the terminal is stuck."""
         with self._lock:
             live, self._live = self._live, None
         if live is None:
             return
         thread = getattr(live, "_refresh_thread", None)  # rich's Live.stop() signals this thread but does not join it
-        live.stop()
+        returned, _ = call_with_deadline(live.stop, self.JOIN_TIMEOUT_S, "dashboard stop")
+        if not returned:
+            self.abandoned.append("dashboard stop")
+            return
         if isinstance(thread, threading.Thread) and thread is not threading.current_thread():
             thread.join(self.JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                self.abandoned.append(thread.name)

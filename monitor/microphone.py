@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.queues import BoundedQueue
+from monitor.queues import BoundedQueue, call_with_deadline
 from monitor.sources import SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk
@@ -39,6 +39,9 @@ NO_INPUT_DEVICE = (
 # 25 ms keeps the audio within 25 ms of the camera's clock, under the ~45 ms at which people notice lip-sync
 # error and 2.5% of a 1 s window.
 MIN_TOLERANCE_MS = 25
+# Stopping a stream whose USB device was unplugged can block inside ALSA (Pa_StopStream) for ever: stop() waits
+# this long, then leaves the stream to a helper thread and says so.
+STOP_TIMEOUT_S = 2.0
 
 
 class MicrophoneError(ValueError):
@@ -149,7 +152,9 @@ class SampleClock:
     """Stamps input buffers with the index of their first sample at `sample_rate`, counted from `origin_ns`.
 
     `stamp()` returns `(first_sample, skip)`: drop the first `skip` samples of the buffer (they overlap what
-    was already stamped, or precede the origin) and the rest start at `first_sample`.
+    was already stamped, or precede the origin) and the rest start at `first_sample`. After each call,
+    `last_error` is how many samples the ADC time put this buffer after where the count expected it (negative:
+    before; 0 for the first buffer) and `restamped` whether that moved the stream (a discontinuity).
     """
 
     def __init__(self, origin_ns: int, sample_rate: int) -> None:
@@ -159,6 +164,9 @@ class SampleClock:
         self._offset_ns: int | None = None  # monotonic_ns - PortAudio time, measured once
         self._next: int | None = None
         self._largest_block = 0
+        self.last_error = 0
+        self.restamped = False
+        self.counted_ahead = 0  # of the current error, the samples already counted as lost (see _count_losses)
 
     def _adc_ns(self, frames: int, adc_time_s: float, current_time_s: float, now_ns: int) -> int:
         """The buffer's ADC time on the monotonic clock (or now minus its duration when the host gives none)."""
@@ -173,10 +181,13 @@ class SampleClock:
         adc_ns = self._adc_ns(frames, adc_time_s, current_time_s, now_ns)
         measured = ((adc_ns - self.origin_ns) * self.sample_rate + NANOS_PER_SECOND // 2) // NANOS_PER_SECOND
         first = measured
+        self.last_error, self.restamped = 0, False
         if self._next is not None:
             tolerance = max(self._largest_block, self.sample_rate * MIN_TOLERANCE_MS // 1000)
-            if abs(measured - self._next) > tolerance:
+            self.last_error = measured - self._next
+            if abs(self.last_error) > tolerance:
                 self.discontinuities += 1
+                self.restamped = True
             else:
                 first = self._next
         self._largest_block = max(self._largest_block, frames)
@@ -200,6 +211,8 @@ class MicrophoneSource:
     stops and closes the stream (idempotent). `stream_factory` replaces `sounddevice.InputStream` (same
     keyword arguments) in tests.
     """
+
+    name = "microphone"
 
     def __init__(
         self,
@@ -236,6 +249,10 @@ class MicrophoneSource:
         self.overflows = 0  # callbacks flagged input_overflow (samples lost inside PortAudio)
         self.other_flags = 0  # callbacks with any other status flag
         self.queue_drops = 0  # chunks displaced from the full queue
+        self.abandoned: list[str] = []  # helper threads left blocked in PortAudio (a stop that never returned)
+        self.samples_lost = 0  # at the delivered rate: overflows' measured shortfall and forward re-stamps
+        self.samples_restamped = 0  # at the delivered rate: how far re-stamps moved the stream's clock
+        self.on_loss: Callable[..., None] | None = None  # (window, samples=, restamped=), e.g. LossLedger.add
 
     @property
     def discontinuities(self) -> int:
@@ -257,6 +274,7 @@ class MicrophoneSource:
         else:
             samples = indata.mean(axis=1, dtype=np.float32)
         first, skip = self._clock.stamp(frames, time_info.inputBufferAdcTime, time_info.currentTime, now_ns)
+        self._count_losses(first, bool(status and status.input_overflow))
         samples = samples[skip:]
         if self._resampler is not None and samples.size:
             samples, first = self._resample(samples, first)
@@ -264,6 +282,24 @@ class MicrophoneSource:
             chunk = AudioChunk(samples=samples, first_sample=first, sample_rate=self.sample_rate)
             self.queue_drops += self._out.put_latest(chunk)
             self.items += 1
+
+    def _count_losses(self, first: int, overflow: bool) -> None:
+        """What the stamp of the buffer starting at device sample `first` says was lost: a re-stamp moved the
+        clock by |error| samples (and lost them when it moved forward); an overflow whose shortfall stayed
+        within the tolerance lost `error` samples that the contiguous count hides (counted once: later buffers
+        carry the same shortfall until a re-stamp). At the delivered rate."""
+        clock, error = self._clock, self._clock.last_error
+        lost = max(error - clock.counted_ahead, 0) if (clock.restamped or overflow) else 0
+        moved = abs(error) if clock.restamped else 0
+        clock.counted_ahead = 0 if clock.restamped else clock.counted_ahead + lost
+        if not lost and not moved:
+            return
+        lost, moved = lost * self.sample_rate // self.device_rate, moved * self.sample_rate // self.device_rate
+        self.samples_lost += lost
+        self.samples_restamped += moved
+        if self.on_loss is not None:
+            expected = first - error if self._clock.restamped else first  # where the count expected the buffer
+            self.on_loss(max(expected, 0) // self.device_rate, samples=lost, restamped=moved)
 
     def _resample(self, samples: np.ndarray, first: int) -> tuple[np.ndarray, int]:
         """Device-rate samples starting at device sample `first` -> model-rate samples and their first index.
@@ -358,8 +394,10 @@ class MicrophoneSource:
                 "check that no other program holds it, or run video-only with --no-mic"
             ) from None
 
-    def stop(self) -> None:
-        """Stop and close the stream; idempotent, safe before start. No PortAudio thread is left running."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop and close the stream; idempotent, safe before start, and bounded: a stop that has not returned
+        within `timeout_s` (a device unplugged mid-run can block ALSA) is left to its helper thread, named in
+        `abandoned`, and reported as the source's error."""
         with self._lock:
             if self._stopped:
                 return
@@ -367,12 +405,23 @@ class MicrophoneSource:
             stream, self._stream = self._stream, None
         if stream is None:
             return
-        try:
-            stream.stop()
-        except self._portaudio_errors() as exc:  # the device may already be gone; closing still frees it
-            self._error = self._error or f"microphone stop failed: {exc}"
-        finally:
-            stream.close()
+
+        def stop_and_close() -> None:
+            try:
+                stream.stop()
+            except self._portaudio_errors() as exc:  # the device may already be gone; closing still frees it
+                self._error = self._error or f"microphone stop failed: {exc}"
+            finally:
+                stream.close()
+
+        returned, error = call_with_deadline(stop_and_close, timeout_s, "stop microphone")
+        if not returned:
+            self.abandoned.append("stop microphone")
+            self._error = self._error or (
+                f"microphone {self.device.name!r} did not stop within {timeout_s:g} s (unplugged?); left behind"
+            )
+        elif error:
+            self._error = self._error or f"microphone stop failed: {error}"
 
     @property
     def status(self) -> SourceStatus:

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from monitor.dashboard import Snapshot
-from monitor.queues import BoundedQueue, Closed
+from monitor.losses import LossLedger
+from monitor.queues import BoundedQueue, Closed, call_with_deadline
 from monitor.recorders import percentile
 from monitor.sinks import Sink, SinkFailed, sink_name
 from monitor.sources import Source, SourceEnd
@@ -29,6 +30,8 @@ CLOCKS = ("live", "realtime", "virtual", "offline")
 HISTORY_SECONDS = 60
 IN_FLIGHT_TIMEOUT_S = 3.0  # shutdown waits this long for the window being computed (one window: ~0.5 s here)
 SINK_CLOSE_TIMEOUT_S = 1.0  # per sink; a sink stuck in the OS (a pipe nobody reads) is abandoned, not waited on
+SINK_WRITE_TIMEOUT_S = 10.0  # one write to a sink this long is stuck (a pipe or FIFO nobody reads, a stalled disk)
+SOURCE_STOP_TIMEOUT_S = 3.0  # per source; a device whose stop blocks in its driver (an unplugged USB mic) is abandoned
 STALL_TIMEOUT_S = 30.0  # a replay decoder that makes no progress this long ends the run (exit 1)
 INFERENCE_TIMEOUT_S = 120.0  # one model step this long is stuck, not slow (a window takes ~0.5 s here)
 POLL_S = 0.05  # how often a waiting loop looks at the stop event
@@ -74,13 +77,15 @@ class Pipeline:
         untrained: bool = False,
         stall_timeout_s: float = STALL_TIMEOUT_S,
         inference_timeout_s: float = INFERENCE_TIMEOUT_S,
+        sink_timeout_s: float | None = None,
     ) -> None:
+        sink_timeout_s = SINK_WRITE_TIMEOUT_S if sink_timeout_s is None else sink_timeout_s
         if clock not in CLOCKS:
             raise ValueError(f"clock {clock!r} is not allowed; use one of {', '.join(CLOCKS)}")
-        if stall_timeout_s <= 0 or inference_timeout_s <= 0:
+        if min(stall_timeout_s, inference_timeout_s, sink_timeout_s) <= 0:
             raise ValueError(
-                f"stall_timeout_s = {stall_timeout_s}, inference_timeout_s = {inference_timeout_s}; "
-                "give positive numbers of seconds"
+                f"stall_timeout_s = {stall_timeout_s}, inference_timeout_s = {inference_timeout_s}, "
+                f"sink_timeout_s = {sink_timeout_s}; give positive numbers of seconds"
             )
         self.stream, self.sources, self.inputs, self.windower = stream, list(sources), inputs, windower
         self.sinks, self.clock, self.max_windows = list(sinks), clock, max_windows
@@ -88,6 +93,7 @@ class Pipeline:
         self.title, self.untrained = title, untrained
         self.stall_ns = int(stall_timeout_s * NANOS_PER_SECOND)
         self.inference_ns = int(inference_timeout_s * NANOS_PER_SECOND)
+        self.sink_ns = int(sink_timeout_s * NANOS_PER_SECOND)
         self.windows: BoundedQueue[Window] = BoundedQueue(window_queue)
         self.names = tuple(stream.config.heads.outputs)
         self._progress = _Progress(history={n: collections.deque(maxlen=HISTORY_SECONDS) for n in self.names})
@@ -101,12 +107,27 @@ class Pipeline:
         self.message = ""
         self.abandoned: list[str] = []  # threads still running after shutdown gave up on them
         self.unwritten = 0  # estimates computed after the sinks were closed (only when a thread was abandoned)
+        self.close_error = ""  # the first sink that could not be closed, one line
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._busy: tuple[int, int] | None = None  # (window index, monotonic start) of the step in progress
+        self._writing: tuple[str, int] | None = None  # (sink name, monotonic start) of the write in progress
         self._virtual_free_ns = 0
         self._frames = collections.deque(maxlen=256)  # monotonic arrival times of recent video frames
         self._started_ns = time.monotonic_ns()
         self.on_estimate: Callable[[Estimate], None] | None = None
+        self.losses = LossLedger()  # input lost at the edges, by window; each row takes its window's share
+        inputs.on_drop = self._input_dropped
+        for source in self.sources:
+            if hasattr(source, "on_loss"):  # a source that can tell what it lost (the microphone)
+                source.on_loss = self.losses.add
+
+    def _input_dropped(self, item: object) -> None:
+        """A frame or chunk the full input queue displaced (live: the windowing thread fell behind)."""
+        if isinstance(item, (VideoFrame, FrameTick)):
+            self.losses.add(item.t_ns // NANOS_PER_SECOND, frames=1)
+        elif isinstance(item, AudioChunk):
+            samples = len(item.samples) * self.stream.config.audio.sample_rate // item.sample_rate
+            self.losses.add(item.first_sample // item.sample_rate, samples=samples)
 
     # ---- the windowing loop (caller's thread) -------------------------------------------------------
 
@@ -149,8 +170,8 @@ class Pipeline:
                 return
 
     def _stalled(self) -> bool:
-        """End the run (True) when a replay's decoder has made no progress for `stall_ns`, or one model step
-        has run for `inference_ns`."""
+        """End the run (True) when a replay's decoder has made no progress for `stall_ns`, one model step
+        has run for `inference_ns`, or one write to a sink has not returned for `sink_ns`."""
         now = time.monotonic_ns()
         if self.clock != "live":
             for source in self.sources:
@@ -161,6 +182,13 @@ class Pipeline:
         busy = self._busy
         if busy is not None and now - busy[1] > self.inference_ns:
             self._fail(f"inference stalled: window {busy[0]} has run for {self.inference_ns / NANOS_PER_SECOND:g} s")
+            return True
+        writing = self._writing
+        if writing is not None and now - writing[1] > self.sink_ns:
+            self._fail(
+                f"{writing[0]}: a write has not returned for {self.sink_ns / NANOS_PER_SECOND:g} s "
+                "(a pipe or FIFO nobody reads, or a stalled disk); the rows written before it are kept"
+            )
             return True
         return False
 
@@ -230,7 +258,17 @@ class Pipeline:
                 self._busy = (window.index, time.monotonic_ns())
                 estimate = self.stream.step(window)
                 self._busy = None
-                self._publish(replace(estimate, latency_ns=self._latency(window, estimate), dropped_total=self.dropped))
+                lost = self.losses.take(window.index)
+                self._publish(
+                    replace(
+                        estimate,
+                        latency_ns=self._latency(window, estimate),
+                        dropped_total=self.dropped,
+                        frames_dropped=lost.frames_dropped,
+                        samples_lost=lost.samples_lost,
+                        samples_restamped=lost.samples_restamped,
+                    )
+                )
         except SinkFailed as exc:
             self._fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - reported as the reason the run ended
@@ -273,10 +311,13 @@ class Pipeline:
                 self.unwritten += 1
                 return
             for sink in self.sinks:
+                self._writing = (sink_name(sink), time.monotonic_ns())
                 try:
                     sink.write(estimate)
                 except Exception as exc:  # noqa: BLE001 - named and reported as the reason the run ended
                     failure = failure or f"{sink_name(sink)} failed at window {estimate.index}: {_first_line(exc)}"
+                finally:
+                    self._writing = None
         with self._lock:
             p = self._progress
             p.latest, p.done = estimate, p.done + 1
@@ -296,13 +337,18 @@ class Pipeline:
         return self.windows.dropped + self._progress.virtual_dropped
 
     def stop(self, reason: str = "stopped") -> None:
-        """Idempotent and bounded: stop sources (releasing devices), let the worker finish the window in
-        flight, then close every sink (recorders write their summaries). Safe from any thread."""
+        """Idempotent and bounded: close the queues, let the worker finish the window in flight, close every
+        sink (recorders write their summaries), then stop the sources (releasing devices). Every step has a
+        deadline, so a device or sink stuck in its driver cannot hold up the others. Safe from any thread."""
         self._end(reason)
         with self._lock:
             stopping_elsewhere, self._stopped = self._stopped, True
         if stopping_elsewhere:  # another thread is shutting down: wait (bounded) until it is done
-            self._shut_down.wait(IN_FLIGHT_TIMEOUT_S + SINK_CLOSE_TIMEOUT_S * (len(self.sinks) + 1))
+            self._shut_down.wait(
+                IN_FLIGHT_TIMEOUT_S
+                + SINK_CLOSE_TIMEOUT_S * (len(self.sinks) + 1)
+                + SOURCE_STOP_TIMEOUT_S * len(self.sources)
+            )
             return
         try:
             self._shut_down_everything()
@@ -310,18 +356,29 @@ class Pipeline:
             self._shut_down.set()
 
     def _shut_down_everything(self) -> None:
-        self.inputs.close()  # first: wakes a replay blocked on a full queue
-        for source in self.sources:
-            try:
-                source.stop()
-            except Exception as exc:  # noqa: BLE001 - the other sources and the sinks must still be stopped
-                self.message = self.message or f"{source.name} did not stop cleanly: {_first_line(exc)}"
+        """Sinks close before the sources stop: the summary is on disk even if a device's stop blocks."""
+        self.inputs.close()  # first: wakes a replay blocked on a full queue; live sources' puts now do nothing
         self.windows.close()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
             self._worker.join(timeout=IN_FLIGHT_TIMEOUT_S)
             if self._worker.is_alive():
                 self.abandoned.append("inference")
         self._close_sinks()
+        self._stop_sources()
+
+    def _stop_sources(self) -> None:
+        """Stop each source in a helper thread with a deadline; one that does not return is abandoned."""
+        for source in self.sources:
+            name = getattr(source, "name", "") or source.status.name
+            returned, error = call_with_deadline(source.stop, SOURCE_STOP_TIMEOUT_S, f"stop {name}")
+            self.abandoned += getattr(source, "abandoned", [])  # a source that bounds its own stop
+            if not returned:
+                self.abandoned.append(f"stop {name}")
+                self.message = self.message or (
+                    f"{name} did not stop within {SOURCE_STOP_TIMEOUT_S:g} s (device gone?); left behind"
+                )
+            elif error:
+                self.message = self.message or f"{name} did not stop cleanly: {error}"
 
     def _close_sinks(self) -> None:
         """Close each sink in a helper thread with a time limit, so a sink stuck in the OS cannot hold up the
@@ -330,22 +387,24 @@ class Pipeline:
         self._sinks_closed = True
         if locked:
             self._sink_lock.release()
+        ended_by = self._ended_by
         for sink in self.sinks:
-            errors: list[str] = []
+            name = f"close {sink_name(sink)}"
+            returned, error = call_with_deadline(lambda sink=sink: sink.close(ended_by), SINK_CLOSE_TIMEOUT_S, name)
+            if not returned:
+                self.abandoned.append(name)
+                self._close_failed(f"{sink_name(sink)} did not close within {SINK_CLOSE_TIMEOUT_S:g} s")
+            elif error:
+                self._close_failed(f"{sink_name(sink)} could not be closed: {error}")
 
-            def close(sink: Sink = sink, errors: list[str] = errors) -> None:
-                try:
-                    sink.close(self._ended_by)
-                except Exception as exc:  # noqa: BLE001 - reported; the other sinks still close
-                    errors.append(_first_line(exc))
-
-            closer = threading.Thread(target=close, name=f"close {sink_name(sink)}", daemon=True)
-            closer.start()
-            closer.join(SINK_CLOSE_TIMEOUT_S)
-            if closer.is_alive():
-                self.abandoned.append(closer.name)
-            elif errors and not self.message:
-                self.message = f"{sink_name(sink)} could not be closed: {errors[0]}"
+    def _close_failed(self, message: str) -> None:
+        """A sink that cannot close (a full disk while writing the summary) turns a clean end into an error;
+        a run already ended by a signal or an error keeps that reason, with this as its message."""
+        self.close_error = self.close_error or message
+        if self._ended_by in ("end", "duration", "stopped"):
+            self._ended_by, self.message = f"error: {message}", message
+        else:
+            self.message = self.message or message
 
     @property
     def ended_by(self) -> str:

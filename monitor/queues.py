@@ -1,13 +1,37 @@
-"""Bounded queues for the edges: live data keeps the newest items and counts what it drops; lossless
-producers (offline replay) block until there is room or the pipeline stops."""
+"""Bounded waits for the edges: queues where live data keeps the newest items and counts what it drops while
+lossless producers (offline replay) block until there is room or the pipeline stops, and calls into the
+outside world (stopping a device, closing a sink) made with a deadline."""
 
 from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def call_with_deadline(call: Callable[[], object], timeout_s: float, name: str) -> tuple[bool, str]:
+    """Run `call` in a daemon helper thread named `name` and wait at most `timeout_s` for it. Returns
+    (returned, error): returned is False when the deadline passed (the thread is abandoned: it runs on until
+    the call returns, if ever); error is the first line of what the call raised, or "".
+    For calls that can block inside the OS or a driver (stopping a PortAudio stream after a device was
+    unplugged, writing to a pipe nobody reads), where no stop event can wake them."""
+    errors: list[str] = []
+
+    def target() -> None:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as one line
+            errors.append((f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0])
+
+    helper = threading.Thread(target=target, name=name, daemon=True)
+    helper.start()
+    helper.join(timeout_s)
+    if helper.is_alive():
+        return False, ""
+    return True, errors[0] if errors else ""
 
 
 class Closed(Exception):
@@ -15,9 +39,9 @@ class Closed(Exception):
 
 
 class BoundedQueue(Generic[T]):
-    """A bounded FIFO with two ways in: `put_latest` (drop the oldest when full, count it) and
-    `put_wait` (block while full). `close()` wakes every waiter; `get` then drains what is left
-    and raises `Closed`."""
+    """A bounded FIFO with two ways in: `put_latest` (drop the oldest when full, count it, and hand it to
+    `on_drop` when set, outside the lock) and `put_wait` (block while full). `close()` wakes every waiter;
+    `get` then drains what is left and raises `Closed`."""
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
@@ -27,6 +51,7 @@ class BoundedQueue(Generic[T]):
         self._items: collections.deque[T] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self.on_drop: Callable[[T], None] | None = None
 
     def __len__(self) -> int:
         with self._cond:
@@ -41,14 +66,17 @@ class BoundedQueue(Generic[T]):
         with self._cond:
             if self._closed:
                 return 0
-            dropped = 0
+            displaced = []
             while len(self._items) >= self.maxsize:
-                self._items.popleft()
-                dropped += 1
-            self.dropped += dropped
+                displaced.append(self._items.popleft())
+            self.dropped += len(displaced)
             self._items.append(item)
             self._cond.notify_all()
-            return dropped
+        on_drop = self.on_drop
+        if on_drop is not None:
+            for old in displaced:
+                on_drop(old)
+        return len(displaced)
 
     def put_wait(self, item: T, timeout: float | None = None) -> bool:
         """Enqueue, waiting for room; False if the queue closed (or `timeout` s passed) first."""

@@ -34,7 +34,19 @@ if TYPE_CHECKING:
     from sec2sec.stream import Estimate
 
 LEADING_COLUMNS = ("window", "start_s", "end_s")
-TRAILING_COLUMNS = ("attribution", "video_ok", "audio_ok", "frames", "audio_coverage", "latency_ms", "dropped_total")
+TRAILING_COLUMNS = (
+    "attribution",
+    "video_ok",
+    "audio_ok",
+    "frames",
+    "audio_coverage",
+    "latency_ms",
+    "dropped_total",
+    "frames_dropped",
+    "samples_lost",
+    "samples_restamped",
+)
+LOSS_COLUMNS = ("frames_dropped", "samples_lost", "samples_restamped")  # what each window lost at the edges
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -112,6 +124,54 @@ def check_writable(path: str | Path) -> Path:
         if not existed:
             path.unlink(missing_ok=True)
     return path
+
+
+def check_replaceable(path: str | Path) -> Path:
+    """Make sure a file that is written by replacing it (the sidecar: temporary file + `os.replace`) can be:
+    not a directory, and its directory takes a new file (probed with a temporary file, removed at once).
+    Raises ValueError (one line naming `path`)."""
+    path = check_output_path(path)
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:
+        raise ValueError(unwritable(path, exc)) from None
+    os.close(handle)
+    Path(probe).unlink(missing_ok=True)
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when `a` and `b` name one file (the same path after resolving links, or hard links of one file)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: Sequence[tuple[str, str | Path | None]], sidecar_of: str = "--csv") -> list[Path]:
+    """Probe every path a run will write, before anything slow and before any file is opened for writing:
+    `outputs` pairs an option with its path (None: not given); the CSV option `sidecar_of` also writes
+    `<path>.json`. Two outputs naming one file are refused; each path is then checked with `check_writable`
+    (the sidecar with `check_replaceable`), which leaves what exists untouched. Raises ValueError (one line
+    naming the path and the fix); returns the paths checked."""
+    planned: list[tuple[str, Path]] = []
+    for option, path in outputs:
+        if path is None or path == "":
+            continue
+        planned.append((f"{option} {path}", Path(path)))
+        if option == sidecar_of:
+            planned.append((f"the sidecar of {option} {path}", sidecar_path(path)))
+    for i, (what, path) in enumerate(planned):
+        for other, other_path in planned[:i]:
+            if _same_file(path, other_path):
+                raise ValueError(
+                    f"{what} and {other} are the same file {str(path)!r}; give each output its own file name"
+                )
+    for what, path in planned:
+        (check_replaceable if what.startswith("the sidecar") else check_writable)(path)
+    return [path for _, path in planned]
 
 
 def check_output_names(output_names: Sequence[str], reserved: Sequence[str] = ()) -> tuple[str, ...]:
@@ -219,10 +279,12 @@ class _LineRecorder:
 
 class CsvRecorder(_LineRecorder):
     """One CSV row per window:
-    `window,start_s,end_s,<outputs...>,attribution,video_ok,audio_ok,frames,audio_coverage,latency_ms,dropped_total`
+    `window,start_s,end_s,<outputs...>,attribution,video_ok,audio_ok,frames,audio_coverage,latency_ms,dropped_total,`
+    `frames_dropped,samples_lost,samples_restamped` (docs/reliability.md says what each means)
     plus a JSON sidecar `<path>.json` = the caller's `sidecar` dict + "columns" + "summary" (null until `close()`;
     a sidecar whose summary is null means the run did not close cleanly). `input_report`, when given, is called
-    at close and its dict is stored as the summary's "input" (e.g. damaged packets a replay skipped)."""
+    at close and its dict is stored as the summary's "input" (e.g. damaged packets a replay skipped);
+    `outputs_report` likewise as "outputs" (what the live outputs sent and dropped)."""
 
     kind = "csv recorder"
 
@@ -232,8 +294,10 @@ class CsvRecorder(_LineRecorder):
         output_names: Sequence[str],
         sidecar: dict[str, Any],
         input_report: Callable[[], dict[str, Any]] | None = None,
+        outputs_report: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._input_report = input_report
+        self._outputs_report = outputs_report
         reserved = (*LEADING_COLUMNS, *TRAILING_COLUMNS)
         names = check_output_names(output_names, reserved)
         clashes = sorted({"columns", "summary"} & set(sidecar))
@@ -245,11 +309,13 @@ class CsvRecorder(_LineRecorder):
             json.dumps(self._sidecar, allow_nan=False)
         except (TypeError, ValueError) as error:
             raise ValueError(f"sidecar must be plain JSON (str, numbers, bools, lists, dicts): {error}") from error
+        check_output_path(sidecar_path(path))  # before the CSV is opened (and an old one truncated)
         super().__init__(path, names, reserved)
         self.sidecar_path = sidecar_path(self.path)
         self._latencies_ms: list[float] = []
         self._dropped_total = 0
         self._missing = 0
+        self._lost = dict.fromkeys(LOSS_COLUMNS, 0)
         self._first_window: int | None = None
         self._last_window: int | None = None
         try:
@@ -277,6 +343,7 @@ class CsvRecorder(_LineRecorder):
             f"{estimate.audio_coverage:.3f}",
             "" if latency is None else f"{latency:.1f}",
             str(estimate.dropped_total),
+            *(str(getattr(estimate, column)) for column in LOSS_COLUMNS),
         ]
 
     def write(self, estimate: Estimate) -> None:
@@ -293,12 +360,15 @@ class CsvRecorder(_LineRecorder):
             self._latencies_ms.append(latency)
         self._dropped_total = max(self._dropped_total, estimate.dropped_total)
         self._missing += estimate.gap
+        for column in LOSS_COLUMNS:
+            self._lost[column] += getattr(estimate, column)
         if self._first_window is None:
             self._first_window = estimate.index
         self._last_window = estimate.index
 
     def summary(self, ended_by: str) -> dict[str, Any]:
-        """What the sidecar's "summary" holds: counts, window range, latency percentiles (ms), how the run ended."""
+        """What the sidecar's "summary" holds: counts, window range, latency percentiles (ms), the input the rows
+        lost (sums of the loss columns), how the run ended, and the caller's input report."""
         p50, p99 = percentile(self._latencies_ms, 50), percentile(self._latencies_ms, 99)
         return {
             "windows": self.windows,
@@ -306,10 +376,12 @@ class CsvRecorder(_LineRecorder):
             "last_window": self._last_window,
             "windows_missing": self._missing,
             "dropped_total": self._dropped_total,
+            **self._lost,
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "latency_p99_ms": None if p99 is None else round(p99, 3),
             "ended_by": ended_by,
             **({"input": self._input_report()} if self._input_report is not None else {}),
+            **({"outputs": self._outputs_report()} if self._outputs_report is not None else {}),
         }
 
     def close(self, ended_by: str = "end") -> None:
@@ -332,6 +404,30 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def json_record(estimate: Estimate, values: Sequence[float], output_names: Sequence[str]) -> dict[str, Any]:
+    """The JSON object of one estimate (JSON lines, the ZeroMQ feed): every Estimate field plus start_s, end_s
+    and latency_ms; `values` are its outputs in `output_names`' order; NaN or infinite numbers become null."""
+    outputs = dict(zip(output_names, values, strict=True))
+    latency = latency_ms(estimate)
+    return {
+        "index": estimate.index,
+        "start_s": estimate.start_s,
+        "end_s": estimate.end_s,
+        "outputs": {name: _finite(value) for name, value in outputs.items()},
+        "attribution": [_finite(float(weight)) for weight in estimate.attribution],
+        "video_ok": bool(estimate.video_ok),
+        "audio_ok": bool(estimate.audio_ok),
+        "frames_seen": estimate.frames_seen,
+        "audio_coverage": _finite(float(estimate.audio_coverage)),
+        "compute_ns": estimate.compute_ns,
+        "gap": estimate.gap,
+        "latency_ns": estimate.latency_ns,
+        "latency_ms": None if latency is None else round(latency, 3),
+        "dropped_total": estimate.dropped_total,
+        **{column: getattr(estimate, column) for column in LOSS_COLUMNS},
+    }
+
+
 class JsonlRecorder(_LineRecorder):
     """One JSON object per window per line, with every Estimate field plus start_s, end_s and latency_ms
     (outputs as an object in output order, attribution as a list; NaN or infinite numbers become null)."""
@@ -343,24 +439,7 @@ class JsonlRecorder(_LineRecorder):
 
     def record(self, estimate: Estimate) -> dict[str, Any]:
         """The JSON object written for one estimate."""
-        outputs = dict(zip(self.output_names, self.outputs_of(estimate), strict=True))
-        latency = latency_ms(estimate)
-        return {
-            "index": estimate.index,
-            "start_s": estimate.start_s,
-            "end_s": estimate.end_s,
-            "outputs": {name: _finite(value) for name, value in outputs.items()},
-            "attribution": [_finite(float(weight)) for weight in estimate.attribution],
-            "video_ok": bool(estimate.video_ok),
-            "audio_ok": bool(estimate.audio_ok),
-            "frames_seen": estimate.frames_seen,
-            "audio_coverage": _finite(float(estimate.audio_coverage)),
-            "compute_ns": estimate.compute_ns,
-            "gap": estimate.gap,
-            "latency_ns": estimate.latency_ns,
-            "latency_ms": None if latency is None else round(latency, 3),
-            "dropped_total": estimate.dropped_total,
-        }
+        return json_record(estimate, self.outputs_of(estimate), self.output_names)
 
     def write(self, estimate: Estimate) -> None:
         """Append one line and flush it."""

@@ -3,6 +3,8 @@
 Clocks: `realtime` sleeps so each item leaves at its presentation time divided by `speed`; `virtual` and
 `offline` do not sleep (the pipeline measures latency as if live, or not at all). Replay never drops
 input: it waits for room in the queue, so the windows equal those of `sec2sec.windows.file_windows`.
+A jump in the file's clock (nothing for more than `PACED_GAP_S` of media time) is not slept through in
+`realtime` either: the pacing skips it (the windower turns it into a gap), so cost follows content.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, MediaReader, VideoFrame
 
 CLOCKS = ("realtime", "virtual", "offline")
+PACED_GAP_S = 10  # realtime: a pause longer than this between two items of the file is skipped, not slept
 
 
 def item_time_ns(item: VideoFrame | FrameTick | AudioChunk) -> int:
@@ -55,6 +58,8 @@ class FileReplay:
         self._error = ""
         self._done = False
         self._decoding_since_ns: int | None = None  # set while the thread is inside the decoder
+        self.skipped_ns = 0  # realtime: media time not slept through (jumps in the file's clock)
+        self.origin_ns: int | None = None  # the monotonic time that media time 0 is paced to (set by start())
 
     def prepare(
         self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
@@ -69,7 +74,7 @@ class FileReplay:
         self._thread.start()
 
     def _run(self) -> None:
-        started = time.monotonic_ns()
+        started = self.origin_ns = time.monotonic_ns()
         error = ""
         items = iter(self.reader)
         try:
@@ -82,6 +87,9 @@ class FileReplay:
                 t_ns = item_time_ns(item)
                 if self._paced:
                     wait_ns = started + int(t_ns / self._speed) - time.monotonic_ns()
+                    if t_ns - self._position_ns > PACED_GAP_S * NANOS_PER_SECOND and wait_ns > 0:
+                        started, self.skipped_ns = started - wait_ns, self.skipped_ns + t_ns - self._position_ns
+                        wait_ns = 0
                     if wait_ns > 0 and self._stop.wait(wait_ns / NANOS_PER_SECOND):
                         return
                 if not self._out.put_wait(item):

@@ -1,7 +1,8 @@
 """`sec2sec`: offline commands (describe the model; prepare, extract, train, evaluate, compare, split on datasets).
 
 Each subcommand lives in its own module exposing `register(subparsers)`, which adds its parser and sets
-`func(args) -> int`. User errors (ValueError and subclasses) become one line on stderr and exit code 2.
+`func(args) -> int`. User errors (ValueError and subclasses) become one line on stderr and exit code 2; a rank
+or decoder that stalled (`RankStalled`) one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        from sec2sec.offline.distributed import RankStalled  # torch.distributed is loaded by then anyway
+
+        if not isinstance(exc, RankStalled):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

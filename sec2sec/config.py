@@ -27,6 +27,7 @@ VIDEO_ENCODERS = ("r2plus1d_18", "resnet18_2d")
 WEIGHT_CHOICES = ("auto", "pretrained", "none")
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("bce", "mse", "l1")
+SUPERVISION = ("second", "clip")
 
 
 def _check_choice(section: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -283,6 +284,9 @@ class TrainConfig:
     # probability that a training window (both streams present) loses its video, its audio or both (split
     # 0.4 / 0.4 / 0.2), as --no-mic, a stalled camera or a dropped second do live; only two-modality models
     modality_dropout: float = 0.3
+    # clips with per-second labels (a trace): "second" supervises every second's output (what the monitor
+    # shows each second), "clip" only the clip's output against the trace's mean (clips without a trace: both)
+    supervision: str = "second"
 
     def __post_init__(self) -> None:
         _check_range("train", "epochs", self.epochs, 1)
@@ -293,6 +297,7 @@ class TrainConfig:
         _check_range("train", "grad_clip", self.grad_clip, 0.0)
         _check_choice("train", "loss", self.loss, LOSSES)
         _check_range("train", "modality_dropout", self.modality_dropout, 0.0, 0.9)
+        _check_choice("train", "supervision", self.supervision, SUPERVISION)
         if self.label_threshold != "median":
             try:
                 float(self.label_threshold)

@@ -110,6 +110,24 @@ def _import_av():
     return av
 
 
+MAX_PIXELS = 7680 * 4320  # 8K UHD: the largest frame decoded and kept (before scaling to the model's size)
+MAX_ASPECT = 8  # long side / short side; beyond it a frame scaled to the model's short side is still huge
+
+
+def frame_size_error(width: int, height: int) -> str:
+    """Why frames of `width` x `height` pixels are refused ("" when they are allowed): more than MAX_PIXELS,
+    or sides more than MAX_ASPECT:1 apart. So a frame kept downstream holds at most short_side^2 * MAX_ASPECT
+    pixels after scaling (MAX_PIXELS unscaled), whatever the file declares."""
+    if width < 1 or height < 1:
+        return f"video frames are {width}x{height} pixels"
+    if width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT * min(width, height):
+        return (
+            f"video frames are {width}x{height} pixels; at most {MAX_PIXELS} pixels (8K) with sides at most "
+            f"{MAX_ASPECT}:1 apart are allowed; scale or crop the video with ffmpeg -vf scale=W:H or crop=W:H"
+        )
+    return ""
+
+
 def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
     """(width, height) with the short side reduced to `short_side`, aspect kept; never enlarged."""
     short = min(width, height)
@@ -173,6 +191,9 @@ class MediaReader:
         self.skipped = 0
         self._resampler = None
         self.info = self._probe()
+        if self.info.has_video and self.info.width and (problem := frame_size_error(self.info.width, self.info.height)):
+            self._container.close()
+            raise MediaError(f"{self.path}: {problem}")
 
     def _stream_origin(self) -> Fraction:
         starts = [
@@ -295,6 +316,8 @@ class MediaReader:
         return self._video_frame(frame, t_ns) if thinning.needed(t_ns, next_t_ns) else FrameTick(t_ns)
 
     def _video_frame(self, frame, t_ns: int) -> VideoFrame:
+        if problem := frame_size_error(frame.width, frame.height):  # the size may change mid-stream
+            raise MediaError(f"{self.path}: at {t_ns / NANOS_PER_SECOND:.3f} s, {problem}")
         width, height = scaled_size(frame.width, frame.height, self._short_side)
         if (width, height) == (frame.width, frame.height):
             rgb = frame.to_ndarray(format="rgb24")

@@ -86,6 +86,23 @@ class Sec2Sec(nn.Module):
         summary, weights = self.temporal(features, lengths)
         return self.heads(summary), weights
 
+    def forward_per_second(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """F (B, T, D) -> logits (B, T, n_outputs): row t is what `AffectStream.step` reports after second t
+        with the default horizon H = clip_seconds, i.e. `forward_features` over seconds max(0, t-H+1)..t.
+
+        One implementation with the clip path: every second's window is run through the same temporal model
+        and heads, B*T windows in one batch (the fused features, the costly part, are computed once). Rows
+        past a clip's length see padding and are to be ignored by the caller."""
+        b, t, d = features.shape
+        span = min(t, self.config.clip_seconds)
+        ends = torch.arange(t, device=features.device)
+        window = torch.clamp(ends + 1, max=span)  # (T,) seconds each window holds
+        starts = ends + 1 - window
+        index = (starts[:, None] + torch.arange(span, device=features.device)[None, :]).clamp(max=t - 1)
+        windows = features[:, index]  # (B, T, span, D), left-aligned, padded past `window`
+        logits, _ = self.forward_features(windows.reshape(b * t, span, d), window.repeat(b))
+        return logits.reshape(b, t, -1)
+
     def forward_tokens(
         self,
         video_tokens: torch.Tensor | None,
@@ -93,8 +110,10 @@ class Sec2Sec(nn.Module):
         lengths: torch.Tensor,
         video_ok: torch.Tensor | None = None,
         audio_ok: torch.Tensor | None = None,
+        per_second: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Cached tokens (B, T, N, 512) per modality (+ (B, T) ok masks) -> logits (B, n_outputs), attribution.
+        """Cached tokens (B, T, N, 512) per modality (+ (B, T) ok masks) -> logits (B, n_outputs), attribution;
+        with `per_second`, logits (B, T, n_outputs) of every second (`forward_per_second`) and no attribution.
 
         Steps past a clip's length are padding: fused as empty seconds (no tokens computed), which the
         temporal models never read."""
@@ -112,6 +131,8 @@ class Sec2Sec(nn.Module):
             for x in (video_tokens, audio_tokens, video_ok, audio_ok)
         ]
         features = self.fuse(*flat).reshape(b, t, -1)
+        if per_second:
+            return self.forward_per_second(features, lengths), None
         return self.forward_features(features, lengths)
 
     def forward(

@@ -50,6 +50,10 @@ class Estimate:
     gap: int = 0  # windows missing right before this one (dropped or never closed)
     latency_ns: int | None = None  # window close -> estimate, set by the pipeline
     dropped_total: int = 0  # set by the pipeline
+    # input this window lost before it was windowed (set by the pipeline; 0 where nothing was lost or counted):
+    frames_dropped: int = 0  # video frames dropped by the capture edge or its full queue
+    samples_lost: int = 0  # audio samples (model rate) lost: overflows, queue drops, forward re-stamps
+    samples_restamped: int = 0  # audio samples (model rate) by which a re-stamp moved the stream's clock
 
     @property
     def start_s(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
@@ -28,6 +29,22 @@ def check_frames(frames: torch.Tensor, m: int) -> None:
         )
     if frames.shape[2] < 8 or frames.shape[3] < 8:
         raise ValueError(f"frames are {frames.shape[3]}x{frames.shape[2]} pixels; at least 8x8 is needed")
+
+
+def same_size(frames: list[np.ndarray], size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 (H, W, 3) frames, possibly of several sizes (a stream that changed resolution) -> one uint8
+    (n, H, W, 3) array at `size` (H, W), default the size of the last frame (the newest resolution); frames
+    of another size are rescaled (bilinear, antialiased), those already at that size are kept as they are."""
+    height, width = size or frames[-1].shape[:2]
+    out = np.empty((len(frames), height, width, 3), dtype=np.uint8)
+    for k, rgb in enumerate(frames):
+        if rgb.shape[:2] == (height, width):
+            out[k] = rgb
+        else:
+            image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+            resized = TF.resize(image, [height, width], interpolation=InterpolationMode.BILINEAR, antialias=True)
+            out[k] = resized.permute(1, 2, 0).numpy()
+    return out
 
 
 def resized_size(height: int, width: int, resize: int, crop: int) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 sec2sec weights list                              each file: encoder, enum, URL, path, present / verified
 sec2sec weights download [ARCH ...]               fetch missing or damaged files (all by default)
 sec2sec weights download ARCH --from FILE         install a copy brought by hand, once its sha256 matches
-sec2sec weights verify                            check every present file against the sha256 in its name
+sec2sec weights verify                            check every present file against its known size and sha256
 """
 
 from __future__ import annotations
@@ -78,6 +78,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--from", dest="source", metavar="FILE", help="install this copy of ARCH's file instead")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_download)
-    actions.add_parser("verify", help="check every present file against the sha256 in its name").set_defaults(
+    actions.add_parser("verify", help="check every present file against its known size and sha256").set_defaults(
         func=_verify
     )

@@ -4,6 +4,11 @@ Window i covers [i, i+1) s of the shared clock: video frames with `i*1e9 <= t_ns
 samples `[i*sr, (i+1)*sr)` of every source rate `sr`. Each window keeps `m` frame slots at the centres of
 `m` equal sub-intervals and fills each with the nearest frame inside the window, so a slow camera repeats
 frames and a fast one is subsampled evenly, with only `m` frames ever held per open window.
+
+Cost follows content, not timestamps: a second that holds neither a frame nor a sample is not a window. Such
+stretches are skipped in one step (a clock that jumps by 10^6 s costs nothing) and counted in
+`skipped_windows`; the next window's index shows the gap (AffectStream reports it as the estimate's `gap`).
+Frames of different sizes in one window (a stream that changed resolution) are rescaled to the newest size.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torchaudio.functional as AF
 
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, VideoFrame
+from sec2sec.video import same_size
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ class Windower:
     end by `max_skew_ns` (the other stream ended early or stalled: in a replay too, windows close on time with
     that modality flagged missing). So at most about `max_skew_ns` of open windows and audio is ever held,
     whatever the input's length. Data arriving later than that is counted as late. `finish()` closes
-    everything up to the end of the data, the last partial window included.
+    everything up to the end of the data, the last partial window included. Seconds with no data at all are
+    skipped, never closed (see the module docstring).
 
     Audio at another rate than `sample_rate` is resampled per window (a fallback: sources should deliver the
     model rate, as the file decoder does with FFmpeg's resampler).
@@ -101,6 +108,7 @@ class Windower:
     next_index: int = 0
     late_frames: int = 0
     late_samples: int = 0
+    skipped_windows: int = 0  # seconds that held neither a frame nor a sample (never closed as windows)
     _open: dict[int, _OpenWindow] = field(default_factory=dict)
     _chunks: list[AudioChunk] = field(default_factory=list)
     _video_end_ns: int = -1  # time of the newest frame
@@ -151,29 +159,46 @@ class Windower:
         end_ns = chunk.end_sample * NANOS_PER_SECOND // chunk.sample_rate
         self._audio_end_ns = max(self._audio_end_ns, end_ns)
 
-    def _passed(self, end_ns: int) -> bool:
-        video = not self.expect_video or self._video_end_ns >= end_ns
-        audio = not self.expect_audio or self._audio_end_ns >= end_ns
-        if video and audio:
-            return True
-        lead = max(self._video_end_ns if self.expect_video else -1, self._audio_end_ns if self.expect_audio else -1)
-        return lead >= end_ns + self.max_skew_ns
+    def _closable_until(self, now_ns: int | None) -> int:
+        """Windows below this index have ended: both expected clocks passed their end, or the leading stream
+        is `max_skew_ns` past it, or (given `now_ns`) `grace_ns` has passed since it."""
+        pairs = ((self._video_end_ns, self.expect_video), (self._audio_end_ns, self.expect_audio))
+        clocks = [end for end, expected in pairs if expected] or [max(self._video_end_ns, self._audio_end_ns)]
+        bound = max(min(clocks), max(clocks) - self.max_skew_ns)
+        if now_ns is not None:
+            bound = max(bound, now_ns - self.grace_ns)
+        return max(0, bound // NANOS_PER_SECOND)
+
+    def _first_content(self) -> int | None:
+        """The first window index >= next_index that holds a frame or a sample; None when nothing is held."""
+        held = [i for i in self._open if i >= self.next_index]
+        held += [max(self.next_index, c.first_sample // c.sample_rate) for c in self._chunks]
+        return min(held) if held else None
+
+    def _windows_until(self, limit: int, now_ns: int | None) -> Iterator[Window]:
+        """Close the windows below `limit`, one by one. A stretch that holds neither a frame nor a sample is
+        not a window: it is skipped in one step (no allocation per second) and counted in `skipped_windows`,
+        so the next window's index shows the gap (a clock jump of 10^6 s costs nothing)."""
+        while self.next_index < limit:
+            first = self._first_content()
+            if first is None or first > self.next_index:
+                skip_to = limit if first is None else min(first, limit)
+                self.skipped_windows += skip_to - self.next_index
+                self.next_index = skip_to
+                continue
+            yield self._close(now_ns)
 
     def ready(self, now_ns: int | None = None) -> Iterator[Window]:
         """Close, one by one as the caller takes them, every window whose end both clocks have passed (or
-        whose grace ran out at `now_ns`, or that the leading stream has left `max_skew_ns` behind)."""
-        while True:
-            end_ns = (self.next_index + 1) * NANOS_PER_SECOND
-            timed_out = now_ns is not None and now_ns >= end_ns + self.grace_ns
-            if not (self._passed(end_ns) or timed_out):
-                return
-            yield self._close(now_ns)
+        whose grace ran out at `now_ns`, or that the leading stream has left `max_skew_ns` behind); empty
+        stretches are skipped (see `_windows_until`)."""
+        while self.next_index < (limit := self._closable_until(now_ns)):
+            yield from self._windows_until(limit, now_ns)
 
     def finish(self) -> Iterator[Window]:
         """Close, one by one, all windows up to the end of the data (the last one may be partial)."""
         last_ns = max(self._video_end_ns, self._audio_end_ns - 1)
-        while self.next_index * NANOS_PER_SECOND <= last_ns:
-            yield self._close(None)
+        yield from self._windows_until(last_ns // NANOS_PER_SECOND + 1 if last_ns >= 0 else 0, None)
 
     def _close(self, now_ns: int | None) -> Window:
         index = self.next_index
@@ -181,7 +206,7 @@ class Windower:
         frames = None
         if opened is not None and opened.slots[0] is not None:
             # the first frame stored in a window fills every slot, so no slot is empty once one was stored
-            frames = np.stack([slot.rgb for slot in opened.slots if slot is not None])
+            frames = same_size([slot.rgb for slot in opened.slots if slot is not None])
         audio, seen = self._window_audio(index)
         self.next_index += 1
         return Window(
@@ -232,9 +257,24 @@ def file_windows(
     """Every window of a media file, read exactly as replay reads it (MediaReader -> Windower), frames scaled
     down to `short_side` (the model's `video.resize`) and audio resampled to `sample_rate` by the decoder.
 
-    Returns the windows (the last may be partial) and a report: skipped packets, late frames/samples,
-    whether the file had video/audio.
+    Returns the windows (the last may be partial; seconds with neither video nor audio are not windows, see
+    `Windower`) and a report: skipped packets, late frames/samples, skipped (empty) seconds, whether the file
+    had video/audio.
     """
+    report: dict[str, int] = {}
+    windows = list(iter_file_windows(path, frames_per_window, sample_rate, short_side, report))
+    return windows, report
+
+
+def iter_file_windows(
+    path: str,
+    frames_per_window: int,
+    sample_rate: int,
+    short_side: int | None = None,
+    report: dict[str, int] | None = None,
+) -> Iterator[Window]:
+    """`file_windows` one window at a time (nothing is kept here, so a caller that stops early or keeps a
+    few windows holds only those); `report` is filled in when the file has been read to its end."""
     from sec2sec.media import MediaReader
 
     with MediaReader(
@@ -246,19 +286,19 @@ def file_windows(
             expect_video=reader.info.has_video,
             expect_audio=reader.info.has_audio,
         )
-        windows: list[Window] = []
         for item in reader:
             if isinstance(item, AudioChunk):
                 windower.push_audio(item)
             else:
                 windower.push_frame(item)
-            windows.extend(windower.ready())
-        windows.extend(windower.finish())
-        report = {
-            "skipped_packets": reader.skipped,
-            "late_frames": windower.late_frames,
-            "late_samples": windower.late_samples,
-            "has_video": int(reader.info.has_video),
-            "has_audio": int(reader.info.has_audio),
-        }
-    return windows, report
+            yield from windower.ready()
+        yield from windower.finish()
+        if report is not None:
+            report.update(
+                skipped_packets=reader.skipped,
+                late_frames=windower.late_frames,
+                late_samples=windower.late_samples,
+                skipped_windows=windower.skipped_windows,
+                has_video=int(reader.info.has_video),
+                has_audio=int(reader.info.has_audio),
+            )

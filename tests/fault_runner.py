@@ -68,9 +68,9 @@ def slow_drain(n: int) -> None:
 
 def stuck_stdout(n: int) -> None:
     """From window n on, printing the plain line blocks for ever (a pipe nobody reads)."""
-    from monitor import cli
+    from monitor import api
 
-    write = cli.PlainPrinter.write
+    write = api.PlainPrinter.write
 
     def blocking(self: Any, estimate: Any) -> None:
         if estimate.index >= n:
@@ -78,21 +78,67 @@ def stuck_stdout(n: int) -> None:
             threading.Event().wait()
         write(self, estimate)
 
-    cli.PlainPrinter.write = blocking
+    api.PlainPrinter.write = blocking
 
 
 def disk_full(n: int) -> None:
-    """The CSV's disk fills up at window n."""
+    """The CSV's disk fills up in the middle of row n: the OS takes the first half of that row's bytes, then
+    says ENOSPC (the recorder must cut the half row back)."""
+    import os
+
     from monitor import recorders
 
-    write = recorders.CsvRecorder.write
+    init, real_write = recorders.CsvRecorder.__init__, os.write
+    csv_fds: list[int] = []
+    rows = {"n": -1}  # the header is written before `opening` learns the fd; window k's row is write k
 
-    def full(self: Any, estimate: Any) -> None:
-        if estimate.index >= n:
+    def opening(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        csv_fds.append(self._fd)
+
+    def write(fd: int, data: Any) -> int:
+        if fd not in csv_fds:
+            return real_write(fd, data)
+        rows["n"] += 1
+        if rows["n"] == n:
+            done = real_write(fd, bytes(data)[: len(data) // 2])
+            phase(f"half-row {done}")
+            return done
+        if rows["n"] > n:
             raise OSError(errno.ENOSPC, "No space left on device")
-        write(self, estimate)
+        return real_write(fd, data)
 
-    recorders.CsvRecorder.write = full
+    recorders.CsvRecorder.__init__ = opening
+    os.write = write
+
+
+def slow_row(n: int) -> None:
+    """Each CSV row is checked to reach the OS in one write call; row n's call waits 60 s before it writes,
+    so that a kill lands inside the recorder's write."""
+    import os
+
+    from monitor import recorders
+
+    init, real_write = recorders.CsvRecorder.__init__, os.write
+    csv_fds: list[int] = []
+    rows = {"n": -1}  # the header is written before `opening` learns the fd; window k's row is write k
+
+    def opening(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        csv_fds.append(self._fd)
+
+    def write(fd: int, data: Any) -> int:
+        if fd in csv_fds:
+            rows["n"] += 1
+            if bytes(data).count(b"\n") != 1 or not bytes(data).endswith(b"\n"):
+                phase("not-one-line-per-write")
+            if rows["n"] == n:
+                phase("writing")
+                time.sleep(60)
+        return real_write(fd, data)
+
+    recorders.CsvRecorder.__init__ = opening
+    os.write = write
 
 
 def decoder_fails(n: int) -> None:
@@ -123,12 +169,105 @@ def mark_warm_up(n: int) -> None:
     AffectStream.warm_up = marked
 
 
+def summary_full(n: int) -> None:
+    """The disk is full when the CSV recorder writes its closing summary (the rows went to disk)."""
+    from monitor import recorders
+
+    write = recorders.write_json_atomic
+
+    def full(path: Any, content: dict[str, Any], mode: int = 0o644) -> None:
+        if content.get("summary") is not None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, content, mode)
+
+    recorders.write_json_atomic = full
+
+
+def hold_after_sinks(n: int) -> None:
+    """Hold the phase right after the recorders were opened, while the pipeline is being built (before it
+    owns them and before its signal handlers are installed): a signal lands here."""
+    from monitor import pipeline
+
+    init = pipeline.Pipeline.__init__
+
+    def building(self: Any, *args: Any, **kwargs: Any) -> None:
+        phase("sinks-open")
+        time.sleep(FOREVER_S)
+        init(self, *args, **kwargs)
+
+    pipeline.Pipeline.__init__ = building
+
+
+def hold_before_handlers(n: int) -> None:
+    """Hold the phase after the pipeline was built, before its signal handlers are installed."""
+    from monitor import cli
+
+    run_pipeline = cli._run_pipeline
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        phase("built")
+        time.sleep(FOREVER_S)
+        return run_pipeline(*args, **kwargs)
+
+    cli._run_pipeline = held
+
+
+def sink_timeout(n: int) -> None:
+    """A sink write that has not returned after n seconds ends the run; say when a JSONL write blocks > 0.5 s."""
+    from monitor import pipeline, recorders
+
+    pipeline.SINK_WRITE_TIMEOUT_S = float(n)
+    write = recorders.JsonlRecorder.write
+
+    def watched(self: Any, estimate: Any) -> None:
+        alarm = threading.Timer(0.5, phase, ("stuck",))
+        alarm.start()
+        try:
+            write(self, estimate)
+        finally:
+            alarm.cancel()
+
+    recorders.JsonlRecorder.write = watched
+
+
+def mic_refuses(n: int) -> None:
+    """PortAudio refuses to open the (real, existing) input device, as a device held by another program does."""
+    import sounddevice
+
+    def refuse(**kwargs: Any) -> Any:
+        raise sounddevice.PortAudioError("Device unavailable", -9985)
+
+    sounddevice.InputStream = refuse
+    mark_warm_up(n)
+
+
+def mic_stop_blocks(n: int) -> None:
+    """The real input stream records, but its stop() blocks for ever (ALSA after a USB device was unplugged)."""
+    import sounddevice
+
+    real = sounddevice.InputStream
+
+    class Unplugged(real):  # type: ignore[misc, valid-type]
+        def stop(self, *args: Any, **kwargs: Any) -> None:
+            phase("stop-blocks")
+            threading.Event().wait()
+
+    sounddevice.InputStream = Unplugged
+
+
 FAULTS: dict[str, Callable[[int], None]] = {
+    "mic-stop-blocks": mic_stop_blocks,
+    "summary-full": summary_full,
+    "hold-after-sinks": hold_after_sinks,
+    "hold-before-handlers": hold_before_handlers,
+    "sink-timeout": sink_timeout,
+    "mic-refuses": mic_refuses,
     "slow-open": slow_open,
     "slow-warm-up": slow_warm_up,
     "slow-drain": slow_drain,
     "stuck-stdout": stuck_stdout,
     "disk-full": disk_full,
+    "slow-row": slow_row,
     "decoder-fails": decoder_fails,
     "mark-warm-up": mark_warm_up,
 }

@@ -147,7 +147,7 @@ def test_window_compute_prints_markdown() -> None:
 
 def test_pipeline_latency_prints_cpu_per_second_and_latency(small: Path) -> None:
     args = ["--config", str(small), "--seconds", "3", "--sizes", "160x90", "--clocks", "offline", "--skip-startup"]
-    lines = _run_benchmark("pipeline_latency.py", *args, "--threads", "1")
+    lines = _run_benchmark("pipeline_latency.py", *args, "--output-windows", "0", "--threads", "1")
     header = next(line for line in lines if line.startswith("size")).split()
     assert header[1:4] == ["default", "(auto:", header[3]] and header[3] in ("float32)", "bfloat16)")
     cpu = next(line for line in lines if line.startswith("160x90")).split()
@@ -161,13 +161,27 @@ def test_pipeline_latency_prints_cpu_per_second_and_latency(small: Path) -> None
 @pytest.mark.slow
 def test_pipeline_latency_prints_start_up_as_markdown(small: Path) -> None:
     args = ["--config", str(small), "--seconds", "2", "--skip-cpu", "--clocks", "offline", "--markdown"]
+    args += ["--output-windows", "0"]
     lines = _run_benchmark("pipeline_latency.py", *args, "--startup-runs", "1", "--threads", "1")
     start = lines.index("start-up to the first estimate (s)")
-    assert lines[start + 1] == "| path | first run | later runs (median of 1) | goal first <= later + 1 s |"
-    for row in lines[start + 3 : start + 5]:
+    assert lines[start + 1] == "" and lines[start + 6] == ""  # blank lines around the table
+    assert lines[start + 2] == "| path | first run | later runs (median of 1) | goal first <= later + 1 s |"
+    for row in lines[start + 4 : start + 6]:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[0] in ("float32",) or cells[0].startswith("default (auto: ")
         assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3] in ("yes", "NO")
+
+
+def test_output_latency_prints_each_output_beside_the_csv() -> None:
+    lines = _run_benchmark("output_latency.py", "--windows", "20", "--pace-ms", "5")
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("  ") and "us" not in line}
+    assert list(rows)[:3] == ["csv", "zmq", "lsl"], lines
+    for name in ("csv", "zmq", "lsl"):
+        if rows[name][0] == "skipped:":  # LSL without a network namespace
+            assert name == "lsl" and "unshare" in " ".join(rows[name])
+            continue
+        write_p50, write_p99, delivered_p50, delivered_p99 = map(float, rows[name][:4])
+        assert 0 < write_p50 <= write_p99 and 0 < delivered_p50 <= delivered_p99 and rows[name][4] == "20/20"
 
 
 def test_extract_throughput_prints_rates_and_projected_hours(small: Path) -> None:

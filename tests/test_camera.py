@@ -12,11 +12,13 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from mjpeg_server import FPS, LEVEL_STEP, MjpegServer
 
-from monitor.camera import CameraError, CameraSource, camera_note
+from monitor.camera import CameraError, CameraSource, CaptureClock, camera_note
 from monitor.queues import BoundedQueue
 from monitor.sources import SourceEnd
 from sec2sec.media import VideoFrame
+from sec2sec.windows import Windower
 
 N_FRAMES = 20
 WIDTH, HEIGHT = 64, 48
@@ -281,3 +283,61 @@ def test_unopened_and_silent_cameras_fail_clearly() -> None:
 def test_camera_note_mentions_the_option() -> None:
     note = camera_note()
     assert "--camera N" in note and "/dev/video" in note
+
+
+# ---- time that lies: a backlog at start, capture clocks (monitor/camera.py CaptureClock) ----
+
+
+def test_a_network_camera_backlog_is_dropped_after_a_slow_warm_up() -> None:
+    """An MJPEG stream on 127.0.0.1 at 20 fps, opened, then left unread for 2.5 s (the model warming up): the
+    ~50 frames buffered meanwhile are dropped and counted, not stamped "now" in a burst; every frame kept was
+    produced after the run's origin, and no window holds more than a second's worth."""
+    with MjpegServer() as server:
+        q: BoundedQueue = BoundedQueue(512)
+        cam = CameraSource(server.url, q, time.monotonic_ns())
+        time.sleep(2.5)  # the warm-up
+        origin = time.monotonic_ns()
+        cam.start(origin)
+        time.sleep(2.0)  # the stream's grey levels identify frames for 6.4 s in all
+        cam.stop()
+    frames = [item for item in iter(lambda: q.get(timeout=0.05), None) if isinstance(item, VideoFrame)]
+    assert cam.backlog >= 35, cam.backlog  # 50 produced while unread (some may still sit in transit)
+    produced_ns = [server.started[0] + round(float(f.rgb.mean()) / LEVEL_STEP) * 1_000_000_000 // FPS for f in frames]
+    assert min(produced_ns) >= origin - 150_000_000  # nothing from the warm-up (one frame of slack)
+    windower = Windower(frames_per_window=4, sample_rate=16_000, expect_audio=False)
+    for frame in frames:
+        windower.push_frame(frame)
+    seen = [w.frames_seen for w in windower.finish()]
+    assert seen and max(seen) <= FPS + 3, seen  # before: window 0 held the whole backlog (~70 frames)
+    assert (not cam.clock.trusted and "x real time" in cam.clock.reason) or "old" in cam.clock.reason
+
+
+def test_a_capture_clock_at_real_pace_is_used_and_mapped_onto_the_read_clock() -> None:
+    clock = CaptureClock()
+    read0 = 5_000_000_000
+    stamps = [clock.stamp(k * 40.0, read0 + k * 40_000_000 + (k % 3) * 7_000_000) for k in range(200)]
+    assert clock.trusted, clock.reason
+    assert stamps == [read0 + k * 40_000_000 for k in range(200)]  # read jitter gone; offset = smallest delay
+
+
+@pytest.mark.parametrize(
+    ("captures_ms", "reason"),
+    [
+        ([0.0, 40.0, 40.0, 120.0], "its capture times do not increase"),
+        ([-1.0, -1.0, -1.0, -1.0], "the device gives no capture time"),
+        ([k * 32.0 for k in range(200)], "its clock ran at 0.80x real time"),
+    ],
+)
+def test_a_capture_clock_that_fails_a_check_is_dropped_for_read_times(captures_ms: list[float], reason: str) -> None:
+    clock = CaptureClock()
+    reads = [1_000_000_000 + k * 40_000_000 for k in range(len(captures_ms))]
+    stamps = [clock.stamp(c, r) for c, r in zip(captures_ms, reads, strict=True)]
+    assert not clock.trusted and clock.reason == reason
+    assert stamps[-1] == reads[-1] and all(a < b for a, b in itertools.pairwise(stamps))
+
+
+def test_a_fresh_frame_dated_old_by_the_capture_clock_drops_it() -> None:
+    clock = CaptureClock()
+    clock.stamp(0.0, 1_000_000_000)
+    t = clock.stamp(1_000.0, 3_000_000_000, fresh=True)  # waited for, yet dated 1 s old
+    assert not clock.trusted and "1.00 s old was just captured" in clock.reason and t == 3_000_000_000

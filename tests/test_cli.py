@@ -192,6 +192,9 @@ def test_offline_replay_with_every_output(small: Path, tmp_path: Path) -> None:
         "audio_coverage",
         "latency_ms",
         "dropped_total",
+        "frames_dropped",
+        "samples_lost",
+        "samples_restamped",
     ]
     assert list(rows["window"]) == [0, 1, 2, 3, 4] and rows["valence"].between(0, 1).all()
     assert [len(a.split(";")) for a in rows["attribution"]] == [1, 2, 3, 4, 5]

@@ -117,7 +117,13 @@ def test_table_2_runs_from_the_shipped_configs(fi_cache: Path, tmp_path: Path) -
         assert r.evaluation.task == "regression" and list(r.evaluation.scores) == TRAITS
         assert r.evaluation.truth.shape == (SPLIT_SIZES["test"], 5)
     table = comparison_table(results)
-    assert [c.header for c in table.columns] == ["method", *TRAITS, "average", "s / epoch"]
+    per_trait = [h for t in TRAITS for h in (t, f"{t} r")]
+    assert [c.header for c in table.columns] == [
+        "method",
+        *per_trait,
+        *("average", "mean r", "MSE", "train-mean MSE"),
+        "s / epoch",
+    ]
     assert [cell for cell in table.columns[0].cells] == [
         "audio only",
         "vision only",

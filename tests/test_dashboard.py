@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import sys
 import threading
 import time
 
@@ -249,6 +250,62 @@ def test_dashboard_shows_a_failing_snapshot_instead_of_dying() -> None:
     dashboard.stop()
     assert "dashboard cannot draw: RuntimeError: pipeline lock poisoned" in console.export_text()
     assert dashboard.last_error == "RuntimeError: pipeline lock poisoned"
+
+
+class StoppedTerminal(io.StringIO):
+    """A terminal that stops scrolling (Ctrl-S, a stalled ssh session): once `stopped` is set, every write
+    blocks until `resumed` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped, self.resumed, self.blocked = threading.Event(), threading.Event(), threading.Event()
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.stopped.is_set():
+            self.blocked.set()
+            self.resumed.wait()
+        return super().write(text)
+
+
+def test_a_terminal_that_stops_scrolling_cannot_hold_the_dashboard() -> None:
+    """rich's refresh thread blocks in a write while holding its lock: stop() still returns within its bound
+    (the display is left to its threads, named in `abandoned`), and stderr was never redirected into it."""
+    terminal = StoppedTerminal()
+    dashboard = Dashboard(snapshot, Console(file=terminal, force_terminal=True, width=100), refresh_per_second=20)
+    real_stderr = sys.stderr
+    dashboard.start()
+    try:
+        assert sys.stderr is real_stderr  # warnings go to the real stderr, not through the stuck console
+        terminal.stopped.set()
+        assert terminal.blocked.wait(5), "the refresh thread never wrote"
+        stopper = threading.Thread(target=dashboard.stop, daemon=True)
+        started = time.monotonic()
+        stopper.start()
+        stopper.join(20)
+        assert not stopper.is_alive(), "Dashboard.stop() hung on a stopped terminal"
+        assert time.monotonic() - started < 3 * Dashboard.JOIN_TIMEOUT_S
+        assert dashboard.abandoned == ["dashboard stop"] and not dashboard.running
+    finally:
+        terminal.resumed.set()
+    assert sys.stderr is real_stderr
+
+
+def test_a_stopped_terminal_cannot_hold_the_dashboard_start() -> None:
+    terminal = StoppedTerminal()
+    terminal.stopped.set()
+    dashboard = Dashboard(snapshot, Console(file=terminal, force_terminal=True, width=100))
+    starter = threading.Thread(target=dashboard.start, daemon=True)
+    starter.start()
+    starter.join(20)
+    try:
+        assert not starter.is_alive(), "Dashboard.start() hung on a stopped terminal"
+        assert dashboard.abandoned == ["dashboard start"]
+    finally:
+        terminal.resumed.set()
+        dashboard.stop()
 
 
 def test_dashboard_refuses_a_bad_rate() -> None:

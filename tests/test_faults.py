@@ -162,18 +162,31 @@ def test_a_decoder_that_hangs_ends_an_offline_replay(model: Sec2Sec, monkeypatch
     assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(sink.rows) >= 2
 
 
-def test_a_camera_that_stalls_live_still_gives_a_window_every_second() -> None:
-    """Live, a silent camera does not stall the output: windows close on the grace timer, video flagged."""
+def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:
+    """Live, camera only: frames for 1 s, nothing for 2 s (stalled mid-run), frames again. The window before the
+    stall closes on the grace timer (the output does not wait for the camera); the stalled seconds hold no
+    input, so they are a gap (no model step), reported on the next estimate once frames return."""
     inputs: BoundedQueue = BoundedQueue(100)
 
-    class Silent:
+    class Stalling:
         name = "camera"
 
+        def __init__(self) -> None:
+            self.stop_event = threading.Event()
+
         def start(self, origin_ns: int | None = None) -> None:
-            pass
+            threading.Thread(target=self.run, args=(origin_ns,), daemon=True).start()
+
+        def run(self, origin_ns: int) -> None:
+            for k in range(45):  # 10 fps for 4.5 s, silent from 1 s to 3 s
+                t_ns = k * 100_000_000
+                if self.stop_event.wait(max(0.0, (origin_ns + t_ns - time.monotonic_ns()) / 1e9)):
+                    return
+                if not 1_000_000_000 <= t_ns < 3_000_000_000:
+                    inputs.put_latest(media.VideoFrame(np.zeros((8, 8, 3), np.uint8), t_ns))
 
         def stop(self) -> None:
-            pass
+            self.stop_event.set()
 
         @property
         def status(self) -> SourceStatus:
@@ -181,10 +194,15 @@ def test_a_camera_that_stalls_live_still_gives_a_window_every_second() -> None:
 
     sink, stream = ListSink(), FakeStream()
     windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False, grace_ns=100_000_000)
-    pipeline = Pipeline(stream, [Silent()], inputs, windower, [sink], clock="live")
-    threading.Timer(2.6, lambda: pipeline.request_stop("interrupted")).start()
+    pipeline = Pipeline(stream, [Stalling()], inputs, windower, [sink], clock="live")
+    first_row: list[float] = []
+    pipeline.on_estimate = lambda e: first_row.append(time.monotonic()) if not first_row else None
+    started = time.monotonic()
+    threading.Timer(4.8, lambda: pipeline.request_stop("interrupted")).start()
     assert run_bounded(pipeline, HANG_S) == "interrupted"
-    assert [r.index for r in sink.rows][:2] == [0, 1] and not any(r.video_ok for r in sink.rows)
+    assert first_row and first_row[0] - started < 2.5  # window 0 did not wait for the stalled camera
+    assert [(r.index, r.video_ok) for r in sink.rows][:2] == [(0, True), (3, True)]
+    assert windower.skipped_windows >= 2  # seconds 1 and 2 (AffectStream turns them into the estimate's gap)
 
 
 def test_a_stuck_sink_cannot_hold_the_shutdown(tmp_path: Path) -> None:
@@ -200,6 +218,71 @@ def test_a_stuck_sink_cannot_hold_the_shutdown(tmp_path: Path) -> None:
         assert "inference" in pipeline.abandoned
     finally:
         stuck.release.set()
+
+
+def test_a_sink_whose_write_never_returns_ends_the_run_with_its_name(tmp_path: Path) -> None:
+    """A write that has not returned within the bound (a FIFO nobody reads) ends the run as an error naming
+    the sink; the rows the other sink wrote are kept and its summary written."""
+    csv, stuck = recorder(tmp_path), StuckSink(3)
+    pipeline, _ = scripted(FakeStream(), "offline", 40, stuck, end=False)
+    pipeline.sink_ns = 500_000_000
+    pipeline.sinks.insert(0, csv)
+    try:
+        ended = run_bounded(pipeline, HANG_S)
+    finally:
+        stuck.release.set()
+    assert ended.startswith("error: stuck sink: a write has not returned for 0.5 s"), ended
+    assert list(pd.read_csv(csv.path)["window"]) == [0, 1, 2, 3] and summary(csv.path)["ended_by"] == ended
+    assert "inference" in pipeline.abandoned
+
+
+class StuckStop:
+    """A source whose stop() blocks (ALSA's Pa_StopStream after a USB device was unplugged)."""
+
+    name = "microphone"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def start(self, origin_ns: int | None = None) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.release.wait()
+
+    @property
+    def status(self) -> SourceStatus:
+        return SourceStatus("microphone", True, 0, 0)
+
+
+def test_a_source_whose_stop_blocks_cannot_hold_the_shutdown(tmp_path: Path) -> None:
+    """Shutdown writes the summary before it stops the sources, and abandons a stop that never returns."""
+    csv, stuck = recorder(tmp_path), StuckStop()
+    pipeline, _ = scripted(FakeStream(), "offline", 3, csv)
+    pipeline.sources.append(stuck)
+    started = time.monotonic()
+    try:
+        assert run_bounded(pipeline, HANG_S) == "end"
+    finally:
+        stuck.release.set()
+    assert time.monotonic() - started < HANG_S / 2
+    assert summary(csv.path)["ended_by"] == "end" and summary(csv.path)["windows"] == 3
+    assert pipeline.abandoned == ["stop microphone"] and "did not stop within" in pipeline.message
+
+
+def test_a_sink_that_cannot_close_turns_the_end_into_an_error(tmp_path: Path) -> None:
+    class FullAtClose(ListSink):
+        name = "csv recorder x.csv"
+
+        def close(self, ended_by: str = "end") -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    line = "csv recorder x.csv could not be closed: OSError: [Errno 28] No space left on device"
+    pipeline, _ = scripted(FakeStream(), "offline", 2, FullAtClose())
+    assert run_bounded(pipeline, HANG_S) == f"error: {line}"
+    pipeline, _ = scripted(FakeStream(), "offline", 2, FullAtClose(), end=False)
+    pipeline.request_stop("terminated")  # a signal keeps its exit code; the failure is kept as the close error
+    assert run_bounded(pipeline, HANG_S) == "terminated" and pipeline.close_error == line
 
 
 def test_shutdown_finishes_the_window_in_flight(tmp_path: Path) -> None:
@@ -311,14 +394,88 @@ def test_signal_with_stdout_stuck(small: Path, tmp_path: Path, sig: int) -> None
 
 
 def test_disk_full_mid_run_exits_1_with_one_line(small: Path, tmp_path: Path) -> None:
+    """The disk fills in the middle of window 4's row: half of it reaches the file, then ENOSPC. The half row
+    is cut back, the run ends with exit 1 and one line, and the CSV reads as whole rows 0-3."""
     csv = tmp_path / "full.csv"
     proc = start("disk-full", 4, "--replay", DEMO, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv)
     returncode, lines = finish(proc)
     errors = [line for line in lines if line.startswith("error:")]
     assert returncode == 1 and "Traceback" not in "\n".join(lines)
     assert errors == [f"error: csv recorder {csv} failed at window 4: OSError: [Errno 28] No space left on device"]
+    half = [int(line.split()[-1]) for line in lines if line.startswith("PHASE half-row")]
+    assert len(half) == 1 and half[0] > 10  # a partial row really reached the file
+    text = csv.read_text()
+    assert text.endswith("\n") and text.count("\n") == 5
     assert list(pd.read_csv(csv)["window"]) == [0, 1, 2, 3]
     assert summary(csv)["ended_by"].startswith("error: csv recorder") and summary(csv)["windows"] == 4
+
+
+def test_a_summary_that_cannot_be_written_exits_1(small: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "summary.csv"
+    proc = start("summary-full", 0, "--replay", DEMO, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv)
+    returncode, lines = finish(proc)
+    assert returncode == 1, lines
+    assert [x for x in lines if x.startswith("error:")] == [
+        f"error: csv recorder {csv} could not be closed: OSError: [Errno 28] No space left on device"
+    ]
+    assert len(pd.read_csv(csv)) >= 12 and summary(csv) is None  # rows kept; the summary says it did not close
+
+
+@pytest.mark.parametrize(("phase", "fault"), [("sinks-open", "hold-after-sinks"), ("built", "hold-before-handlers")])
+def test_a_signal_before_the_handlers_still_closes_the_recorders(
+    small: Path, tmp_path: Path, phase: str, fault: str
+) -> None:
+    csv = tmp_path / "early.csv"
+    proc = start(fault, 0, "--replay", DEMO, "--config", small, "--no-ui", "--csv", csv)
+    wait_for_phase(proc, phase)
+    os.kill(proc.pid, signal.SIGTERM)
+    returncode, lines = finish(proc)
+    assert returncode == 143 and lines == ["terminated"], lines
+    assert csv.read_text().count("\n") == 1 and summary(csv)["ended_by"] == "terminated"
+    assert summary(csv)["windows"] == 0
+
+
+def long_clip(tmp_path: Path, seconds: int) -> Path:
+    frames = np.full((seconds * FPS, 64, 64, 3), 90, np.uint8)
+    return write_mp4(tmp_path / "long.mp4", frames, 0.1 * np.ones(seconds * SAMPLE_RATE, np.float32))
+
+
+def fifo_nobody_reads(path: Path) -> int:
+    """A FIFO with a reader that never reads, its buffer cut to one page (it fills after a few rows)."""
+    import fcntl
+
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    fcntl.fcntl(reader, 1031, 4096)  # F_SETPIPE_SZ
+    return reader
+
+
+@pytest.mark.parametrize("how", ["timeout", "sigterm"])
+def test_a_jsonl_fifo_nobody_reads_ends_the_run(small: Path, tmp_path: Path, how: str) -> None:
+    """JSON lines into a FIFO whose reader stopped reading: the stuck write ends the run after the bound
+    (exit 1, one line naming the sink), or SIGTERM ends it (exit 143); the CSV keeps its rows and summary."""
+    clip, csv, fifo = long_clip(tmp_path, 40), tmp_path / "rows.csv", tmp_path / "rows.jsonl"
+    reader = fifo_nobody_reads(fifo)
+    bound = "2" if how == "timeout" else "600"
+    try:
+        args = ("--replay", clip, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv, "--jsonl", fifo)
+        proc = start("sink-timeout", int(bound), *args)
+        wait_for_phase(proc, "stuck")
+        if how == "sigterm":
+            os.kill(proc.pid, signal.SIGTERM)
+        returncode, lines = finish(proc)
+    finally:
+        os.close(reader)
+    rows = pd.read_csv(csv)
+    assert len(rows) >= 3 and list(rows["window"]) == list(range(len(rows)))
+    if how == "sigterm":
+        assert returncode == 143 and summary(csv)["ended_by"] == "terminated", lines
+        return
+    assert returncode == 1, lines
+    expected = f"error: jsonl recorder {fifo}: a write has not returned for 2 s"
+    errors = [x for x in lines if x.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(expected), lines
+    assert summary(csv)["ended_by"].startswith(f"error: jsonl recorder {fifo}")
 
 
 def test_a_decoder_failure_mid_run_exits_1_and_keeps_the_rows(small: Path, tmp_path: Path) -> None:
@@ -335,18 +492,52 @@ def test_a_decoder_failure_mid_run_exits_1_and_keeps_the_rows(small: Path, tmp_p
 
 
 def test_kill_9_loses_at_most_the_row_in_flight(small: Path, tmp_path: Path) -> None:
+    """SIGKILL lands inside the recorder's write of window 5's row (each row reaches the OS in one write call,
+    checked by the runner): rows 0-4 are on disk as whole lines, the summary says the run did not close."""
     csv = tmp_path / "killed.csv"
-    proc = start("mark-warm-up", 0, "--replay", DEMO, "--config", small, "--no-ui", "--csv", csv)
-    deadline = time.monotonic() + HANG_S
-    while time.monotonic() < deadline and (not csv.exists() or csv.read_text().count("\n") < 4):
-        time.sleep(0.05)
+    proc = start("slow-row", 5, "--replay", DEMO, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv)
+    lines = wait_for_phase(proc, "writing")
     proc.kill()
     proc.communicate(timeout=HANG_S)
+    assert "PHASE not-one-line-per-write" not in lines
     text = csv.read_text()
-    assert text.endswith("\n")  # whole lines only
-    rows = pd.read_csv(csv)
-    assert len(rows) >= 3 and list(rows["window"]) == list(range(len(rows)))
+    assert text.endswith("\n") and text.count("\n") == 6  # the header and rows 0-4
+    assert list(pd.read_csv(csv)["window"]) == [0, 1, 2, 3, 4]
     assert json.loads(Path(str(csv) + ".json").read_text())["summary"] is None  # it did not close: and says so
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        (("--csv", "{tmp}/a.csv", "--jsonl", "{tmp}/a.csv"), "--jsonl {tmp}/a.csv and --csv {tmp}/a.csv are the same"),
+        (("--csv", "{tmp}/a.csv", "--jsonl", "{tmp}/a.csv.json"), "--jsonl {tmp}/a.csv.json and the sidecar of --csv"),
+        (("--csv", "{tmp}/a.csv", "--jsonl", "{tmp}/link.csv"), "--jsonl {tmp}/link.csv and --csv {tmp}/a.csv are"),
+    ],
+)
+def test_outputs_that_collide_are_refused_and_left_untouched(
+    small: Path, tmp_path: Path, outputs: tuple[str, ...], message: str
+) -> None:
+    for name in ("a.csv", "a.csv.json"):
+        (tmp_path / name).write_text(f"old {name}\n")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "a.csv")
+    args = [x.format(tmp=tmp_path) for x in outputs]
+    proc = start("mark-warm-up", 0, "--replay", DEMO, "--config", small, "--no-ui", *args)
+    returncode, lines = finish(proc)
+    assert returncode == 2 and len(lines) == 1 and message.format(tmp=tmp_path) in lines[0], lines
+    assert lines[0].endswith("give each output its own file name")
+    assert [(tmp_path / n).read_text() for n in ("a.csv", "a.csv.json")] == ["old a.csv\n", "old a.csv.json\n"]
+
+
+def test_a_sidecar_that_cannot_be_written_is_refused_before_the_csv_is_touched(small: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "out.csv"
+    csv.write_bytes(b"window,start_s\n0,0.000\n")
+    (tmp_path / "out.csv.json").mkdir()
+    proc = start("mark-warm-up", 0, "--replay", DEMO, "--config", small, "--no-ui", "--csv", csv)
+    returncode, lines = finish(proc)
+    assert returncode == 2 and lines == [
+        f"error: cannot record to '{csv}.json': it is a directory; give a file name inside it"
+    ]
+    assert csv.read_bytes() == b"window,start_s\n0,0.000\n"
 
 
 @pytest.mark.parametrize(
@@ -367,8 +558,33 @@ def test_unwritable_output_is_refused_before_the_model_loads(
     assert returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
-def test_a_microphone_that_cannot_be_opened_fails_before_the_warm_up(small: Path) -> None:
-    proc = start("mark-warm-up", 0, "--no-camera", "--mic", "98", "--config", small, "--no-ui")
-    returncode, lines = finish(proc)
-    assert returncode == 2 and "PHASE warm-up" not in lines and len(lines) == 1, lines
-    assert lines[0].startswith("error: ") and ("98" in lines[0] or "PortAudio" in lines[0] or "no audio" in lines[0])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_terminal_that_stops_reading_cannot_hold_the_signals(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: int
+) -> None:
+    """The dashboard draws into a pipe nobody reads (as into a terminal after Ctrl-S): rich's thread blocks in
+    a write, yet the signal ends the run with its exit code, the CSV keeps its rows and its summary."""
+    import fcntl
+
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats the pipe as a terminal and draws the live display
+    csv = tmp_path / "ui.csv"
+    proc = start("mark-warm-up", 0, "--replay", DEMO, "--config", small, "--csv", csv, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    fcntl.fcntl(proc.stdout.fileno(), 1031, 4096)  # F_SETPIPE_SZ: one page fills after a frame or two
+    wait_for_phase(proc, "warm-up")
+    deadline = time.monotonic() + HANG_S
+    while time.monotonic() < deadline and (not csv.exists() or csv.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    assert proc.stderr is not None
+    try:
+        proc.wait(timeout=HANG_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("a stalled terminal held the run after the signal") from None
+    lines = proc.stderr.read().splitlines()
+    ended = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), lines
+    rows = pd.read_csv(csv)
+    assert len(rows) >= 2 and summary(csv)["ended_by"] == ended and summary(csv)["windows"] == len(rows)
+    assert lines[-1].endswith(f"ended by {ended}")

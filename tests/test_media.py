@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import small_config
+from odd_clips import write_clock_jump, write_rawvideo, write_size_change_ts
+from pipeline_fakes import ListSink, replay_pipeline, run_bounded
 
-from sec2sec.media import AudioChunk, FrameTick, MediaError, MediaReader, VideoFrame
+from sec2sec.media import (
+    MAX_ASPECT,
+    MAX_PIXELS,
+    AudioChunk,
+    FrameTick,
+    MediaError,
+    MediaReader,
+    VideoFrame,
+    frame_size_error,
+)
+from sec2sec.model import Sec2Sec
+from sec2sec.offline.datasets import ClipRecord
+from sec2sec.offline.features import MAX_GAP_S, decode_clip
+from sec2sec.stream import AffectStream
 from sec2sec.windows import Windower, file_windows
 
 
@@ -175,3 +194,100 @@ def test_thinned_decoding_gives_the_windows_of_every_frame(media: Path, tmp_path
     converted = sum(isinstance(item, VideoFrame) for item in items)
     ticks = sum(isinstance(item, FrameTick) for item in items)
     assert converted == 8 * 12 and ticks == 25 * 12 - converted  # 8 of every 25 frames are converted
+
+
+# ---- files that lie: a clock that jumps, a size that changes, absurd dimensions (tests/odd_clips.py) ----
+
+
+def test_a_clock_jump_costs_what_the_content_costs(tmp_path: Path) -> None:
+    """1 s of frames, then one frame 2000 s later: two windows, the empty seconds skipped without allocating
+    anything per second (before, each empty second was a window with its own second of audio zeros)."""
+    path = write_clock_jump(tmp_path / "jump.mkv", jump_s=2_000)
+    tracemalloc.start()
+    try:
+        windows, report = file_windows(str(path), 8, 16_000, 112)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(w.index, w.video_ok, w.frames_seen) for w in windows] == [(0, True, 25), (2_000, True, 1)]
+    assert report["skipped_windows"] == 1_999
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_replay_of_a_clock_jump_steps_the_model_twice_and_reports_the_gap(tmp_path: Path) -> None:
+    """Offline replay of a 100000 s jump: two model steps, the second estimate says 99999 s were missing."""
+    path = write_clock_jump(tmp_path / "jump.mkv", jump_s=100_000)
+    torch.manual_seed(0)
+    sink = ListSink()
+    pipeline = replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "offline", sink)
+    tracemalloc.start()
+    try:
+        assert run_bounded(pipeline) == "end"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(r.index, r.gap, r.video_ok) for r in sink.rows] == [(0, 0, True), (100_000, 99_999, True)]
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_realtime_replay_skips_a_clock_jump_instead_of_sleeping_through_it(tmp_path: Path) -> None:
+    path = write_clock_jump(tmp_path / "jump.mkv", jump_s=100_000)
+    torch.manual_seed(0)
+    sink = ListSink()
+    pipeline = replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "realtime", sink)
+    started = time.monotonic()
+    assert run_bounded(pipeline) == "end"
+    assert time.monotonic() - started < 30  # 1 s of media at real pace; before: 100000 s of sleeping
+    assert [(r.index, r.gap) for r in sink.rows] == [(0, 0), (100_000, 99_999)]
+    (replay,) = pipeline.sources
+    assert replay.skipped_ns == 100_000 * 1_000_000_000 - 960_000_000  # from the frame at 0.96 s
+
+
+def test_extraction_ends_a_clip_at_a_jump_longer_than_the_limit(tmp_path: Path) -> None:
+    path = write_clock_jump(tmp_path / "jump.mkv", jump_s=1_000_000)
+    record = ClipRecord("jump", path, "g", "train", {})
+    clip = decode_clip(record, 4, 16_000, 3)
+    assert clip.error == "" and clip.length == 1 and clip.windows == 1
+    assert clip.note == f"ended at 1 s: the next data is 999999 s later (more than {MAX_GAP_S} s)"
+    assert clip.video_ok.tolist() == [True, False, False]
+    near_path = write_clock_jump(tmp_path / "near.mkv", jump_s=2)
+    near = decode_clip(ClipRecord("near", near_path, "g", "train", {}), 4, 16_000, 4)
+    assert near.note == "" and near.video_ok.tolist() == [True, False, True, False] and near.length == 3
+
+
+def test_a_resolution_change_mid_second_is_rescaled_to_one_size_per_window(tmp_path: Path) -> None:
+    path = write_size_change_ts(tmp_path / "change.ts")
+    with MediaReader(path) as reader:
+        sizes = {item.rgb.shape for item in reader if isinstance(item, VideoFrame)}
+    assert sizes == {(48, 64, 3), (80, 96, 3)}  # the file really changes size inside window 0
+    windows, _ = file_windows(str(path), 8, 16_000)
+    assert [(w.index, w.frames.shape) for w in windows] == [(0, (8, 80, 96, 3)), (1, (8, 80, 96, 3))]
+    first = windows[0].frames[0]  # a uniform 64x48 frame, scaled up: still uniform
+    assert int(first.max()) - int(first.min()) <= 2
+    clip = decode_clip(ClipRecord("change", path, "g", "train", {}), 8, 16_000, 2, short_side=48)
+    assert clip.error == "" and clip.video_ok.tolist() == [True, True]
+    sink = ListSink()
+    torch.manual_seed(0)
+    ended = run_bounded(replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "offline", sink))
+    assert ended == "end" and [(r.index, r.video_ok) for r in sink.rows] == [(0, True), (1, True)]
+
+
+def test_absurd_frame_dimensions_are_refused_with_one_line(tmp_path: Path) -> None:
+    path = write_rawvideo(tmp_path / "wide.nut", 60_000, 100)
+    with pytest.raises(MediaError) as caught:
+        MediaReader(path)
+    message = str(caught.value)
+    assert message == (
+        f"{path}: video frames are 60000x100 pixels; at most {MAX_PIXELS} pixels (8K) with sides at most "
+        f"{MAX_ASPECT}:1 apart are allowed; scale or crop the video with ffmpeg -vf scale=W:H or crop=W:H"
+    )
+    assert frame_size_error(1920, 1080) == "" and frame_size_error(7680, 4320) == ""
+    assert frame_size_error(900, 100) != "" and frame_size_error(7681, 4320) != ""
+
+
+def test_frames_are_bounded_by_pixels_after_scaling(tmp_path: Path) -> None:
+    """The widest allowed frame, scaled to the model's short side, holds at most short^2 * MAX_ASPECT pixels."""
+    path = write_rawvideo(tmp_path / "pano.nut", 800, 100)
+    with MediaReader(path, short_side=32) as reader:
+        (frame,) = [item for item in reader if isinstance(item, VideoFrame)]
+    assert frame.rgb.shape == (32, 256, 3) and frame.rgb.size <= 32 * 32 * MAX_ASPECT * 3

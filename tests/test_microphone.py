@@ -279,6 +279,73 @@ def test_callback_copies_stamps_counts_and_restamps_on_a_jump() -> None:
     assert stream.closed and not mic.status.running and drain(q) == []  # a requested stop is no SourceEnd
 
 
+def lossy_script(rate: int = 16_000) -> list[Block]:
+    """3 s in 0.1 s blocks: at 1.5 s an overflow loses 50 ms (within the tolerance of one block: hidden by
+    the contiguous count), at 2.5 s the stream jumps 500 ms (re-stamped)."""
+    block = rate // 10
+    script = [Block(ramp(k * block, block)) for k in range(30)]
+    script[15] = Block(script[15].data, jump_s=0.05, flags=FakeFlags(input_overflow=True))
+    script[25] = Block(script[25].data, jump_s=0.5)
+    return script
+
+
+@pytest.mark.usefixtures("fake_devices")
+def test_samples_lost_and_restamped_are_counted_and_filed_under_their_second() -> None:
+    losses: list[tuple[int, int, int]] = []
+    mic = MicrophoneSource(
+        "usb",
+        BoundedQueue(100),
+        time.monotonic_ns(),
+        sample_rate=16_000,
+        stream_factory=FakeStream.factory(lossy_script()),
+    )
+    mic.on_loss = lambda second, samples=0, restamped=0: losses.append((second, samples, restamped))
+    mic.start()
+    mic.stop()
+    assert (mic.overflows, mic.discontinuities) == (1, 1)
+    (second_1, lost_1, moved_1), (second_2, lost_2, moved_2) = losses
+    assert (second_1, moved_1, second_2) == (1, 0, 2) and abs(lost_1 - 800) <= 2  # 50 ms at 16 kHz
+    assert abs(lost_2 - 8000) <= 2 and abs(moved_2 - 8800) <= 4  # the re-stamp also undoes the hidden 50 ms
+    assert (mic.samples_lost, mic.samples_restamped) == (lost_1 + lost_2, moved_2)
+
+
+@pytest.mark.usefixtures("fake_devices")
+def test_a_microphone_with_missing_blocks_shows_them_in_the_rows_and_the_summary(tmp_path: Path) -> None:
+    """The lossy stream through the pipeline into the CSV: each row carries what its second lost, the summary
+    totals the rows, and the input report has the microphone's own counters."""
+    import argparse
+
+    from pipeline_fakes import FakeStream as FakeModel
+    from pipeline_fakes import run_bounded
+
+    from monitor.cli import open_sinks
+    from monitor.pipeline import Pipeline
+    from monitor.recorders import CsvRecorder
+    from sec2sec.windows import Windower
+
+    inputs: BoundedQueue = BoundedQueue(100)
+    mic = MicrophoneSource("usb", inputs, 0, sample_rate=16_000, stream_factory=FakeStream.factory(lossy_script()))
+    csv = tmp_path / "mic.csv"
+    args = argparse.Namespace(csv=str(csv), jsonl=None, no_ui=False)
+    (recorder,) = open_sinks(args, ("valence", "arousal"), {}, [mic])
+    assert isinstance(recorder, CsvRecorder)
+    model = FakeModel()
+    windower = Windower(model.config.video.frames_per_window, 16_000, expect_video=False)
+    pipeline = Pipeline(model, [mic], inputs, windower, [recorder], clock="live", window_queue=8)
+    threading.Timer(1.5, lambda: pipeline.request_stop("interrupted")).start()
+    assert run_bounded(pipeline) == "interrupted"
+    rows = pd.read_csv(csv)
+    assert list(rows["window"][:3]) == [0, 1, 2]
+    lost, moved = rows["samples_lost"].tolist(), rows["samples_restamped"].tolist()
+    assert lost[0] == 0 and abs(lost[1] - 800) <= 2 and abs(lost[2] - 8000) <= 2 and not any(lost[3:])
+    assert moved[:2] == [0, 0] and abs(moved[2] - 8800) <= 4 and rows["frames_dropped"].eq(0).all()
+    summary = json.loads(Path(f"{csv}.json").read_text())["summary"]
+    assert summary["samples_lost"] == sum(lost) and summary["samples_restamped"] == sum(moved)
+    report = summary["input"]["microphone"]
+    assert (report["overflows"], report["restamps"], report["queue_drops"]) == (1, 1, 0)
+    assert (report["samples_lost"], report["samples_restamped"]) == (sum(lost), sum(moved))
+
+
 @pytest.mark.usefixtures("fake_devices")
 def test_a_new_origin_at_start_restarts_the_sample_clock() -> None:
     q: BoundedQueue = BoundedQueue(16)
@@ -345,6 +412,37 @@ def test_stop_is_idempotent_and_an_unexpected_end_is_reported() -> None:
     mic.stop()
     mic.stop()
     assert made[0].closed
+
+
+class StopBlocks(FakeStream):
+    """A stream whose stop() blocks until released (ALSA's Pa_StopStream after a USB device was unplugged)."""
+
+    release = threading.Event()
+
+    def stop(self) -> None:
+        self.release.wait()
+        super().stop()
+
+
+@pytest.mark.usefixtures("fake_devices")
+def test_a_stop_that_blocks_is_left_behind_within_the_bound() -> None:
+    made: list[FakeStream] = []
+    mic = MicrophoneSource(5, BoundedQueue(4), 0, stream_factory=StopBlocks.factory([], made))
+    mic.start()
+    started = time.monotonic()
+    try:
+        mic.stop(timeout_s=0.5)
+        took = time.monotonic() - started
+        assert 0.4 < took < 5, took
+        assert mic.abandoned == ["stop microphone"] and not made[0].closed
+        assert mic.status.error == "microphone 'pulse' did not stop within 0.5 s (unplugged?); left behind"
+        mic.stop()  # idempotent: returns at once
+    finally:
+        StopBlocks.release.set()
+    deadline = time.monotonic() + 5
+    while not made[0].closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert made[0].closed  # the helper thread closes the stream once the driver lets go
 
 
 # --- a real PortAudio device ---------------------------------------------------------------------------------------
@@ -454,3 +552,57 @@ def test_a_device_that_refuses_the_model_rate_is_resampled_on_the_way(fake_devic
     assert abs(dominant_hz(x, rate_out) - hz) < 3.0
     assert mic.status.detail == "USB Audio Mic: Audio (hw:1,0) 48000 Hz -> 16000 Hz"
     mic.stop()
+
+
+@pytest.mark.audio_device
+def test_a_microphone_that_exists_but_cannot_be_opened_fails_before_the_warm_up(
+    pulse_server: PulseServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The `pulse` device exists (PortAudio lists it) but refuses to open, as a device held by another program
+    does: one line naming the device and the fix, exit 2, before the model's warm-up, nothing recorded."""
+    config, csv = tmp_path / "model.toml", tmp_path / "mic.csv"
+    config.write_text(small_toml("audio"))
+    runner = Path(__file__).resolve().parent / "fault_runner.py"
+    args = ["mic-refuses", "0", "--", "--mic", "pulse", "--config", config, "--no-ui", "--csv", csv]
+    result = subprocess.run(
+        [sys.executable, str(runner), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: microphone ") and "'pulse' (ALSA) could not be opened at " in lines[0]
+    assert " Hz (Device unavailable" in lines[0] and lines[0].endswith("or run video-only with --no-mic")
+    assert not csv.exists()
+
+
+@pytest.mark.audio_device
+def test_a_microphone_whose_stop_blocks_cannot_hold_the_end_of_the_run(
+    pulse_server: PulseServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A real recording whose stream.stop() then blocks for ever: the run still ends (exit 0, --duration),
+    every row and the sidecar summary are on disk, and the closing line came out."""
+    config, csv = tmp_path / "model.toml", tmp_path / "mic.csv"
+    config.write_text(small_toml("audio"))
+    runner = Path(__file__).resolve().parent / "fault_runner.py"
+    args = ["mic-stop-blocks", "0", "--", "--mic", "pulse", "--config", config, "--duration", "2", "--no-ui"]
+    result = subprocess.run(
+        [sys.executable, str(runner), *map(str, args), "--csv", str(csv)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    lines = result.stderr.splitlines()
+    assert result.returncode == 0 and "PHASE stop-blocks" in lines, lines
+    assert lines[-1].startswith("2 windows") and lines[-1].endswith("ended by duration")
+    assert list(pd.read_csv(csv)["window"]) == [0, 1]
+    summary = json.loads(Path(f"{csv}.json").read_text())["summary"]
+    assert summary["ended_by"] == "duration"
+    assert set(summary["input"]["microphone"]) >= {"overflows", "restamps", "samples_lost", "samples_restamped"}

@@ -186,3 +186,53 @@ def test_snapshot_reports_progress(model: Sec2Sec, media: Path) -> None:
     assert snap.latest.index == 2 and len(snap.attribution) == 3
     assert snap.latency_p50_ms is not None and snap.latency_p99_ms >= snap.latency_p50_ms
     assert snap.sources[0].name == "file" and "grid_speaker_mpeg1.mpg" in snap.sources[0].detail
+
+
+def test_frames_the_full_input_queue_displaced_are_in_the_rows() -> None:
+    """A capture edge that outran the windowing thread: 30 frames (3 s at 10 fps) into a queue of 5 keep
+    the newest; the row carries the frames lost, and the totals match the queue's count."""
+    from sec2sec.media import VideoFrame
+
+    inputs: BoundedQueue = BoundedQueue(5)
+
+    class Burst(ScriptedSource):
+        def start(self, origin_ns: int | None = None) -> None:
+            for i in range(30):
+                self.out.put_latest(VideoFrame(np.zeros((16, 16, 3), np.uint8), i * 100_000_000))
+            self.out.put_latest(SourceEnd(self.name))  # displaces the frame at 2.5 s too
+
+    stream, sink = FakeStream(), ListSink()
+    windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False)
+    pipeline = Pipeline(stream, [Burst(inputs, 3)], inputs, windower, [sink], clock="offline")
+    assert run_bounded(pipeline) == "end"
+    # seconds 0 and 1 lost every frame: no input, so no model step (a gap); their losses land in the next row
+    assert [(r.index, r.frames_seen) for r in sink.rows] == [(2, 4)] and windower.skipped_windows == 2
+    assert inputs.dropped == 26
+    assert sink.rows[0].frames_dropped == 10 + 10 + 6 and sink.rows[0].samples_lost == 0
+    assert pipeline.losses.total.frames_dropped == 26
+
+
+def test_a_queue_hands_what_it_displaces_to_on_drop() -> None:
+    q: BoundedQueue[int] = BoundedQueue(2)
+    dropped: list[int] = []
+    q.on_drop = dropped.append
+    assert [q.put_latest(i) for i in range(5)] == [0, 0, 1, 1, 1]
+    assert dropped == [0, 1, 2] and q.dropped == 3 and [q.get(0), q.get(0)] == [3, 4]
+
+
+def test_the_loss_ledger_files_by_window_and_stays_bounded() -> None:
+    from monitor.losses import Losses, LossLedger
+
+    ledger = LossLedger(max_pending=3)
+    ledger.add(2, frames=1)
+    ledger.add(0, samples=160)
+    ledger.add(-1, restamped=5)  # before the origin: filed under window 0
+    ledger.add(7, frames=2)
+    ledger.add(9, frames=4)  # a fourth window: lumped into the latest pending one (7)
+    ledger.add(1)  # nothing lost: nothing filed
+    assert ledger.take(1) == Losses(0, 160, 5)  # windows 0 and 1
+    assert ledger.take(1) == Losses()
+    assert ledger.take(8) == Losses(7, 0, 0) and ledger.take(100) == Losses()
+    assert ledger.total == Losses(7, 160, 5)
+    with pytest.raises(ValueError, match="max_pending"):
+        LossLedger(max_pending=0)

@@ -44,6 +44,8 @@ def estimate(index: int, dropped_total: int) -> Estimate:
         gap=2 if index == DROPPED[-1] + 1 else 0,
         latency_ns=(450 + 10 * (index % 7)) * 1_000_000,
         dropped_total=dropped_total,
+        frames_dropped=index % 3,
+        samples_lost=160 if index == 7 else 0,
     )
 
 
@@ -67,6 +69,8 @@ def test_session_is_read_by_column_name(session_csv: Path) -> None:
     assert [w for w, ok in zip(kept, session.audio_ok, strict=True) if not ok] == list(NO_AUDIO)
     np.testing.assert_allclose(session.latency_ms, [450 + 10 * (i % 7) for i in kept])
     assert session.dropped_total[-1] == 2 and session.dropped_total[0] == 0
+    assert session.lost["frames_dropped"].tolist() == [i % 3 for i in kept]  # read as losses, not as outputs
+    assert session.lost["samples_lost"].sum() == 160 and not session.lost["samples_restamped"].any()
     assert session.sidecar is not None and session.sidecar["summary"]["windows"] == len(kept)
     assert session.attribution is not None and len(session.attribution[0]) == 1
 

@@ -21,7 +21,8 @@ from sec2sec.stream import Estimate
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("valence", "arousal")
 HEADER = (
-    "window,start_s,end_s,valence,arousal,attribution,video_ok,audio_ok,frames,audio_coverage,latency_ms,dropped_total"
+    "window,start_s,end_s,valence,arousal,attribution,video_ok,audio_ok,frames,audio_coverage,latency_ms,dropped_total,"
+    "frames_dropped,samples_lost,samples_restamped"
 )
 
 
@@ -56,10 +57,13 @@ SECOND = estimate(
     gap=1,
     latency_ns=None,
     dropped_total=2,
+    frames_dropped=3,
+    samples_lost=800,
+    samples_restamped=8800,
 )
 ROWS = (
-    "0,0.000,1.000,0.250000,0.751235,0.1021;0.2113;0.6866,1,0,8,0.500,312.3,0",
-    "1,1.000,2.000,0.500000,0.125000,,0,1,0,1.000,,2",
+    "0,0.000,1.000,0.250000,0.751235,0.1021;0.2113;0.6866,1,0,8,0.500,312.3,0,0,0,0",
+    "1,1.000,2.000,0.500000,0.125000,,0,1,0,1.000,,2,3,800,8800",
 )
 
 
@@ -105,6 +109,7 @@ def test_pandas_reads_the_csv_with_the_right_types_and_values(tmp_path: Path) ->
     assert frame["audio_coverage"].tolist() == [0.5, 1.0]
     assert frame["latency_ms"][0] == 312.3 and math.isnan(frame["latency_ms"][1])
     assert frame["dropped_total"].tolist() == [0, 2]
+    assert frame["samples_lost"].tolist() == [0, 800] and frame["samples_lost"].dtype == np.int64
     assert frame["attribution"][0] == "0.1021;0.2113;0.6866" and pd.isna(frame["attribution"][1])
     weights = [float(w) for w in frame["attribution"][0].split(";")]
     assert weights == [0.1021, 0.2113, 0.6866]
@@ -143,7 +148,8 @@ def test_sidecar_before_and_after_close(tmp_path: Path) -> None:
     assert before == {**given, "columns": HEADER.split(","), "summary": None}
     for index, latency_ms in enumerate([400.0, 100.0, None, 300.0, 200.0]):
         latency_ns = None if latency_ms is None else int(latency_ms * 1e6)
-        recorder.write(estimate(index, latency_ns=latency_ns, dropped_total=index, gap=1 if index == 3 else 0))
+        lost = {"frames_dropped": index, "samples_lost": 100 * index, "samples_restamped": 7 if index == 2 else 0}
+        recorder.write(estimate(index, latency_ns=latency_ns, dropped_total=index, gap=1 if index == 3 else 0, **lost))
     recorder.close(ended_by="ctrl-c")
     after = json.loads((tmp_path / "talk.csv.json").read_text())
     assert {**after, "summary": None} == before  # only the summary changed
@@ -153,6 +159,9 @@ def test_sidecar_before_and_after_close(tmp_path: Path) -> None:
         "last_window": 4,
         "windows_missing": 1,
         "dropped_total": 4,
+        "frames_dropped": 10,  # the loss columns, summed
+        "samples_lost": 1000,
+        "samples_restamped": 7,
         "latency_p50_ms": 250.0,  # of 100, 200, 300, 400 (the window without a latency is left out)
         "latency_p99_ms": 397.0,  # 300 + 0.97 * (400 - 300)
         "ended_by": "ctrl-c",
@@ -263,10 +272,14 @@ def test_jsonl_lines_carry_every_field(tmp_path: Path) -> None:
         "latency_ns": 312_345_678,
         "latency_ms": 312.346,
         "dropped_total": 0,
+        "frames_dropped": 0,
+        "samples_lost": 0,
+        "samples_restamped": 0,
     }
     assert list(second["outputs"]) == ["valence", "arousal"]  # output order, not the estimate's dict order
     assert second["attribution"] == [] and second["latency_ns"] is None and second["latency_ms"] is None
     assert (second["gap"], second["dropped_total"], second["video_ok"]) == (1, 2, False)
+    assert (second["frames_dropped"], second["samples_lost"], second["samples_restamped"]) == (3, 800, 8800)
     with pytest.raises(ValueError, match="closed"):
         recorder.write(FIRST)
 

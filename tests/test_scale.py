@@ -255,3 +255,123 @@ def test_cuda_extraction_matches_the_cpu(dataset: tuple[Path, Path], tmp_path: P
     assert float((amp.video - cpu.video).abs().max() / scale) < 5e-2
     result = fit(tmp_path / "gpu", config, tmp_path / "run", device="cuda")
     assert result.epochs == 4 and result.best_path.is_file()
+
+
+# ---- a hung rank or decoder ends the run with one line (not a day later) ----
+
+HANGING_RANK = """
+import sys, time
+from sec2sec.offline.distributed import RankStalled, session
+try:
+    with session("cpu", timeout_min=float(sys.argv[1])) as dist:
+        if dist.rank == 1:
+            time.sleep(600)  # hung: never reaches the collective
+        dist.gather(dist.rank)
+except RankStalled as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def test_a_hung_rank_fails_the_collective_within_the_timeout(tmp_path: Path) -> None:
+    """2 gloo processes, rank 1 hangs before a collective: rank 0 gives up after --collective-timeout (3 s here)
+    with one line naming the bound, instead of waiting for a day."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env.update(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HANGING_RANK, "0.05"],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    try:
+        _, err = procs[0].communicate(timeout=120)  # only a hang exceeds this
+    finally:
+        procs[1].kill()  # torchrun would stop it; here the test does
+        procs[1].communicate()
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert procs[0].returncode == 1 and len(lines) == 1, err[-2000:]
+    assert "rank 0 of 2: another rank did not answer within --collective-timeout 0.05 min" in lines[0]
+
+
+def test_ranks_that_finished_wait_on_progress_not_on_a_collective(tmp_path: Path) -> None:
+    """Heartbeat: a rank that keeps making progress is waited for however long it takes; one whose progress
+    stops fails the wait after the bound."""
+    import threading
+    import time
+
+    from sec2sec.offline.distributed import Heartbeat, RankStalled
+
+    mine, other = Heartbeat(tmp_path, 0, 2, stall_s=1.0), Heartbeat(tmp_path, 1, 2, stall_s=1.0)
+    other.beat("starting")
+
+    def slow_but_alive() -> None:
+        for k in range(8):  # 8 steps of 0.4 s: 3.2 s in all, far past the 1 s bound, but never 1 s idle
+            time.sleep(0.4)
+            other.beat(f"clip {k + 1}")
+        other.beat("done")
+
+    worker = threading.Thread(target=slow_but_alive)
+    started = time.monotonic()
+    worker.start()
+    mine.wait_all()
+    worker.join()
+    assert time.monotonic() - started >= 3.0
+    other.beat("clip 3 of 9 done")  # and now it stops
+    with pytest.raises(RankStalled, match=r"rank 1 made no progress for .* \(last: clip 3 of 9 done\)"):
+        mine.wait_all()
+    mine.remove()
+    assert not (tmp_path / ".progress.rank0").exists()
+
+
+def test_a_hung_decoder_worker_ends_extraction_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: tuple[Path, Path]
+) -> None:
+    import time
+
+    from sec2sec.offline import features
+    from sec2sec.offline.datasets import read_dataset
+    from sec2sec.offline.distributed import RankStalled
+
+    root, config = dataset
+    records = read_dataset("liris", root)[:2]
+    monkeypatch.setattr(features, "decode_clip", lambda *args: time.sleep(120))  # the forked worker inherits it
+    started = time.monotonic()
+    with pytest.raises(RankStalled, match="no decoded clip came from the decoding workers for 1 s"):
+        list(features.clip_loader(records, _config(config).model, workers=1, decode_timeout_s=1.0))
+    assert time.monotonic() - started < 60  # only a hang exceeds this
+
+
+def test_collective_timeout_must_be_positive() -> None:
+    from sec2sec.offline.distributed import session
+
+    with pytest.raises(ValueError, match="--collective-timeout 0: give minutes > 0"):
+        with session("cpu", timeout_min=0):
+            pass
+
+
+def test_extraction_records_a_clip_cut_at_a_clock_jump(tmp_path: Path, dataset: tuple[Path, Path]) -> None:
+    """A clip whose clock jumps by 10^6 s is cut at the jump: it is encoded (one window), its index entry says
+    why, and extraction costs what its one second of content costs."""
+    from odd_clips import write_clock_jump
+
+    from sec2sec.offline.features import MAX_GAP_S
+
+    _, config = dataset
+    root = tmp_path / "liris"
+    (root / "data").mkdir(parents=True)
+    write_clock_jump(root / "data" / "ACCEDE00000.mp4", jump_s=1_000_000, size=(112, 112))
+    write_liris_tree(root, [("ACCEDE00000.mp4", "film0", 1, 1.5, 3.0)])
+    summary = extract("liris", root, tmp_path / "cache", _config(config), dtype="float32", workers=0)
+    entry = read_index(tmp_path / "cache").clips["ACCEDE00000"]
+    assert summary.encoded == 1 and summary.windows == 1 and (entry["length"], entry["windows"]) == (1, 1)
+    assert entry["note"] == f"ended at 1 s: the next data is 999999 s later (more than {MAX_GAP_S} s)"

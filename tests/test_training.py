@@ -407,7 +407,8 @@ def test_first_impressions_regression_path(order_cache: tuple[Path, Path], tmp_p
     result = evaluate(trained.best_path, tmp_path / "cache", "test")
     assert result.task == "regression" and list(result.scores) == list(traits[:5])
     assert result.truth[:, 0].tolist() == pytest.approx([0.25, 0.2])
-    assert all(set(row) == {"mean_accuracy", "pearson_r"} for row in result.scores.values())
+    metrics = {"mean_accuracy", "pearson_r", "mse", "baseline_mse", "baseline_mean_accuracy"}
+    assert all(set(row) == metrics for row in result.scores.values())
     # the clips carry no trait information, so the bar is the training-mean predictor (0.975 here), which a
     # constant 0.5 (0.865) or an untrained model does not reach: the model must have learned each trait's level
     train_mean = np.array([[0.225 + 0.1 * j for j in range(5)]])

@@ -1,14 +1,19 @@
 """Pretrained weight files as a model hub client keeps them: verified before use, downloaded atomically.
 
-No network: the hub table is pointed at small files whose names carry their real sha256 prefix, served from a
-local folder through `file://` URLs (urllib opens them as it opens https), or at a patched `urlopen`.
+No network beyond 127.0.0.1: the hub table is pointed at small files whose names carry their real sha256
+prefix, served by a local HTTP server (plain http is allowed there only through the test-only hook
+`weights._PLAIN_HTTP_HOSTS`), or at a patched `urlopen`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.server
+import io
 import threading
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
@@ -49,14 +54,82 @@ class Hub:
         return sorted(folder.glob("*.partial")) if folder.is_dir() else []
 
 
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves the files of `server.folder`, or misbehaves as `server.mode` says."""
+
+    server: _WeightServer
+
+    def log_message(self, *args: object) -> None:  # keep the test output clean
+        pass
+
+    def do_GET(self) -> None:
+        srv, name = self.server, self.path.lstrip("/")
+        srv.requests.append(self.path)
+        if srv.mode.startswith("redirect") and not self.path.startswith("/moved/"):
+            host = "localhost" if srv.mode == "redirect-http" else "127.0.0.1"  # localhost: not on the test hook
+            self.send_response(302)
+            self.send_header("Location", f"http://{host}:{srv.server_port}/moved/{name}")
+            self.end_headers()
+            return
+        data = (srv.folder / name.removeprefix("moved/")).read_bytes()
+        if srv.mode == "truncate":  # chunked, cut mid-chunk: http.client raises IncompleteRead
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data[: len(data) // 2])
+            self.wfile.flush()
+            return
+        self.send_response(200)
+        if srv.mode not in ("too-much", "drip"):
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if srv.mode == "drip":
+            for k in range(len(data)):
+                self.wfile.write(data[k : k + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
+        elif srv.mode == "too-much":
+            self.wfile.write(data + bytes(10 * len(data)))
+        else:
+            self.wfile.write(data)
+
+
+class _WeightServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.folder, self.mode, self.requests = folder, "serve", []
+
+
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
-    """One small weight file ("tiny", a Linear(4, 3)) served from tmp_path/server; TORCH_HOME in tmp_path."""
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_WeightServer]:
+    """A local HTTP server on 127.0.0.1 serving tmp_path/server, allowed through the test-only plain-http hook."""
+    (tmp_path / "server").mkdir()
+    srv = _WeightServer(tmp_path / "server")
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(weights, "_PLAIN_HTTP_HOSTS", ("127.0.0.1",))
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def _entry(source: Path, arch: str, label: str, url: str, used_by: str = "") -> HubFile:
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    return HubFile(arch, label, url, digest, source.stat().st_size, used_by)
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: _WeightServer) -> Hub:
+    """One small weight file ("tiny", a Linear(4, 3)) served over http on 127.0.0.1; TORCH_HOME in tmp_path."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     torch.manual_seed(0)
     state = {k: v.clone() for k, v in nn.Linear(4, 3).state_dict().items()}
     source = _named_by_hash(state, tmp_path / "server", "tiny")
-    entry = HubFile("tiny", "Tiny_Weights.TEST_V1", source.as_uri(), "test encoder")
+    url = f"http://127.0.0.1:{server.server_port}/{source.name}"
+    entry = _entry(source, "tiny", "Tiny_Weights.TEST_V1", url, "test encoder")
     monkeypatch.setattr(weights, "HUB", {"tiny": entry})
     return Hub(entry, source, state)
 
@@ -89,9 +162,16 @@ def test_the_real_table_names_torchvision_files(tmp_path: Path, monkeypatch: pyt
     video, audio = weights.HUB["r2plus1d_18"], weights.HUB["resnet18"]
     assert (video.label, video.sha256_prefix) == ("R2Plus1D_18_Weights.KINETICS400_V1", "91a641e6")
     assert (audio.label, audio.sha256_prefix) == ("ResNet18_Weights.IMAGENET1K_V1", "f37072fd")
+    assert video.sha256 == "91a641e6c2ab531d1aca5f4321b4d802ec5c3babc15df855cdb6e39c6a1107c8"
+    assert audio.sha256 == "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec"
+    assert (video.size, audio.size) == (126_162_996, 46_830_571)
+    assert all(h.url.startswith("https://download.pytorch.org/models/") for h in weights.HUB.values())
     assert audio.path == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     with pytest.raises(WeightsError, match="carries no sha256 prefix"):
-        _ = HubFile("x", "X", "https://example.org/x.pth").sha256_prefix
+        _ = HubFile("x", "X", "https://example.org/x.pth", "0" * 64, 1).sha256_prefix
+    with pytest.raises(WeightsError, match=r"its name says sha256 12345678\.\.\."):
+        HubFile("x", "X", "https://example.org/x-12345678.pth", "0" * 64, 1)
+    assert weights._PLAIN_HTTP_HOSTS == ()  # the test-only hook is off outside these tests' fixtures
 
 
 def test_sha256_is_streamed_over_blocks(tmp_path: Path) -> None:
@@ -217,7 +297,7 @@ def test_a_download_with_the_wrong_hash_is_refused(hub: Hub) -> None:
     with pytest.raises(DownloadError) as err:
         weights.fetch(hub.entry, progress=False)
     digest = hashlib.sha256(hub.source.read_bytes()).hexdigest()
-    assert digest in str(err.value) and hub.entry.sha256_prefix in str(err.value)
+    assert digest in str(err.value) and hub.entry.sha256 in str(err.value)
     assert not hub.cached.exists() and hub.partials() == []
 
 
@@ -238,13 +318,16 @@ def test_concurrent_downloads_each_leave_a_whole_verified_file(hub: Hub) -> None
     assert errors == [] and weights.file_problem(hub.entry) is None and hub.partials() == []
 
 
-def test_an_encoder_loads_the_verified_resnet18_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real encoder path: a full ResNet-18 state dict, named by its hash, from a file:// "server"."""
+def test_an_encoder_loads_the_verified_resnet18_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: _WeightServer
+) -> None:
+    """The real encoder path: a full ResNet-18 state dict, named by its hash, from the local server."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     state = resnet18().state_dict()
     state["layer4.1.conv2.weight"] = torch.full_like(state["layer4.1.conv2.weight"], 0.125)
-    source = _named_by_hash(state, tmp_path / "server", "resnet18")
-    monkeypatch.setitem(weights.HUB, "resnet18", HubFile("resnet18", "ResNet18_Weights.TEST", source.as_uri()))
+    source = _named_by_hash(state, server.folder, "resnet18")
+    url = f"http://127.0.0.1:{server.server_port}/{source.name}"
+    monkeypatch.setitem(weights.HUB, "resnet18", _entry(source, "resnet18", "ResNet18_Weights.TEST", url))
     encoder = AudioEncoder(AudioConfig(weights="pretrained"))
     assert encoder.pretrained is True and torch.all(encoder.trunk[-1][1].conv2.weight == 0.125)
     assert (tmp_path / "torch" / "hub" / "checkpoints" / source.name).is_file()
@@ -306,7 +389,7 @@ def test_cli_download_from_a_file_brought_by_hand(
     _damage(copy)
     code, _, err = _cli(capsys, "download", "tiny", "--from", str(copy))
     line = _error_line(err)
-    assert code == 2 and hashlib.sha256(copy.read_bytes()).hexdigest() in line and hub.entry.sha256_prefix in line
+    assert code == 2 and hashlib.sha256(copy.read_bytes()).hexdigest() in line and hub.entry.sha256 in line
     assert not hub.cached.exists() and hub.partials() == []
 
 
@@ -326,3 +409,84 @@ def test_cli_errors_are_one_line_and_exit_2(
     code, _, err = _cli(capsys, *args)
     assert code == 2 and message in _error_line(err)
     assert not hub.cached.exists()
+
+
+# a server that misbehaves: every failure is the documented warning ("auto") and leaves nothing behind
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("truncate", "IncompleteRead"),
+        ("too-much", "more than the"),
+        ("redirect-http", "weight files are fetched over https only"),
+        ("drip", "(the deadline per file)"),
+    ],
+)
+def test_a_misbehaving_server_gives_the_warning_and_no_file(
+    hub: Hub, server: _WeightServer, monkeypatch: pytest.MonkeyPatch, mode: str, reason: str
+) -> None:
+    server.mode = mode
+    monkeypatch.setattr(weights, "DEADLINE_S", 0.5)  # the drip sends 20 bytes a second: ~300 s for this file
+    started = time.monotonic()
+    with pytest.warns(PretrainedWeightsMissing, match="using RANDOM encoder weights") as record:
+        assert load_pretrained(_fresh(), "tiny", "auto") is False
+    assert reason in str(record[0].message) and "Traceback" not in str(record[0].message)
+    assert time.monotonic() - started < 30  # only a hang exceeds this
+    assert not hub.cached.exists() and hub.partials() == []
+    if mode == "redirect-http":  # the http URL was refused before any request went there
+        assert server.requests == [f"/{hub.entry.name}"]
+
+
+def test_a_redirect_to_an_allowed_url_is_followed(hub: Hub, server: _WeightServer) -> None:
+    server.mode = "redirect"
+    assert weights.fetch(hub.entry, progress=False) == hub.cached
+    assert server.requests == [f"/{hub.entry.name}", f"/moved/{hub.entry.name}"]
+
+
+def test_plain_http_is_refused_without_the_test_hook(
+    hub: Hub, server: _WeightServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(weights, "_PLAIN_HTTP_HOSTS", ())
+    with pytest.raises(DownloadError, match=r"refusing http URL .* weight files are fetched over https only"):
+        weights.fetch(hub.entry, progress=False)
+    assert server.requests == []
+    monkeypatch.setattr(weights, "_PLAIN_HTTP_HOSTS", ("127.0.0.1",))
+    other = HubFile("x", "X", f"http://localhost:{server.server_port}/{hub.entry.name}", hub.entry.sha256, 1_000)
+    with pytest.raises(DownloadError, match="https only"):  # the hook opens 127.0.0.1 alone
+        weights.fetch(other, progress=False)
+
+
+def test_a_size_announced_wrong_is_refused_before_reading(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = HubFile("tiny", "T", hub.entry.url, hub.entry.sha256, hub.entry.size + 1)
+    monkeypatch.setattr(weights, "HUB", {"tiny": wrong})
+    with pytest.raises(DownloadError, match=f"the server announces {hub.entry.size} bytes; .* has {wrong.size}"):
+        weights.fetch(wrong, progress=False)
+
+
+def test_the_bytes_hashed_are_the_bytes_loaded(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verified file is read once and loaded from memory: no second open by path that could see other
+    bytes (a file replaced between the check and the load)."""
+    hub.cached.parent.mkdir(parents=True)
+    hub.cached.write_bytes(hub.source.read_bytes())
+    loaded: list[object] = []
+    real_load = torch.load
+
+    def spy(source: object, *args: object, **kwargs: object) -> object:
+        loaded.append(source)
+        return real_load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    model = _fresh()
+    assert load_pretrained(model, "tiny", "pretrained") is True and _holds(model, hub.state)
+    (source,) = loaded
+    assert isinstance(source, io.BytesIO) and source.getvalue() == hub.source.read_bytes()
+
+
+def test_a_copy_brought_by_hand_of_another_size_is_refused_before_reading(hub: Hub, tmp_path: Path) -> None:
+    copy = tmp_path / "usb" / "weights.pth"
+    copy.parent.mkdir()
+    copy.write_bytes(hub.source.read_bytes() + b"extra")
+    with pytest.raises(DownloadError, match=f"the file has {hub.entry.size + 5} bytes; .* has {hub.entry.size}"):
+        weights.install(hub.entry, copy)
+    assert not hub.cached.exists() and hub.partials() == []

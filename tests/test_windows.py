@@ -167,12 +167,35 @@ def test_windows_after_an_ended_stream_are_flagged_missing() -> None:
     assert all_windows[1].samples_seen == 8_000 and all(x.video_ok for x in all_windows)
 
 
-def test_a_jump_in_time_closes_windows_one_at_a_time() -> None:
-    """A timestamp far ahead (a broken file) does not build thousands of windows at once: ready() yields them."""
+def test_a_jump_in_time_is_a_gap_not_thousands_of_windows() -> None:
+    """A timestamp far ahead (a broken file) closes no empty windows: the seconds in between are skipped in
+    one step and counted, so the next window's index shows the gap."""
     w = Windower(frames_per_window=1, sample_rate=16_000, expect_audio=False)
     w.push_frame(frame(0))
     w.push_frame(frame(100_000 * S))
-    ready = w.ready()
-    first = [next(ready) for _ in range(3)]
-    assert [x.index for x in first] == [0, 1, 2] and w.next_index == 3
-    assert first[0].video_ok and not first[1].video_ok
+    (first,) = w.ready()
+    assert first.index == 0 and first.video_ok and w.next_index == 100_000
+    (last,) = w.finish()
+    assert last.index == 100_000 and last.video_ok and w.skipped_windows == 99_999
+
+
+def test_seconds_with_neither_modality_are_skipped_and_those_with_either_are_kept() -> None:
+    w = Windower(frames_per_window=2, sample_rate=16_000)
+    w.push_frame(frame(S // 2))  # window 0: video only
+    w.push_audio(chunk(16_000 * 3, 16_000))  # window 3: audio only; windows 1 and 2 hold nothing
+    w.push_frame(frame(5 * S))
+    w.push_audio(chunk(16_000 * 5, 16_000))
+    windows = [*w.ready(), *w.finish()]
+    assert [(x.index, x.video_ok, x.audio_ok) for x in windows] == [(0, True, False), (3, False, True), (5, True, True)]
+    assert w.skipped_windows == 3  # 1, 2 and 4
+
+
+def test_live_silence_on_both_sources_closes_no_windows() -> None:
+    """Live, the grace timeout moves the clock on, but seconds with no input are a gap, not empty windows."""
+    w = Windower(frames_per_window=2, sample_rate=16_000, grace_ns=300_000_000)
+    w.push_frame(frame(S // 2))
+    w.push_audio(chunk(0, 16_000))
+    assert [x.index for x in w.ready(now_ns=S + 300_000_000)] == [0]
+    assert list(w.ready(now_ns=50 * S)) == [] and w.next_index == 49 and w.skipped_windows == 48
+    w.push_frame(frame(60 * S))
+    assert [x.index for x in w.ready(now_ns=61 * S + 300_000_000)] == [60]

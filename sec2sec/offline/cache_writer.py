@@ -11,6 +11,7 @@ dataset's order, whatever the number of processes that made it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ class ShardWriter:
 
 
 def clip_entry(shard: str, row: int, record: ClipRecord, clip: DecodedClip) -> dict[str, Any]:
+    note = {"note": clip.note} if clip.note else {}
     return {
+        **note,
         "shard": shard,
         "row": row,
         "path": str(record.path),
@@ -80,7 +83,13 @@ def clip_entry(shard: str, row: int, record: ClipRecord, clip: DecodedClip) -> d
         "windows": clip.windows,
         "length": clip.length,
         "trimmed": max(0, clip.windows - clip.length),
+        **({"seconds": trace_to_json(record.seconds)} if record.seconds else {}),
     }
+
+
+def trace_to_json(seconds: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    """Per-second targets with NaN (an unlabelled second) as null, which strict JSON readers accept."""
+    return {k: [None if math.isnan(v) else v for v in values] for k, values in seconds.items()}
 
 
 def _save_shard(path: Path, rows: list[tuple[ClipRecord, DecodedClip, tuple]], dtype: str) -> None:

@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-DATASETS = ("liris", "fi")
+from sec2sec.config import HeadsConfig
+
+DATASETS = ("liris", "fi", "hume", "manifest")
 SPLITS = ("train", "validation", "test")
 SPLIT_MODES = ("official", "film")
 LIRIS_SETS = {0: "test", 1: "train", 2: "validation"}  # ACCEDEsets.txt: 0 test, 1 learning, 2 validation
@@ -46,13 +48,20 @@ FI_ANNOTATIONS = {
 @dataclass(frozen=True)
 class ClipRecord:
     """One clip: `clip_id` (file stem), its file, its group (LIRIS film / FI YouTube video), its official
-    split (train | validation | test) and raw targets by name (LIRIS valence/arousal values, FI traits)."""
+    split (train | validation | test) and raw targets by name (LIRIS valence/arousal values, FI traits).
+
+    `seconds`: per-second targets by name (a trace; NaN where a second has no label), when the dataset has
+    them. `problem`: why the row cannot be used (a missing file, a bad label), "" when it can; extraction
+    lists such rows with the unreadable clips and goes on with the others. Empty `targets` (and no trace):
+    labels withheld (Hume-Reaction's test split): extracted, never scored."""
 
     clip_id: str
     path: Path
     group: str
     split: str
     targets: dict[str, float]
+    seconds: dict[str, list[float]] | None = None
+    problem: str = ""
 
 
 def _require(path: Path, fix: str) -> Path:
@@ -214,13 +223,27 @@ def read_first_impressions(root: str | Path) -> list[ClipRecord]:
     return records
 
 
-def read_dataset(name: str, root: str | Path) -> list[ClipRecord]:
-    """`liris` or `fi` -> its clip records."""
+def read_dataset(name: str, root: str | Path, heads: HeadsConfig | None = None) -> list[ClipRecord]:
+    """`liris`, `fi`, `hume` or `manifest` -> its clip records. `heads` names a manifest's label columns
+    (`outputs`) and their range (`task`: regression labels must lie in [0, 1])."""
     if name == "liris":
         return read_liris(root)
     if name == "fi":
         return read_first_impressions(root)
+    if name == "hume":
+        from sec2sec.offline.hume import read_hume
+
+        return read_hume(root)
+    if name == "manifest":
+        from sec2sec.offline.manifest import read_manifest
+
+        return read_manifest(root, heads or HeadsConfig())
     raise ValueError(f"dataset {name!r} is not known; use one of {', '.join(DATASETS)}")
+
+
+def labelled(record: ClipRecord, outputs: Sequence[str]) -> bool:
+    """True when the clip has a clip-level value for every output (withheld test labels: False)."""
+    return all(name in record.targets for name in outputs)
 
 
 def film_split(
@@ -271,6 +294,24 @@ def target_value(record: ClipRecord, name: str) -> float:
             "(set model.heads.outputs to names the dataset provides)"
         )
     return record.targets[name]
+
+
+def second_labels(
+    records: Sequence[ClipRecord], outputs: Sequence[str], thresholds: dict[str, float] | None, seconds: int
+) -> np.ndarray:
+    """(N, seconds, n_outputs) float32 per-second targets from the clips' traces (thresholded to 0/1 for
+    binary outputs), NaN where a second has no label and for every second of a clip without a trace."""
+    out = np.full((len(records), seconds, len(outputs)), np.nan, dtype=np.float64)
+    for i, r in enumerate(records):
+        for k, name in enumerate(outputs):
+            trace = (r.seconds or {}).get(name)
+            if trace:
+                values = np.asarray(trace[:seconds], dtype=np.float64)
+                out[i, : len(values), k] = values
+    if thresholds is not None:
+        limits = np.array([thresholds[n] for n in outputs], dtype=np.float64)
+        out = np.where(np.isnan(out), np.nan, (out > limits).astype(np.float64))
+    return out.astype(np.float32)
 
 
 def labels(records: Sequence[ClipRecord], outputs: Sequence[str], thresholds: dict[str, float] | None) -> np.ndarray:

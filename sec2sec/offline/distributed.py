@@ -5,7 +5,11 @@ One process: nothing here starts anything; `context()` says rank 0 of 1. Under
 LOCAL_WORLD_SIZE in the environment) `session()` joins the process group: NCCL when the device is a GPU,
 gloo on the CPU. Each process then takes the GPU of its LOCAL_RANK (`--device cuda` or `auto`), or on the CPU
 `cores // LOCAL_WORLD_SIZE` torch threads (at least 1), so N processes never fight over the same cores.
-A failing rank ends the whole run: torchrun stops the others (no rank waits forever at a collective).
+A failing rank ends the whole run: torchrun stops the others. A rank that hangs ends it too: every collective
+waits at most `--collective-timeout` minutes (default 30), and where ranks legitimately wait for each other for
+long (extraction's uneven shares) they wait on each other's progress (`Heartbeat`), not on a collective, so the
+bound is "no progress for that long", never "finished that much earlier". Either way the rank that gives up
+raises `RankStalled` (one line, exit 1) and torchrun stops the rest.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -27,9 +33,24 @@ from sec2sec.devices import cuda_count, device_name
 from sec2sec.devices import resolve_device as plain_device
 
 T = TypeVar("T")
-# A rank that finished its share waits at the next collective for the slowest one (extraction of uneven
-# clips can take hours); a rank that died ends the run through torchrun long before this.
-COLLECTIVE_TIMEOUT = datetime.timedelta(hours=24)
+COLLECTIVE_TIMEOUT_MIN = 30.0  # one collective (or one rank's progress, see Heartbeat) waits at most this long
+POLL_S = 0.5
+
+
+class RankStalled(RuntimeError):
+    """A rank waited longer than its bound for another rank, or for its decoder; the message is one line."""
+
+
+def add_collective_timeout(parser: Any) -> None:
+    """`--collective-timeout MIN` for a command that torchrun may start."""
+    parser.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=COLLECTIVE_TIMEOUT_MIN,
+        metavar="MIN",
+        help="under torchrun: minutes a rank waits for another (at a collective, or for its progress) before the "
+        "run fails as hung",
+    )
 
 
 def launched() -> bool:
@@ -66,6 +87,7 @@ class Dist:
     rank: int
     world: int
     device: torch.device
+    timeout_s: float = COLLECTIVE_TIMEOUT_MIN * 60
 
     @property
     def main(self) -> bool:
@@ -94,12 +116,12 @@ class Dist:
         return fn()
 
 
-def context(device: str | torch.device = "cpu") -> Dist:
+def context(device: str | torch.device = "cpu", timeout_s: float = COLLECTIVE_TIMEOUT_MIN * 60) -> Dist:
     """The rank, world size and device of this process (rank 0 of 1 outside torchrun)."""
     dev = resolve_device(device) if isinstance(device, str) else device
     if tdist.is_available() and tdist.is_initialized():
-        return Dist(tdist.get_rank(), tdist.get_world_size(), dev)
-    return Dist(0, 1, dev)
+        return Dist(tdist.get_rank(), tdist.get_world_size(), dev, timeout_s)
+    return Dist(0, 1, dev, timeout_s)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -108,9 +130,18 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether `exc` is a collective that gave up waiting (gloo and NCCL word it differently)."""
+    text = str(exc).lower()
+    return isinstance(exc, getattr(tdist, "DistError", ())) or "timed out" in text or "timeout" in text
+
+
 @contextmanager
-def session(device: str) -> Iterator[Dist]:
-    """Join torchrun's process group for one command (when launched by it) and leave it afterwards."""
+def session(device: str, timeout_min: float = COLLECTIVE_TIMEOUT_MIN) -> Iterator[Dist]:
+    """Join torchrun's process group for one command (when launched by it) and leave it afterwards. A collective
+    that waits more than `timeout_min` minutes for another rank raises RankStalled naming the bound."""
+    if not timeout_min > 0:
+        raise ValueError(f"--collective-timeout {timeout_min}: give minutes > 0 (default {COLLECTIVE_TIMEOUT_MIN:g})")
     dev = resolve_device(device)
     started = False
     if launched() and not tdist.is_initialized():
@@ -120,13 +151,74 @@ def session(device: str) -> Iterator[Dist]:
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
             torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_world))
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        tdist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+        tdist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_min))
         started = True
+    dist = context(dev, timeout_min * 60)
     try:
-        yield context(dev)
+        yield dist
+    except RuntimeError as exc:
+        if dist.world == 1 or isinstance(exc, RankStalled) or not _timed_out(exc):
+            raise
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise RankStalled(
+            f"rank {dist.rank} of {dist.world}: another rank did not answer within --collective-timeout "
+            f"{timeout_min:g} min (it hung or died); the run is stopped. Raise --collective-timeout if the "
+            f"ranks are only slow ({type(exc).__name__}: {first})"
+        ) from None
     finally:
         if started:
             tdist.destroy_process_group()
+
+
+class Heartbeat:
+    """Progress files in a folder every rank shares (`.progress.rank<r>`), so ranks that finished their share
+    wait for the others by progress: the wait fails (RankStalled) only when some rank's file has not changed
+    for `stall_s` seconds (judged on this rank's own clock, so hosts' clocks need not agree)."""
+
+    def __init__(self, folder: Path, rank: int, world: int, stall_s: float) -> None:
+        self.folder, self.rank, self.world, self.stall_s = Path(folder), rank, world, stall_s
+
+    def _path(self, rank: int) -> Path:
+        return self.folder / f".progress.rank{rank}"
+
+    def beat(self, note: str) -> None:
+        """Say this rank is alive and where it is (`note` changes with each step: e.g. clips done)."""
+        if self.world > 1:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self._path(self.rank).with_suffix(".tmp")
+            tmp.write_text(note, encoding="utf-8")
+            tmp.replace(self._path(self.rank))
+
+    def wait_all(self) -> None:
+        """Mark this rank done, then wait until every rank is done, or raise RankStalled for one that stopped."""
+        if self.world == 1:
+            return
+        self.beat("done")
+        seen: dict[int, tuple[str, float]] = {}
+        while True:
+            now, pending = time.monotonic(), []
+            for r in range(self.world):
+                try:
+                    note = self._path(r).read_text(encoding="utf-8")
+                except OSError:
+                    note = ""
+                if note == "done":
+                    continue
+                pending.append(r)
+                if r not in seen or seen[r][0] != note:
+                    seen[r] = (note, now)
+                elif now - seen[r][1] > self.stall_s:
+                    raise RankStalled(
+                        f"rank {self.rank} of {self.world}: rank {r} made no progress for {self.stall_s / 60:g} min "
+                        f"(last: {note or 'nothing yet'}); it hung or died, so the run is stopped. Raise "
+                        "--collective-timeout if one step of it can take that long"
+                    )
+            if not pending:
+                return
+            time.sleep(POLL_S)
+
+    def remove(self) -> None:
+        self._path(self.rank).unlink(missing_ok=True)
 
 
 def share_batch(rows: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -1,7 +1,10 @@
 """`sec2sec evaluate`: a trained checkpoint + a feature cache -> the metrics of one split.
 
 Binary outputs: accuracy, F1, balanced accuracy, macro-F1, and the majority-class baseline beside them.
-Regression outputs: mean accuracy 1 - |y - y_hat| per output and averaged, and Pearson r.
+Regression outputs: Pearson r per output and their mean (ABAW5 ERI's measure), mean accuracy 1 - |y - y_hat|,
+MSE, and the training-mean baseline's MSE and mean accuracy. With per-second labels, a second table pools
+every labelled second: Pearson r, CCC and MSE (regression) or the binary metrics. Clips whose labels were
+withheld (Hume-Reaction's test set) are never scored.
 The split and the label thresholds are the ones the checkpoint was trained with (stored in its meta); the
 split is the one pinned in the cache folder, and a cache changed or re-split since training is refused.
 Under torchrun (e.g. as the last step of a multi-process job) rank 0 evaluates and prints; the other
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +26,11 @@ from rich.table import Table
 from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
-from sec2sec.offline.datasets import SPLITS, labels
-from sec2sec.offline.distributed import features_to, resolve_device, session
+from sec2sec.offline.datasets import SPLITS, labelled, labels, second_labels
+from sec2sec.offline.distributed import add_collective_timeout, features_to, resolve_device, session
 from sec2sec.offline.features import CacheIndex, encoder_identity, features_from_clips, load_features, read_index
-from sec2sec.offline.metrics import BINARY_METRICS, score_outputs
+from sec2sec.offline.metrics import BINARY_METRICS, score_outputs, score_seconds
+from sec2sec.offline.seconds import labelled_seconds, predict_seconds
 from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split
 from sec2sec.offline.train import predict
 
@@ -43,6 +47,8 @@ class Evaluation:
     truth: np.ndarray
     probabilities: np.ndarray
     scores: dict[str, dict[str, float]]
+    second_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # per-second labels only
+    unlabelled: int = 0  # clips of the split without labels (withheld), predicted by nobody, never scored
 
     def average(self, metric: str) -> float:
         return float(np.mean([row[metric] for row in self.scores.values()]))
@@ -93,10 +99,16 @@ def evaluate(
     )
     check_trained_split(assignment, meta.get("split_digest", ""), checkpoint)
     records = apply_split(index.records(), assignment)
-    chosen = [r for r in records if r.split == split]
-    if not chosen:
-        raise ValueError(f"the {split} split of cache {cache} is empty; choose another --split")
     heads = model.config.heads
+    in_split = [r for r in records if r.split == split]
+    chosen = [r for r in in_split if labelled(r, heads.outputs)]
+    if not in_split:
+        raise ValueError(f"the {split} split of cache {cache} is empty; choose another --split")
+    if not chosen:
+        raise ValueError(
+            f"the {split} split of cache {cache} has no labels ({len(in_split)} clips whose labels were withheld, "
+            "as Hume-Reaction's test set); score --split validation"
+        )
     thresholds = meta.get("label_thresholds") if heads.task == "binary" else None
     if heads.task == "binary" and not thresholds:
         raise ValueError(f"checkpoint {checkpoint} has no label thresholds in its meta; it was not made by train")
@@ -107,10 +119,19 @@ def evaluate(
     if without:
         absent = torch.zeros_like(features.video_ok)
         features = replace(features, **{f"{without}_ok": absent})
-    probabilities = predict(model, features_to(features, device))
+    features = features_to(features, device)
+    probabilities = predict(model, features)
     rate = _positive_rate(ckpt, heads.task)
-    scores = score_outputs(heads.outputs, heads.task, truth, probabilities, rate)
-    return Evaluation(split, heads.task, [r.clip_id for r in chosen], truth, probabilities, scores)
+    mean = np.asarray(meta["train_mean"], dtype=np.float64) if meta.get("train_mean") else None
+    scores = score_outputs(heads.outputs, heads.task, truth, probabilities, rate, mean)
+    seconds = {}
+    if any(r.seconds for r in chosen):
+        steps = features.video_ok.shape[1]
+        targets = torch.from_numpy(second_labels(chosen, heads.outputs, thresholds, steps))
+        targets[~labelled_seconds(targets, features.lengths.cpu())] = float("nan")
+        seconds = score_seconds(heads.outputs, heads.task, targets.numpy(), predict_seconds(model, features))
+    ids = [r.clip_id for r in chosen]
+    return Evaluation(split, heads.task, ids, truth, probabilities, scores, seconds, len(in_split) - len(chosen))
 
 
 def _positive_rate(ckpt: Checkpoint, task: str) -> np.ndarray | None:
@@ -142,16 +163,42 @@ def results_table(result: Evaluation, title: str) -> Table:
                     name, m.replace("_", " "), f"{model:.4f}", "-" if base is None else f"{base:.4f}", style=style
                 )
         return table
-    table.add_column("mean accuracy", justify="right")
-    table.add_column("pearson r", justify="right")
+    columns = [c for c in REGRESSION_COLUMNS if all(c in row for row in result.scores.values())]
+    for c in columns:
+        table.add_column(REGRESSION_COLUMNS[c], justify="right")
     for name, row in result.scores.items():
-        table.add_row(name, f"{row['mean_accuracy']:.4f}", f"{row['pearson_r']:.4f}")
-    table.add_row("mean", f"{result.average('mean_accuracy'):.4f}", f"{result.average('pearson_r'):.4f}", style="bold")
+        table.add_row(name, *(f"{row[c]:.4f}" for c in columns))
+    table.add_row("mean", *(f"{result.average(c):.4f}" for c in columns), style="bold")
+    return table
+
+
+REGRESSION_COLUMNS = {
+    "pearson_r": "pearson r",
+    "mean_accuracy": "mean accuracy",
+    "mse": "MSE",
+    "baseline_mse": "train-mean MSE",
+    "baseline_mean_accuracy": "train-mean accuracy",
+}
+SECOND_COLUMNS = {"pearson_r": "pearson r", "ccc": "CCC", "mse": "MSE", "mean_accuracy": "mean accuracy"}
+
+
+def seconds_table(result: Evaluation, title: str) -> Table:
+    """Per-second metrics (every labelled second of the split pooled), one row per output and the mean."""
+    table = Table(title=title)
+    table.add_column("output")
+    first = next(iter(result.second_scores.values()))
+    columns = {k: v for k, v in SECOND_COLUMNS.items() if k in first} or {m: m.replace("_", " ") for m in first}
+    for label in columns.values():
+        table.add_column(label, justify="right")
+    for name, row in result.second_scores.items():
+        table.add_row(name, *(f"{row[c]:.4f}" for c in columns))
+    means = [float(np.mean([row[c] for row in result.second_scores.values()])) for c in columns]
+    table.add_row("mean", *(f"{v:.4f}" for v in means), style="bold")
     return table
 
 
 def _run(args: argparse.Namespace) -> int:
-    with session(args.device) as dist:
+    with session(args.device, args.collective_timeout) as dist:
         if dist.main:
             _report(args, evaluate(args.checkpoint, args.cache, args.split, args.from_clips, dist.device, args.without))
         dist.barrier()
@@ -160,11 +207,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, result: Evaluation) -> None:
     console = Console()
-    console.print(results_table(result, f"{args.checkpoint} on the {args.split} split ({len(result.ids)} clips)"))
+    unscored = f", {result.unlabelled} without labels not scored" if result.unlabelled else ""
+    title = f"{args.checkpoint} on the {args.split} split ({len(result.ids)} clips{unscored})"
+    console.print(results_table(result, title))
+    if result.second_scores:
+        console.print(seconds_table(result, f"per second, every labelled second of the {args.split} split"))
     if args.out:
         payload = {
             "split": result.split,
             "scores": result.scores,
+            "second_scores": result.second_scores,
             "predictions": {cid: p.tolist() for cid, p in zip(result.ids, result.probabilities, strict=True)},
         }
         Path(args.out).write_text(json.dumps(payload, indent=1), encoding="utf-8")
@@ -184,5 +236,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score with this modality missing in every window (as --no-camera / --no-mic live)",
     )
     p.add_argument("--out", default="", help="also write scores and per-clip predictions to this JSON file")
+    add_collective_timeout(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_run)

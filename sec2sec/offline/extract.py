@@ -32,7 +32,7 @@ from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import AUTOCAST, WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
 from sec2sec.offline.datasets import DATASETS, ClipRecord, read_dataset
-from sec2sec.offline.distributed import context, session
+from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Heartbeat, add_collective_timeout, context, session
 from sec2sec.offline.features import (
     DTYPES,
     ENCODE_BATCH,
@@ -132,13 +132,16 @@ def extract(
     autocast: str = "off",
     console: Console | None = None,
     precision: str = "float32",
+    collective_timeout_min: float = COLLECTIVE_TIMEOUT_MIN,
 ) -> ExtractSummary:
     """Encode every readable clip of `dataset` under `root` into the cache `out` (see the module docstring).
 
     `precision`: the encoders' arithmetic (`sec2sec.precision`; the command's default is "auto", this
     function's "float32"); "auto" resumes a cache in its own precision.
     Under torchrun each rank encodes clips rank, rank + N, ... of those not yet in the cache and the
-    returned summary counts all ranks (its `unreadable` is complete on rank 0, which merged the index).
+    returned summary counts all ranks (its `unreadable` is complete on rank 0, which merged the index). A rank
+    that finished waits for the others as long as they make progress (a clip at least every
+    `collective_timeout_min` minutes; see `distributed.Heartbeat`).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not allowed; use one of {', '.join(DTYPES)}")
@@ -147,7 +150,7 @@ def extract(
     console = console or Console(quiet=not dist.main)
     folder, root = Path(out), Path(root)
     wanted = _precision_for(folder, precision, autocast, dist.device)
-    records = read_dataset(dataset, root)
+    records = read_dataset(dataset, root, config.model.heads)
 
     def opened() -> tuple[Sec2Sec, CacheIndex]:
         model, index = open_cache(folder, dataset, root, config, dtype, autocast, wanted)
@@ -155,23 +158,32 @@ def extract(
             merge_parts(folder, index, records)  # shards a killed run finished
         return model, index
 
+    heartbeat = Heartbeat(folder, dist.rank, dist.world, collective_timeout_min * 60)
+    heartbeat.beat("starting")  # before the barrier in in_turn: no rank reads another's file from an older run
     model, index = dist.in_turn(opened)
     todo = [r for r in records if r.clip_id not in index.clips]
+    bad_rows = [r for r in todo if r.problem]  # listed with the unreadable clips; the other rows go on
+    todo = [r for r in todo if not r.problem]
     mine = todo[dist.rank :: dist.world]
     model = model.to(dist.device)
     if mine:
         index = _check_precision(model, folder, index, dist.device, dist.main)
     writer = ShardWriter(folder, index, dtype, shard_size, dist.rank, dist.world)
+    if dist.main:
+        for record in bad_rows:
+            writer.unreadable(record, record.problem)
     started = time.perf_counter()  # the encoders are ready: their precision check is start-up
     batcher = WindowBatcher(model, batch, autocast)
-    counts = _encode_all(writer, batcher, mine, index.config, workers, console)
+    counts = _encode_all(writer, batcher, mine, index.config, workers, console, heartbeat)
+    heartbeat.wait_all()
     dist.barrier()
+    heartbeat.remove()
     if dist.main:
         merge_parts(folder, index, records)
         _write_report(folder, index.unreadable)
     encoded, windows, trimmed, padded = (sum(c[k] for c in dist.gather(counts)) for k in range(4))
     seconds = time.perf_counter() - started
-    skipped = len(records) - len(todo)
+    skipped = len(records) - len(todo) - len(bad_rows)
     return ExtractSummary(encoded, skipped, dict(index.unreadable), windows, seconds, trimmed, padded, index.precision)
 
 
@@ -215,13 +227,14 @@ def _encode_all(
     config: ModelConfig,
     workers: int,
     console: Console,
+    heartbeat: Heartbeat,
 ) -> tuple[int, int, int, int]:
     """This rank's clips -> shards; returns (clips encoded, windows encoded, clips trimmed, clips padded)."""
     started, windows, trimmed, padded, bad = time.perf_counter(), 0, 0, 0, 0
     with progress_bar(console) as progress, torch.inference_mode():
         task = progress.add_task("extract", total=len(todo), note="")
         loader = clip_loader(todo, config, workers)
-        for record, clip in zip(todo, loader, strict=True):
+        for k, (record, clip) in enumerate(zip(todo, loader, strict=True)):
             if clip.error:
                 writer.unreadable(record, clip.error)
                 bad += 1
@@ -231,8 +244,11 @@ def _encode_all(
                 windows += clip.length
                 trimmed += clip.windows > clip.length
                 padded += clip.length < config.clip_seconds
+                if clip.note:  # also kept in the clip's index entry
+                    progress.console.print(f"  {record.clip_id}: {clip.note}")
             rate = windows / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, note=f"{windows} windows, {rate:.1f}/s, {bad} bad")
+            heartbeat.beat(f"clip {k + 1} of {len(todo)} done")
         for done in batcher.finish():
             writer.add(*done)
     writer.flush()
@@ -246,7 +262,7 @@ def _write_report(folder: Path, unreadable: dict[str, str]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    with session(args.device) as dist:
+    with session(args.device, args.collective_timeout) as dist:
         console = Console(quiet=not dist.main)
         s = extract(
             args.dataset,
@@ -261,6 +277,7 @@ def _run(args: argparse.Namespace) -> int:
             autocast=args.autocast,
             precision=args.precision,
             console=console,
+            collective_timeout_min=args.collective_timeout,
         )
     console.print(
         f"[bold]extract done[/]: {s.encoded} clips encoded ({s.windows} windows, {s.precision} encoders) "
@@ -276,8 +293,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("extract", help="encode a dataset's clips into a feature cache (resumable)")
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="liris (LIRIS-ACCEDE) or fi (First Impressions)")
-    p.add_argument("--root", required=True, help="the dataset folder, as downloaded")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        choices=DATASETS,
+        help="liris (LIRIS-ACCEDE), fi (First Impressions), hume (Hume-Reaction, ABAW5 ERI) or manifest (your "
+        "own clips listed in a CSV: --root names it)",
+    )
+    p.add_argument("--root", required=True, help="the dataset folder, as downloaded (manifest: the CSV file)")
     p.add_argument("--out", required=True, help="cache folder (created; a second run resumes it)")
     p.add_argument("--config", default="configs/default.toml", help="TOML config (model.video/audio, clip_seconds)")
     p.add_argument("--dtype", default="float16", choices=tuple(DTYPES), help="storage precision of the tokens")
@@ -289,4 +312,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--autocast", default="off", choices=tuple(AUTOCAST), help="CUDA only: encoders under torch.autocast"
     )
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    add_collective_timeout(p)
     p.set_defaults(func=_run)

@@ -5,7 +5,8 @@ A cache folder holds:
   arithmetic (`precision`: float32 or bfloat16, see `sec2sec.precision`; `autocast`: off or the CUDA autocast
   dtype), the encoder identity (sha256 per encoder),
   every finished clip (shard, row, group, official split, raw targets, windows read and kept) in dataset
-  order, and every unreadable clip with the reason;
+  order, and every unreadable clip (or bad dataset row) with the reason; a clip with per-second labels
+  also holds `seconds` ({output: [value per second, null where unlabelled]});
 - `encoders.pt`: the encoder weights used (a state dict per encoder). With random encoders (no pretrained
   weights available) this file is the only way a trained model can be given the same encoders live, so
   `train` builds its checkpoints from exactly these weights and `evaluate` checks the hashes;
@@ -22,6 +23,7 @@ windows are the same.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,17 @@ from sec2sec.checkpoint import tensor_digest
 from sec2sec.config import ModelConfig, from_dict, to_dict
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
+from sec2sec.offline.distributed import RankStalled
+from sec2sec.video import same_size
+from sec2sec.windows import Window, iter_file_windows
 
 FORMAT = "sec2sec-features"
 FORMAT_VERSION = 1
 ENCODE_BATCH = 8  # windows per encoder call (extract --batch default)
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ENCODERS = ("video_encoder", "audio_encoder")
+DECODE_TIMEOUT_S = 600.0  # one clip's decoding (a 15 s clip takes well under a second): longer is a hung decoder
+MAX_GAP_S = 60  # a clip whose clock jumps further than this over nothing ends at the jump (see decode_clip)
 
 
 def encoder_identity(model: Sec2Sec) -> dict[str, str]:
@@ -56,8 +63,9 @@ class DecodedClip:
     """One clip read into windows, padded/trimmed to T = clip_seconds.
 
     frames uint8 (T, m, H, W, 3) (zeros where video_ok is False), audio float32 (T, sample_rate),
-    video_ok / audio_ok bool (T,), `length` windows kept, `windows` windows the file had; `error` is the
-    reason the clip could not be read ("" when it could).
+    video_ok / audio_ok bool (T,), `length` positions up to the last window kept, `windows` seconds the file
+    spans (to its end, or to a jump that ended it: `note`); `error` is the reason the clip could not be read
+    ("" when it could).
     """
 
     clip_id: str
@@ -68,6 +76,7 @@ class DecodedClip:
     length: int
     windows: int
     error: str = ""
+    note: str = ""  # why the clip was cut short (a jump in its clock), "" when it was read to its end
 
 
 def trim_to_input(frames: np.ndarray, resize: int, crop: int) -> np.ndarray:
@@ -90,30 +99,38 @@ def decode_clip(
     seconds: int,
     short_side: int | None = None,
     crop: int | None = None,
+    max_gap_s: int = MAX_GAP_S,
 ) -> DecodedClip:
-    """Read a clip through `file_windows` (only the frames a window slot uses are converted, scaled to
-    `short_side` in the decoding worker, as replay does) and pad/trim it to `seconds` windows; with `crop`
-    too, frames are trimmed to the square the front end crops from (`trim_to_input`). Never raises on a
-    bad file."""
-    from sec2sec.windows import file_windows
-
+    """Read a clip through `iter_file_windows` (only the frames a window slot uses are converted, scaled to
+    `short_side` in the decoding worker, as replay does) into `seconds` positions (window i at position i;
+    seconds with neither modality stay masked); with `crop` too, frames are trimmed to the square the front
+    end crops from (`trim_to_input`). Only the first `seconds` windows are kept. A jump of more than
+    `max_gap_s` seconds with neither video nor audio (a broken clock) ends the clip there, with a `note`.
+    Never raises on a bad file."""
+    kept: list[Window] = []
+    span, note = 0, ""
     try:
-        windows, _ = file_windows(str(record.path), frames_per_window, sample_rate, short_side)
+        for w in iter_file_windows(str(record.path), frames_per_window, sample_rate, short_side):
+            if w.index - span > max_gap_s:
+                note = f"ended at {span} s: the next data is {w.index - span} s later (more than {max_gap_s} s)"
+                break
+            span = w.index + 1
+            if w.index < seconds:
+                kept.append(w)
     except (ValueError, OSError, RuntimeError) as exc:
         return DecodedClip(record.clip_id, None, None, None, None, 0, 0, f"{type(exc).__name__}: {exc}")
-    if not windows:
+    if not kept:
         return DecodedClip(record.clip_id, None, None, None, None, 0, 0, "the file decoded to no windows")
-    kept = windows[:seconds]
     shape = next((w.frames.shape for w in kept if w.frames is not None), (frames_per_window, 8, 8, 3))
     frames = np.zeros((seconds, *shape), dtype=np.uint8)
     audio = np.zeros((seconds, sample_rate), dtype=np.float32)
     video_ok = np.zeros(seconds, dtype=bool)
     audio_ok = np.zeros(seconds, dtype=bool)
-    for i, w in enumerate(kept):
-        if w.frames is not None and w.frames.shape == shape:
-            frames[i], video_ok[i] = w.frames, True
+    for w in kept:
+        if w.frames is not None:  # a clip whose resolution changed: every window at the first one's size
+            frames[w.index], video_ok[w.index] = same_size(list(w.frames), shape[1:3]), True
         if w.audio_ok:
-            audio[i], audio_ok[i] = w.audio, True
+            audio[w.index], audio_ok[w.index] = w.audio, True
     if short_side is not None and crop is not None:
         frames = np.ascontiguousarray(trim_to_input(frames, short_side, crop))
     return DecodedClip(
@@ -122,8 +139,9 @@ def decode_clip(
         torch.from_numpy(audio),
         torch.from_numpy(video_ok),
         torch.from_numpy(audio_ok),
-        len(kept),
-        len(windows),
+        kept[-1].index + 1,
+        span,
+        note=note,
     )
 
 
@@ -148,9 +166,12 @@ def _keep(item: DecodedClip) -> DecodedClip:
     return item
 
 
-def clip_loader(records: list[ClipRecord], config: ModelConfig, workers: int) -> torch.utils.data.DataLoader:
-    """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes ahead of the caller."""
-    return torch.utils.data.DataLoader(
+def clip_loader(
+    records: list[ClipRecord], config: ModelConfig, workers: int, decode_timeout_s: float = DECODE_TIMEOUT_S
+) -> Iterator[DecodedClip]:
+    """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes ahead of the caller,
+    and a clip that takes more than `decode_timeout_s` to arrive (a decoder that hung) raises RankStalled."""
+    loader = torch.utils.data.DataLoader(
         ClipReader(records, config),
         batch_size=None,
         shuffle=False,
@@ -158,7 +179,17 @@ def clip_loader(records: list[ClipRecord], config: ModelConfig, workers: int) ->
         collate_fn=_keep,
         prefetch_factor=2 if workers else None,
         persistent_workers=False,
+        timeout=decode_timeout_s if workers else 0,
     )
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        if "timed out" not in str(exc):
+            raise
+        raise RankStalled(
+            f"no decoded clip came from the decoding workers for {decode_timeout_s:g} s (a decoder hung on a "
+            "clip); the run is stopped. A resumed run skips the clips already done; --workers 0 decodes inline"
+        ) from None
 
 
 def encode_clip(model: Sec2Sec, clip: DecodedClip, batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -205,9 +236,16 @@ class CacheIndex:
     def records(self) -> list[ClipRecord]:
         """The finished clips as ClipRecords (official split, group, raw targets), in index order."""
         return [
-            ClipRecord(cid, Path(c["path"]), c["group"], c["split"], dict(c["targets"]))
+            ClipRecord(cid, Path(c["path"]), c["group"], c["split"], dict(c["targets"]), _trace(c.get("seconds")))
             for cid, c in self.clips.items()
         ]
+
+
+def _trace(seconds: dict[str, list[float | None]] | None) -> dict[str, list[float]] | None:
+    """A clip entry's per-second targets (null: an unlabelled second) -> floats with NaN, or None."""
+    if not seconds:
+        return None
+    return {k: [float("nan") if v is None else float(v) for v in values] for k, values in seconds.items()}
 
 
 def write_index(folder: Path, index: CacheIndex) -> None:

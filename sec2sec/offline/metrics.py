@@ -2,7 +2,9 @@
 
 Binary outputs (LIRIS-ACCEDE): accuracy and F1 (as in the paper), balanced accuracy and macro-F1 (which an
 always-positive predictor cannot inflate), and the same four for the majority-class baseline. Regression
-outputs (First Impressions): mean accuracy 1 - |y - y_hat| and Pearson r.
+outputs (First Impressions, Hume-Reaction): mean accuracy 1 - |y - y_hat|, Pearson r (ABAW5 ERI's measure,
+averaged over the outputs), MSE, and the MSE and mean accuracy of the training-mean baseline. Per-second
+labels add the same per second, with Lin's concordance correlation (CCC) of ABAW's continuous tracks.
 """
 
 from __future__ import annotations
@@ -66,15 +68,67 @@ def pearson(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def ccc(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient 2 cov / (var_x + var_y + (mean_x - mean_y)^2), the measure
+    of ABAW's continuous valence-arousal track; NaN for fewer than 2 values or two constant sides."""
+    x, y = np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    if x.size < 2:
+        return float("nan")
+    denominator = x.var() + y.var() + (x.mean() - y.mean()) ** 2
+    return float(2 * np.mean((x - x.mean()) * (y - y.mean())) / denominator) if denominator > 0 else float("nan")
+
+
+def mse(truth: np.ndarray, predicted: np.ndarray) -> float:
+    x, y = np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    return float(np.mean((x - y) ** 2))
+
+
+def regression_metrics(truth: np.ndarray, predicted: np.ndarray, baseline: float | None = None) -> dict[str, float]:
+    """(n,) scores in [0, 1] -> mean accuracy, Pearson r, MSE (and, given the training mean `baseline`,
+    the MSE and mean accuracy of always predicting it)."""
+    row = {
+        "mean_accuracy": mean_accuracy(truth, predicted),
+        "pearson_r": pearson(truth, predicted),
+        "mse": mse(truth, predicted),
+    }
+    if baseline is not None:
+        constant = np.full(np.asarray(truth).shape, baseline)
+        row["baseline_mse"] = mse(truth, constant)
+        row["baseline_mean_accuracy"] = mean_accuracy(truth, constant)
+    return row
+
+
+def score_seconds(
+    names: tuple[str, ...], task: str, truth: np.ndarray, probabilities: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Per output, metrics over every labelled second: truth and probabilities (N, T, n_outputs), truth
+    NaN where a second has no label. Regression: Pearson r, CCC, MSE, mean accuracy; binary: the four
+    binary metrics of probability > 0.5."""
+    out: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(names):
+        mask = ~np.isnan(truth[..., k])
+        x, y = truth[..., k][mask], probabilities[..., k][mask]
+        if x.size == 0:
+            continue
+        if task == "binary":
+            out[name] = binary_metrics(x, y > 0.5)
+        else:
+            out[name] = {"pearson_r": pearson(x, y), "ccc": ccc(x, y), "mse": mse(x, y)}
+            out[name]["mean_accuracy"] = mean_accuracy(x, y)
+    return out
+
+
 def score_outputs(
     names: tuple[str, ...],
     task: str,
     truth: np.ndarray,
     probabilities: np.ndarray,
     train_positive_rate: np.ndarray | None = None,
+    train_mean: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per output name, its metrics. truth and probabilities (N, n_outputs); binary truth is 0/1 and the
-    prediction is probability > 0.5; `train_positive_rate` (n_outputs,) adds the majority baseline."""
+    prediction is probability > 0.5; `train_positive_rate` (n_outputs,) adds the majority baseline,
+    `train_mean` (n_outputs,) the training-mean baseline of a regression output."""
     out: dict[str, dict[str, float]] = {}
     for k, name in enumerate(names):
         if task == "binary":
@@ -83,10 +137,8 @@ def score_outputs(
                 base = majority_baseline(truth[:, k], float(train_positive_rate[k]))
                 row.update({f"majority_{m}": v for m, v in base.items()})
         else:
-            row = {
-                "mean_accuracy": mean_accuracy(truth[:, k], probabilities[:, k]),
-                "pearson_r": pearson(truth[:, k], probabilities[:, k]),
-            }
+            base = None if train_mean is None else float(train_mean[k])
+            row = regression_metrics(truth[:, k], probabilities[:, k], base)
         out[name] = row
     return out
 

@@ -34,7 +34,11 @@ RECORDER_COLUMNS = (
     "audio_coverage",
     "latency_ms",
     "dropped_total",
+    "frames_dropped",
+    "samples_lost",
+    "samples_restamped",
 )
+LOSS_COLUMNS = ("frames_dropped", "samples_lost", "samples_restamped")  # optional: older CSVs lack them
 REQUIRED_COLUMNS = ("window", "start_s", "end_s", "video_ok", "audio_ok", "latency_ms", "dropped_total")
 DEFAULT_SIZE = (1600, 900)  # pixels
 DPI = 100
@@ -56,6 +60,7 @@ class Session:
     audio_ok: np.ndarray  # (n,) bool
     latency_ms: np.ndarray  # (n,) float64, NaN where the pipeline did not set it
     dropped_total: np.ndarray  # (n,) int64
+    lost: dict[str, np.ndarray]  # LOSS_COLUMNS -> (n,) int64 input each window lost (zeros when not recorded)
     attribution: list[tuple[float, ...]] | None  # per row, oldest second first; None when the CSV has none
     sidecar: dict[str, Any] | None  # None when `<csv>.json` is missing or unreadable
 
@@ -112,6 +117,7 @@ def _parse_row(header: list[str], cells: list[str], outputs: list[str]) -> dict[
         "audio_ok": cell["audio_ok"] == "1",
         "latency_ms": float(cell["latency_ms"]) if cell["latency_ms"] else math.nan,
         "dropped_total": int(cell["dropped_total"]),
+        "lost": [int(cell[name]) if cell.get(name) else 0 for name in LOSS_COLUMNS],
         "attribution": tuple(float(w) for w in attribution.split(";")) if attribution else (),
     }
 
@@ -157,6 +163,9 @@ def read_session(path: str | Path) -> Session:
         audio_ok=np.array([row["audio_ok"] for row in parsed], dtype=bool),
         latency_ms=np.array([row["latency_ms"] for row in parsed], dtype=np.float64),
         dropped_total=np.array([row["dropped_total"] for row in parsed], dtype=np.int64),
+        lost={
+            name: np.array([row["lost"][k] for row in parsed], dtype=np.int64) for k, name in enumerate(LOSS_COLUMNS)
+        },
         attribution=[row["attribution"] for row in parsed] if has_attribution else None,
         sidecar=_read_sidecar(path),
     )

@@ -14,18 +14,22 @@ import torch
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.config import Config
 from sec2sec.model import Sec2Sec
-from sec2sec.offline.datasets import ClipRecord, label_thresholds, labels
+from sec2sec.offline.datasets import ClipRecord, label_thresholds, labelled, labels, second_labels
 from sec2sec.offline.features import ENCODERS, CacheIndex, Features, load_features, read_encoders, read_index
 from sec2sec.offline.splits import Assignment, apply_split, pinned_split
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split's clips: records, cached features, and targets (N, n_outputs) float32 (0/1 or scores)."""
+    """One split's clips: records, cached features, and targets (N, n_outputs) float32 (0/1 or scores).
+
+    `seconds` (N, T, n_outputs) float32, only when the cache has per-second labels: each second's target
+    (NaN where it has none); a clip without a trace has its clip target on its last second only."""
 
     records: list[ClipRecord]
     features: Features
     targets: torch.Tensor
+    seconds: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Prepared:
     thresholds: dict[str, float] | None
     positive_rate: list[float] | None
     assignment: Assignment | None = None
+    train_mean: list[float] | None = None  # regression: the training targets' mean (the baseline predictor)
 
 
 def prepare(cache: str | Path, config: Config, split_mode: str, split_seed: int) -> Prepared:
@@ -51,9 +56,10 @@ def prepare(cache: str | Path, config: Config, split_mode: str, split_seed: int)
     thresholds = None
     if heads.task == "binary":
         thresholds = label_thresholds(records, heads.outputs, config.train.label_threshold)
+    traced = any(r.seconds for r in records)
     splits = {}
     for name in ("train", "validation", "test"):
-        chosen = [r for r in records if r.split == name]
+        chosen = [r for r in records if r.split == name and labelled(r, heads.outputs)]  # withheld: never scored
         if not chosen and name != "test":
             raise ValueError(f"the {name} split of cache {cache} is empty; extract more clips or use --split film")
         y = torch.from_numpy(labels(chosen, heads.outputs, thresholds)) if chosen else torch.zeros(0)
@@ -61,9 +67,29 @@ def prepare(cache: str | Path, config: Config, split_mode: str, split_seed: int)
             raise ValueError(
                 f"regression targets must lie in [0, 1]; the {name} split has {y.min():.3g}..{y.max():.3g}"
             )
-        splits[name] = Split(chosen, load_features(cache, index, [r.clip_id for r in chosen]), y)
+        features = load_features(cache, index, [r.clip_id for r in chosen])
+        seconds = per_second_targets(chosen, heads.outputs, thresholds, y, features) if traced else None
+        splits[name] = Split(chosen, features, y, seconds)
     rate = splits["train"].targets.mean(dim=0).tolist() if thresholds is not None else None
-    return Prepared(index, splits, thresholds, rate, assignment)
+    mean = splits["train"].targets.mean(dim=0).tolist() if thresholds is None else None
+    return Prepared(index, splits, thresholds, rate, assignment, mean)
+
+
+def per_second_targets(
+    records: list[ClipRecord],
+    outputs: tuple[str, ...],
+    thresholds: dict[str, float] | None,
+    clip_targets: torch.Tensor,
+    features: Features,
+) -> torch.Tensor:
+    """(N, T, n_outputs) per-second targets (see `Split.seconds`); T = the cache's clip length (a trace
+    longer than the clip is cut as the clip was)."""
+    steps = features.video_ok.shape[1]
+    seconds = torch.from_numpy(second_labels(records, outputs, thresholds, steps))
+    for i, r in enumerate(records):
+        if not r.seconds:
+            seconds[i, int(features.lengths[i]) - 1] = clip_targets[i]
+    return seconds
 
 
 def _check_cache_config(index: CacheIndex, config: Config) -> None:

@@ -34,9 +34,11 @@ from sec2sec.offline.datasets import SPLIT_MODES
 from sec2sec.offline.distributed import (
     DataParallelModel,
     Dist,
+    add_collective_timeout,
     context,
     features_to,
     gather_rows,
+    rank_and_world,
     reduce_epoch,
     session,
     share_batch,
@@ -46,6 +48,7 @@ from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_cli
 from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
 from sec2sec.offline.progress import progress_bar
+from sec2sec.offline.seconds import clip_logits, labelled_seconds, second_logits_of, second_scores
 from sec2sec.offline.train_state import (
     History,
     identity,
@@ -85,12 +88,27 @@ def _masked(features: Features, kept: Features, rows: torch.Tensor) -> Features:
     return replace(features, video_ok=video_ok, audio_ok=audio_ok)
 
 
-def loss_of(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+def loss_of(logits: torch.Tensor, targets: torch.Tensor, loss: str, reduction: str = "mean") -> torch.Tensor:
     """bce: BCE-with-logits on 0/1 (or soft) targets; mse / l1: on sigmoid outputs vs scores in [0, 1]."""
     if loss == "bce":
-        return F.binary_cross_entropy_with_logits(logits, targets)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction=reduction)
     fn = F.mse_loss if loss == "mse" else F.l1_loss
-    return fn(torch.sigmoid(logits), targets)
+    return fn(torch.sigmoid(logits), targets, reduction=reduction)
+
+
+def per_second_loss(
+    model: Sec2Sec, features: Features, split: Split, rows: torch.Tensor, batch: torch.Tensor, loss: str
+) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    """The loss over every labelled second of this rank's `rows`, as a share of the global `batch` (the
+    sum over its labelled seconds divided by their count in the whole batch, times the number of
+    processes, which DDP's gradient average divides out again); the clip logits (len(rows), n); the loss
+    summed over the labelled seconds of `rows` and their number (for the epoch's mean)."""
+    logits = second_logits_of(model, features, rows)
+    lengths = features.lengths[rows]
+    mask = labelled_seconds(split.seconds[rows], lengths)
+    count = labelled_seconds(split.seconds[batch], features.lengths[batch]).sum().clamp_min(1)
+    total = loss_of(logits[mask], split.seconds[rows][mask], loss, reduction="sum")
+    return total * rank_and_world()[1] / count, clip_logits(logits, lengths), float(total.detach()), int(mask.sum())
 
 
 @torch.no_grad()
@@ -118,7 +136,10 @@ def validate(model: Sec2Sec, split: Split, config: Config) -> dict[str, float]:
     p = torch.from_numpy(probabilities).clamp(1e-7, 1 - 1e-7)
     loss = loss_of(torch.logit(p), targets, config.train.loss)
     scores = score_outputs(heads.outputs, heads.task, targets.numpy(), probabilities)
-    return {"loss": float(loss), "accuracy": _accuracy(heads.task, scores), "metric": headline(heads.task, scores)[1]}
+    metric = headline(heads.task, scores)[1]
+    if split.seconds is not None and config.train.supervision == "second":
+        metric = headline(heads.task, second_scores(model, split, heads.outputs, heads.task, batch))[1]
+    return {"loss": float(loss), "accuracy": _accuracy(heads.task, scores), "metric": metric}
 
 
 def _start_epoch(model: Sec2Sec, n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -160,13 +181,20 @@ def train_epoch(
     total, seen, outputs = 0.0, 0, []
     task = progress.add_task(f"epoch {epoch + 1}", total=n, note="") if progress is not None else None
     features = with_modality_dropout(model, split.features, config, epoch)
+    seconds = split.seconds is not None and t.supervision == "second"
     for start in range(0, n, t.batch_size):
-        rows, weight = share_batch(order[start : start + t.batch_size])  # this rank's rows (all in 1 process)
-        logits = logits_of(model, features, rows)
-        loss = loss_of(logits, split.targets[rows], t.loss)
-        _step(model, optimizer, loss * weight if weight != 1.0 else loss, t.grad_clip)
+        batch = order[start : start + t.batch_size]
+        rows, weight = share_batch(batch)  # this rank's rows (all in 1 process)
+        if seconds:  # the reported loss is the mean over labelled seconds
+            loss, logits, *amount = per_second_loss(model, features, split, rows, batch, t.loss)
+            _step(model, optimizer, loss * (weight > 0), t.grad_clip)
+        else:
+            logits = logits_of(model, features, rows)
+            loss = loss_of(logits, split.targets[rows], t.loss)
+            _step(model, optimizer, loss * weight if weight != 1.0 else loss, t.grad_clip)
+            amount = (float(loss.detach()) * len(rows), len(rows))
         if weight > 0:
-            total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
+            total, seen = total + amount[0], seen + amount[1]
             outputs.append((rows, torch.sigmoid(logits.detach().float()).cpu()))
         if progress is not None:
             progress.update(task, advance=min(t.batch_size, n - start))
@@ -269,6 +297,8 @@ def _checkpoint_meta(
         "split_digest": data.assignment.digest if data.assignment is not None else "",
         "label_thresholds": data.thresholds or {},
         "train_positive_rate": data.positive_rate or [],
+        "train_mean": data.train_mean or [],
+        "supervision": config.train.supervision if data.splits["train"].seconds is not None else "clip",
         "finetuned": finetune,
         "cache_encoders": data.index.encoders,
         "cache_precision": data.index.precision,
@@ -351,7 +381,12 @@ def _set_up(
             getattr(model, name).requires_grad_(finetune)
     model.to(device)
     splits = {
-        k: replace(v, features=features_to(v.features, device), targets=v.targets.to(device))
+        k: replace(
+            v,
+            features=features_to(v.features, device),
+            targets=v.targets.to(device),
+            seconds=None if v.seconds is None else v.seconds.to(device),
+        )
         for k, v in data.splits.items()
     }
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
@@ -360,7 +395,7 @@ def _set_up(
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    with session(args.device) as dist:
+    with session(args.device, args.collective_timeout) as dist:
         console = Console(quiet=not dist.main)
         r = fit(
             args.cache,
@@ -396,5 +431,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split film")
     p.add_argument("--finetune", action="store_true", help="train through the encoders from the raw clips (slow)")
     p.add_argument("--restart", action="store_true", help="ignore RUN/last.pt and train from scratch")
+    add_collective_timeout(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_run)

@@ -1,0 +1,66 @@
+"""Per-second outputs and labels: every second's logits from cached tokens, which seconds carry a label,
+and the per-second metrics of a split (the clip path's outputs are the last second's).
+
+Row t of the per-second outputs is what the live stream reports after second t (`Sec2Sec.forward_per_second`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sec2sec.model import Sec2Sec
+from sec2sec.offline.distributed import gather_rows
+from sec2sec.offline.features import Features
+from sec2sec.offline.metrics import score_seconds
+from sec2sec.offline.prepared import Split
+
+
+def second_logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor) -> torch.Tensor:
+    """Rows of cached clips -> logits (len(rows), T, n_outputs) of every second (`Sec2Sec.forward_per_second`)."""
+    video = features.video[rows].float() if model.fusion.use_video else None
+    audio = features.audio[rows].float() if model.fusion.use_audio else None
+    video_ok, audio_ok = features.video_ok[rows], features.audio_ok[rows]
+    logits, _ = model.forward_tokens(video, audio, features.lengths[rows], video_ok, audio_ok, per_second=True)
+    return logits
+
+
+def labelled_seconds(seconds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, n_outputs) per-second targets + (B,) lengths -> bool mask of the seconds that carry a label."""
+    inside = torch.arange(seconds.shape[1], device=seconds.device)[None, :] < lengths.to(seconds.device)[:, None]
+    return ~torch.isnan(seconds) & inside[:, :, None]
+
+
+def clip_logits(per_second: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, n) per-second logits -> (B, n) the clip's: its last valid second's (the clip path's output)."""
+    last = (lengths.to(per_second.device) - 1).clamp_min(0)
+    return per_second[torch.arange(per_second.shape[0], device=per_second.device), last]
+
+
+@torch.no_grad()
+def predict_seconds(
+    model: Sec2Sec, features: Features, batch: int = 64, rows: torch.Tensor | None = None
+) -> np.ndarray:
+    """Sigmoid outputs of every second (len(rows), T, n_outputs) for the cached clips `rows`, in eval mode."""
+    model.eval()
+    rows = torch.arange(features.lengths.shape[0]) if rows is None else rows
+    out = [
+        torch.sigmoid(second_logits_of(model, features, rows[s : s + batch])).cpu() for s in range(0, len(rows), batch)
+    ]
+    steps, width = features.video_ok.shape[1], len(model.config.heads.outputs)
+    return torch.cat(out).numpy() if out else np.zeros((0, steps, width), dtype=np.float32)
+
+
+def second_scores(
+    model: Sec2Sec, split: Split, outputs: tuple[str, ...], task: str, batch: int
+) -> dict[str, dict[str, float]]:
+    """Per-second metrics of a split with per-second labels (every rank predicts its share, all get all)."""
+    steps, width = split.seconds.shape[1], len(outputs)
+    flat = gather_rows(
+        split.seconds.shape[0],
+        lambda rows: predict_seconds(model, split.features, batch, rows).reshape(len(rows), -1),
+        steps * width,
+    )
+    truth = split.seconds.cpu().clone()
+    truth[~labelled_seconds(truth, split.features.lengths.cpu())] = float("nan")
+    return score_seconds(outputs, task, truth.numpy(), flat.reshape(-1, steps, width))

@@ -1,0 +1,258 @@
+"""Own data and Hume-Reaction end to end, on tiny datasets in the real layouts written here: extract, train,
+evaluate and compare, one process and torchrun with 2 (gloo); and the planted per-second signal: each second's
+brightness is learned per second with per-second labels, and not from clip labels alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic_clips import Second, render, write_mp4
+from test_own_data import write_hume_info
+
+from sec2sec.cli import main
+from sec2sec.config import Config, parse_config
+from sec2sec.offline.compare import compare, comparison_table
+from sec2sec.offline.evaluate import evaluate, results_table
+from sec2sec.offline.extract import extract
+from sec2sec.offline.features import read_index
+from sec2sec.offline.hume import HUME_EMOTIONS
+from sec2sec.offline.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = """
+[model]
+clip_seconds = 4
+[model.video]
+frames_per_window = 4
+resize = 40
+crop = 32
+token_grid = [1, 2, 2]
+weights = "none"
+[model.audio]
+weights = "none"
+image_size = [32, 64]
+token_grid = [1, 2]
+[model.fusion]
+width = 32
+heads = 4
+ff_width = 64
+feature_width = 32
+dropout = 0.0
+[model.temporal]
+kind = "{kind}"
+hidden = 32
+transformer_heads = 4
+dropout = 0.0
+[model.heads]
+task = "regression"
+outputs = {outputs}
+[train]
+epochs = {epochs}
+batch_size = 8
+lr = 3e-3
+patience = {epochs}
+seed = 0
+loss = "mse"
+modality_dropout = 0.0
+supervision = "{supervision}"
+"""
+BRIGHT_SECONDS = 2  # of 4: every clip's mean brightness is the same, so a clip label says nothing per second
+
+
+def _toml(path: Path, kind: str = "lstm", outputs: str = '["brightness"]', epochs: int = 40, sup: str = "second"):
+    path.write_text(MODEL.format(kind=kind, outputs=outputs, epochs=epochs, supervision=sup), encoding="utf-8")
+    return path
+
+
+def _config(path: Path) -> Config:
+    import tomllib
+
+    return parse_config(tomllib.loads(path.read_text()))
+
+
+def _brightness_clip(path: Path, bright: list[bool], seed: int) -> None:
+    seconds = [Second(flash=(0, 15)) if b else Second() for b in bright]
+    write_mp4(path, *render(seconds, noise=0.02, seed=seed))
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A manifest of 36 four-second clips (pinned 24 train / 6 validation / 6 test, two clips a group), each
+    with a per-second trace: 0.8 in its 2 bright seconds, 0.2 in its 2 dark ones (one trace sampled at 4 Hz
+    with a time column), clip labels left empty (the trace's mean, 0.5 for every clip); plus a bad row."""
+    base = tmp_path_factory.mktemp("traced")
+    rng = random.Random(0)
+    lines = ["path,brightness,group,split,trace"]
+    for i in range(36):
+        bright = [True] * BRIGHT_SECONDS + [False] * (4 - BRIGHT_SECONDS)
+        rng.shuffle(bright)
+        _brightness_clip(base / "clips" / f"c{i:02d}.mp4", bright, seed=i)
+        values = [0.8 if b else 0.2 for b in bright]
+        trace = base / "traces" / f"c{i:02d}.csv"
+        trace.parent.mkdir(exist_ok=True)
+        if i == 0:  # 4 Hz samples with a time column, resampled onto seconds
+            rows = [f"{k / 4},{values[k // 4]}" for k in range(16)]
+            trace.write_text("time,brightness\n" + "\n".join(rows) + "\n")
+        else:
+            trace.write_text("brightness\n" + "\n".join(map(str, values)) + "\n")
+        split = "train" if i < 24 else "validation" if i < 30 else "test"
+        lines.append(f"clips/c{i:02d}.mp4,,g{i // 2},{split},traces/c{i:02d}.csv")
+    lines.append("clips/c99.mp4,0.5,g99,train,")  # no such file: listed, the others go on
+    (base / "own.csv").write_text("\n".join(lines) + "\n")
+    return base / "own.csv", _toml(base / "config.toml")
+
+
+@pytest.fixture(scope="module")
+def traced_cache(traced: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    manifest, config = traced
+    cache = tmp_path_factory.mktemp("traced_cache") / "cache"
+    summary = extract("manifest", manifest, cache, _config(config), dtype="float32", workers=0)
+    assert (summary.encoded, summary.windows, len(summary.unreadable)) == (36, 144, 1)
+    assert summary.unreadable["clips/c99.mp4"].endswith(
+        "own.csv row 38, column path: " + str(manifest.parent / "clips" / "c99.mp4") + " does not exist"
+    )
+    report = (cache / "unreadable.tsv").read_text()
+    assert "clips/c99.mp4\t" in report and "row 38, column path" in report
+    return cache
+
+
+@pytest.mark.slow
+def test_per_second_labels_teach_each_second(traced: tuple[Path, Path], traced_cache: Path, tmp_path: Path) -> None:
+    """The planted answer: each second's brightness. Trained per second, the LSTM model follows it second by
+    second on the test clips; the same model trained on the clip labels (0.5 for every clip) cannot."""
+    resampled = read_index(traced_cache).clips["clips/c00.mp4"]["seconds"]["brightness"]  # from 4 Hz samples
+    assert sorted(resampled) == pytest.approx([0.2, 0.2, 0.8, 0.8])
+    results = {}
+    for supervision in ("second", "clip"):
+        config = _config(_toml(tmp_path / f"{supervision}.toml", epochs=15, sup=supervision))
+        trained = fit(traced_cache, config, tmp_path / supervision)
+        results[supervision] = evaluate(trained.best_path, traced_cache, "test").second_scores["brightness"]
+    for supervision, row in results.items():
+        r, agreement, error = row["pearson_r"], row["ccc"], row["mse"]
+        print(f"supervised per {supervision}: per-second r {r:.3f}, CCC {agreement:.3f}, MSE {error:.4f}")
+    assert results["second"]["ccc"] > 0.8 and results["second"]["mse"] < 0.02, results
+    assert results["clip"]["ccc"] < 0.3 and results["clip"]["mse"] > 0.06, results  # 0.09: always 0.5
+
+
+def _sec2sec(args: list[str], processes: int, cwd: Path) -> subprocess.CompletedProcess:
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = [sys.executable, *(launcher if processes > 1 else []), "-m", "sec2sec", *args, "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_torchrun_per_second_training_equals_one_process(traced, traced_cache: Path, tmp_path: Path) -> None:
+    """torchrun with 2 gloo processes: the manifest extracts to the 1-process cache (the bad row listed once),
+    per-second training gives the 1-process metrics to 1e-5, evaluate prints the per-second table once."""
+    manifest, _ = traced
+    config = _toml(tmp_path / "short.toml", kind="gru_transformer", epochs=3)
+    common = ["--dataset", "manifest", "--root", str(manifest), "--config", str(config), "--dtype", "float32"]
+    out = _sec2sec(["extract", *common, "--out", str(tmp_path / "cache2")], 2, tmp_path).stdout
+    assert "36 clips encoded (144 windows)" in out and "1 unreadable" in out
+    one, two = read_index(traced_cache), read_index(tmp_path / "cache2")
+    assert (
+        list(one.clips) == list(two.clips)
+        and two.clips["clips/c05.mp4"]["seconds"] == one.clips["clips/c05.mp4"]["seconds"]
+    )
+    assert list(two.unreadable) == ["clips/c99.mp4"]
+    fit(traced_cache, _config(config), tmp_path / "run1")
+    _sec2sec(
+        ["train", "--config", str(config), "--cache", str(traced_cache), "--out", str(tmp_path / "run2")], 2, tmp_path
+    )
+    rows = [_metrics(tmp_path / f"run{n}") for n in (1, 2)]
+    assert len(rows[0]) == len(rows[1]) == 3
+    for r1, r2 in zip(*rows, strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy", "val_metric"):
+            assert float(r1[key]) == pytest.approx(float(r2[key]), abs=1e-5), key
+    checkpoint = str(tmp_path / "run2" / "best.pt")
+    args = ["evaluate", "--checkpoint", checkpoint, "--cache", str(traced_cache), "--out", str(tmp_path / "e.json")]
+    out = _sec2sec(args, 2, tmp_path).stdout
+    assert out.count("per second, every labelled second of the test split") == 1 and "CCC" in out
+    payload = json.loads((tmp_path / "e.json").read_text())
+    assert set(payload["second_scores"]["brightness"]) == {"pearson_r", "ccc", "mse", "mean_accuracy"}
+
+
+@pytest.fixture(scope="module")
+def hume(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A Hume-Reaction tree as downloaded: data_info.csv with bracketed ids, train/val/test with mp4/ and wav/,
+    Test rows without intensities, one Train row whose video is missing. Amusement follows the number of
+    bright seconds (so it can be learned), the other intensities are noise."""
+    base = tmp_path_factory.mktemp("hume")
+    root, rng, rows = base / "hume", random.Random(1), []
+    for k, split in enumerate(["Train"] * 10 + ["Val"] * 4 + ["Test"] * 3):
+        clip_id = f"{k + 1:05d}"
+        bright = [rng.random() < 0.5 for _ in range(3)]
+        folder = {"Train": "train", "Val": "val", "Test": "test"}[split]
+        _brightness_clip(root / folder / "mp4" / f"{clip_id}.mp4", bright, seed=100 + k)
+        (root / folder / "wav").mkdir(exist_ok=True)
+        (root / folder / "wav" / f"{clip_id}.wav").write_bytes(b"RIFF")
+        values = [round(rng.random(), 4) for _ in HUME_EMOTIONS]
+        values[1] = 0.1 + 0.25 * sum(bright)
+        rows.append((clip_id, split, None if split == "Test" else values))
+    rows.append(("00099", "Train", [0.5] * 7))  # listed in data_info.csv, video not downloaded
+    write_hume_info(root, rows)
+    outputs = json.dumps(list(HUME_EMOTIONS))
+    return root, _toml(base / "hume.toml", kind="gru_transformer", outputs=outputs, epochs=4)
+
+
+@pytest.mark.slow
+def test_hume_reaction_extract_train_evaluate_compare(hume: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    """Hume-Reaction as downloaded through the CLI: extract lists the missing video and keeps the withheld Test
+    clips (never scored: evaluate says to score Val); compare reports per-emotion Pearson r, their mean, MSE
+    and the training-mean baseline on the Val split, for the ABAW5 model and the LSTM."""
+    root, config = hume
+    cache = tmp_path / "cache"
+    args = ["extract", "--dataset", "hume", "--root", str(root), "--config", str(config), "--out", str(cache)]
+    assert main([*args, "--workers", "0", "--dtype", "float32"]) == 0
+    assert "17 clips encoded (68 windows)" in capsys.readouterr().out
+    index = read_index(cache)
+    assert [c["split"] for c in index.clips.values()].count("test") == 3
+    assert index.clips["00015"]["targets"] == {} and list(index.unreadable) == ["00099"]
+    results = compare(ROOT / "configs", cache, tmp_path / "runs", ("lstm", "default"), base=config)
+    evaluation = results[1].evaluation
+    assert evaluation.split == "validation" and len(evaluation.ids) == 4
+    assert list(evaluation.scores) == list(HUME_EMOTIONS)
+    assert set(evaluation.scores["fear"]) == {
+        "mean_accuracy",
+        "pearson_r",
+        "mse",
+        "baseline_mse",
+        "baseline_mean_accuracy",
+    }
+    train_mean = np.mean([index.clips[f"{k:05d}"]["targets"]["fear"] for k in range(1, 11)])
+    truth = evaluation.truth[:, list(HUME_EMOTIONS).index("fear")]
+    assert evaluation.scores["fear"]["baseline_mse"] == pytest.approx(float(np.mean((truth - train_mean) ** 2)))
+    headers = [c.header for c in comparison_table(results).columns]
+    assert headers[1:3] == ["adoration", "adoration r"] and "mean r" in headers and "train-mean MSE" in headers
+    assert comparison_table(results).title == "Variants on the validation split"
+    checkpoint = tmp_path / "runs" / "default" / "best.pt"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--cache", str(cache), "--split", "test"]) == 2
+    assert "has no labels (3 clips whose labels were withheld" in capsys.readouterr().err
+    scored = tmp_path / "val.json"
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--cache", str(cache), "--split", "validation"]
+    assert main([*args, "--out", str(scored)]) == 0
+    assert json.loads(scored.read_text())["scores"]["fear"] == pytest.approx(evaluation.scores["fear"])
+    table = results_table(evaluation, "Val")
+    assert [c.header for c in table.columns] == [
+        "output",
+        *("pearson r", "mean accuracy", "MSE", "train-mean MSE", "train-mean accuracy"),
+    ]
+    assert [c for c in table.columns[0].cells] == [*HUME_EMOTIONS, "mean"]
+    mean_r = np.mean([row["pearson_r"] for row in evaluation.scores.values()])
+    assert list(table.columns[1].cells)[-1] == f"{mean_r:.4f}"
