@@ -10,8 +10,8 @@ Writes `--clips` synthetic H.264 + AAC clips of `--seconds` s at `--size` (a LIR
 2. the decode cost per window: `decode_clip` (reader + windower + scaling) in this process;
 3. `sec2sec extract` as a user runs it, 1 process and torchrun N processes (`--device cpu`, gloo), each in a
    fresh cache; the rate is windows / the seconds the command reports (encoding, from the encoders being
-   ready to the merged index; imports, model construction and loading or building the compiled packages
-   excluded: a one-time ~45 s build inside a 60-window run would read as a third of the steady rate);
+   ready to the merged index; imports, model construction and the precision check excluded);
+   both in `--precision` (default auto, as the command: bfloat16 where the CPU has it natively);
 4. with a GPU: the same on `--device cuda`, and under `--autocast float16`, with the largest token
    difference against the float32 CPU cache (the autocast parity).
 Goal on the CPU: 1-process rate >= 0.9 x 1 / compute (decoding hidden behind the encoders).
@@ -82,13 +82,16 @@ def write_dataset(root: Path, clips: int, seconds: int, width: int, height: int)
 
 
 @torch.inference_mode()
-def compute_and_decode(root: Path, config_path: Path, batch: int, device: str) -> tuple[float, float, int]:
+def compute_and_decode(
+    root: Path, config_path: Path, batch: int, device: str, precision: str = "float32"
+) -> tuple[float, float, int]:
     """(encoder ms per window, decode ms per window, windows) measured in this process."""
     from sec2sec.config import load_config
     from sec2sec.model import Sec2Sec
     from sec2sec.offline.datasets import read_dataset
     from sec2sec.offline.extract import encoder_config
     from sec2sec.offline.features import ClipReader
+    from sec2sec.precision import resolve_precision, set_precision
 
     config = load_config(config_path).model
     records = read_dataset("liris", root)
@@ -98,6 +101,7 @@ def compute_and_decode(root: Path, config_path: Path, batch: int, device: str) -
     decode_s = time.perf_counter() - started
     windows = sum(c.length for c in clips)
     model = Sec2Sec(encoder_config(config)).eval().to(device)
+    set_precision(model, resolve_precision(precision, torch.device(device)))
     frames = torch.cat([c.frames[: c.length] for c in clips])[:batch].to(device)
     audio = torch.cat([c.audio[: c.length] for c in clips])[:batch].to(device)
     times = []
@@ -117,7 +121,7 @@ def run_extract(root: Path, out: Path, config: Path, processes: int, args: argpa
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
     command = [sys.executable, *launcher, "-m", "sec2sec", "extract", "--dataset", "liris", "--root", str(root)]
     command += ["--out", str(out), "--config", str(config), "--dtype", "float32", "--batch", str(args.batch)]
-    command += ["--workers", str(args.workers), *extra]
+    command += ["--workers", str(args.workers), "--precision", args.precision, *extra]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:
         raise SystemExit(f"extract failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
@@ -154,6 +158,9 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="comma-separated process counts for the CPU runs")
     parser.add_argument("--batch", type=int, default=8, help="windows per encoder call")
     parser.add_argument("--workers", type=int, default=1, help="decoding workers per process")
+    parser.add_argument(
+        "--precision", default="auto", help="the encoders' precision on the CPU (auto, float32, bfloat16)"
+    )
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     from sec2sec.weights import PretrainedWeightsMissing
@@ -163,12 +170,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = write_dataset(Path(tmp) / "liris", args.clips, args.seconds, width, height)
         config = Path(args.config)
-        compute_ms, decode_ms, windows = compute_and_decode(root, config, args.batch, "cpu")
+        compute_ms, decode_ms, windows = compute_and_decode(root, config, args.batch, "cpu", args.precision)
         ideal = 1000 / compute_ms
         print(
             f"extract throughput: {args.clips} clips x {args.seconds} s at {args.size}, {windows} windows, "
             f"config {config.name}, batch {args.batch}, {args.workers} decode worker(s) per process, "
-            f"{torch.get_num_threads()} torch threads"
+            f"{torch.get_num_threads()} torch threads, --precision {args.precision}"
         )
         print(f"cpu encoders: {compute_ms:.1f} ms per window (1 / compute = {ideal:.2f} windows/s)")
         print(
@@ -184,12 +191,14 @@ def main() -> None:
             return
         gpu_ms, _, _ = compute_and_decode(root, config, args.batch, "cuda")
         print(f"cuda encoders: {gpu_ms:.2f} ms per window (1 / compute = {1000 / gpu_ms:.1f} windows/s)")
-        for name, extra in (("float32", ()), ("autocast float16", ("--autocast", "float16"))):
+        f32 = ("--precision", "float32")  # after run_extract's own --precision: the last one counts
+        for name, extra in (("float32", f32), ("autocast float16", (*f32, "--autocast", "float16"))):
             out = Path(tmp) / f"cuda-{name.split()[-1]}"
             rate = run_extract(root, out, config, 1, args, "--device", "cuda", *extra)
             parity = largest_difference(Path(tmp) / "cpu1", out) if (Path(tmp) / "cpu1").is_dir() else float("nan")
             print(
-                f"cuda {name}: {rate:.1f} windows/s, largest token difference vs cpu float32 {parity:.2e} "
+                f"cuda {name}: {rate:.1f} windows/s, largest token difference vs the cpu cache "
+                f"(--precision {args.precision}) {parity:.2e} "
                 f"(relative to the largest token); projected {projection(rate)}"
             )
 

@@ -1,21 +1,22 @@
 """End-to-end figures of the monitor as a user runs it: start-up, CPU per second of video, latency.
 
     .venv/bin/python benchmarks/pipeline_latency.py [--seconds 60] [--clocks virtual realtime] [--threads 1 2]
-        [--sizes 640x360 1920x1080] [--skip-startup] [--skip-cpu] [--config PATH] [--no-compile]
+        [--sizes 640x360 1920x1080] [--skip-startup] [--skip-cpu] [--config PATH] [--markdown]
 
-1. Start-up (the `sec2sec-live` command to its first estimate, default config, a 640x360 clip): compiled with a
-   cold cache (an empty $SEC2SEC_CACHE: the encoders are built), compiled with that cache warm, and eager
-   (`--no-compile`). Goal: warm <= eager + 2 s.
+1. Start-up (the `sec2sec-live` command to its first estimate, a 640x360 clip): the default path
+   (`--precision auto`, whose start includes the check of bfloat16 against float32) and `--precision float32`,
+   the first run of each and the median of --startup-runs more (3). Nothing is built or cached on a first
+   run, so the goal is first run <= later runs + 1 s.
 2. CPU-seconds per second of video (the child process's user + system time from its first estimate to its last,
    over the seconds of video between them; the offline clock, so the process runs as fast as it can,
-   nothing idles and no window is dropped) at each size, compiled (default) and eager. Goal: <= 0.75 at
-   640x360 on this 2-core machine.
+   nothing idles and no window is dropped) at each size, default and float32, in one run. Goal: <= 0.75 at
+   640x360 on a 2-core machine.
 3. For each torch thread count and clock, latency p50/p99, real-time factor (RTF = wall seconds of processing
-   per second of media; below 1 keeps up), windows dropped and the median per-window compute (the default,
-   compiled path). Goals: zero drops with the realtime clock; p50 latency <= per-window compute + 50 ms.
+   per second of media; below 1 keeps up), windows dropped and the median per-window compute (the default
+   path). Goals: zero drops with the realtime clock; p50 latency <= per-window compute + 50 ms.
 4. The live outputs (LSL, ZeroMQ) beside the CSV recorder: time per window on the pipeline's worker and
    write -> consumer (output_latency.py; `--output-windows 0` skips it). Goal: under 5 ms per window.
-The cache is a temporary folder (so the cold start is cold), used by every later run.
+`--markdown` prints the tables of 1-3 as Markdown (for docs/performance.md).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from output_latency import report_outputs
 from soak import soak, write_soak_clip
+from tables import cpu_name, print_table
 
 LIVE = [sys.executable, "-m", "monitor.cli"]
 CHILD: list[str] = []  # arguments every child gets (--config), set by main
@@ -86,65 +88,79 @@ def size_of(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def report_startup(clip: Path, tmp: Path) -> None:
-    cold = startup_s(clip, [], tmp)
-    warm = statistics.median(startup_s(clip, [], tmp) for _ in range(3))
-    eager = statistics.median(startup_s(clip, ["--no-compile"], tmp) for _ in range(3))
-    ok = "yes" if warm <= eager + 2 else "NO"
-    print(f"start-up to the first estimate: compiled cold cache {cold:.1f} s, compiled warm cache {warm:.1f} s")
-    print(f"  (median of 3), eager {eager:.1f} s (median of 3); goal warm <= eager + 2 s: {ok}")
+def report_startup(clip: Path, tmp: Path, modes: dict[str, list[str]], later_runs: int, markdown: bool) -> None:
+    rows = []
+    for mode, extra in modes.items():
+        first = startup_s(clip, extra, tmp)
+        later = statistics.median(startup_s(clip, extra, tmp) for _ in range(later_runs))
+        rows.append([mode, f"{first:.1f}", f"{later:.1f}", "yes" if first <= later + 1 else "NO"])
+    print("\nstart-up to the first estimate (s)")
+    headers = ["path", "first run", f"later runs (median of {later_runs})", "goal first <= later + 1 s"]
+    print_table(headers, rows, markdown)
 
 
-def report_cpu(sizes: list[str], seconds: int, tmp: Path, modes: dict[str, list[str]]) -> None:
-    print(f"\nCPU-seconds per second of video ({seconds} s clips, 30 fps, offline clock):")
+def report_cpu(sizes: list[str], seconds: int, tmp: Path, modes: dict[str, list[str]], markdown: bool) -> None:
+    print(f"\nCPU-seconds per second of video ({seconds} s clips, 30 fps, offline clock)")
+    rows = []
     for size in sizes:
         width, height = size_of(size)
         clip = write_soak_clip(tmp / f"cpu_{size}.mp4", width, height, seconds, 30)
-        for mode, extra in modes.items():
-            r = soak(clip, size, seconds, "offline", 1.0, [*CHILD, *extra])
-            goal = "  goal <= 0.75: " + ("yes" if r.cpu_per_second <= 0.75 else "NO") if size == "640x360" else ""
-            print(f"  {size:10} {mode:9} {r.cpu_per_second:.3f} CPU-s/s ({r.windows} windows){goal}")
+        found = {mode: soak(clip, size, seconds, "offline", 1.0, [*CHILD, *extra]) for mode, extra in modes.items()}
+        default, fp32 = (found[mode].cpu_per_second for mode in modes)
+        goal = ("yes" if default <= 0.75 else "NO") if size == "640x360" else "-"
+        windows = min(r.windows for r in found.values())
+        rows.append([size, f"{default:.3f}", f"{fp32:.3f}", f"{default / fp32:.2f}x", str(windows), goal])
+    headers = ["size", *(f"{mode} CPU-s/s" for mode in modes), "default/float32", "windows", "goal <= 0.75"]
+    print_table(headers, rows, markdown)
+
+
+def report_latency(args: argparse.Namespace, tmp: Path, mode: str, extra: list[str]) -> None:
+    clip = write_soak_clip(tmp / "latency.mp4", 640, 360, args.seconds, 30)
+    print(f"\n{args.seconds} s clip at 640x360, {mode}")
+    rows = []
+    for threads in args.threads:
+        for clock in args.clocks:
+            r = latency(clip, clock, threads, extra)
+            ok = "yes" if r["p50"] <= r["compute"] + 50 else "NO"
+            counts = [str(threads), clock, str(r["windows"]), str(r["dropped"])]
+            times = [f"{r['p50']:.0f}", f"{r['p99']:.0f}", f"{r['compute']:.0f}", f"{r['rtf']:.2f}"]
+            rows.append([*counts, *times, ok])
+    headers = ["threads", "clock", "windows", "dropped", "p50 ms", "p99 ms", "compute ms", "RTF"]
+    print_table([*headers, "goal p50 <= compute + 50"], rows, args.markdown)
+    print("RTF = real-time factor: wall seconds of processing per second of media (< 1 keeps up; lower is better)")
 
 
 def main() -> None:
+    import torch
+
+    from sec2sec.precision import resolve_precision
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--clocks", nargs="+", default=["virtual", "realtime"])
     parser.add_argument("--threads", type=int, nargs="+", default=[2])
     parser.add_argument("--sizes", nargs="+", default=["640x360", "1920x1080"])
-    parser.add_argument("--skip-startup", action="store_true", help="no start-up figures (no cold compile)")
+    parser.add_argument("--skip-startup", action="store_true", help="no start-up figures")
     parser.add_argument("--skip-cpu", action="store_true", help="no CPU-per-second figures")
+    parser.add_argument("--startup-runs", type=int, default=3, help="start-ups after the first, per path")
     parser.add_argument("--config", help="TOML config for every run (default: the built-in default config)")
-    parser.add_argument("--no-compile", action="store_true", help="eager runs only (no start-up figures)")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--output-windows", type=int, default=300, help="windows per live output (0: skip them)")
     args = parser.parse_args()
     CHILD.extend(["--config", args.config] if args.config else [])
-    modes = {"eager": ["--no-compile"]} if args.no_compile else {"compiled": [], "eager": ["--no-compile"]}
+    default = f"default (auto: {resolve_precision('auto', torch.device('cpu'))})"
+    modes = {default: [], "float32": ["--precision", "float32"]}
+    print(f"sec2sec-live, {args.config or 'default config'}; {cpu_name()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        os.environ["SEC2SEC_CACHE"] = str(tmp / "cache")  # children inherit it: the cold start is cold
-        os.environ.pop("SEC2SEC_COMPILE", None)
-        print(f"sec2sec-live, {args.config or 'default config'}, cpu count {os.cpu_count()}")
-        if not args.skip_startup and not args.no_compile:
-            report_startup(write_soak_clip(tmp / "startup.mp4", 640, 360, 4, 30), tmp)
+        if not args.skip_startup:
+            clip = write_soak_clip(tmp / "startup.mp4", 640, 360, 4, 30)
+            report_startup(clip, tmp, modes, args.startup_runs, args.markdown)
         if not args.skip_cpu:
-            report_cpu(args.sizes, args.seconds, tmp, modes)
+            report_cpu(args.sizes, args.seconds, tmp, modes, args.markdown)
         if args.output_windows:
             report_outputs(args.output_windows, pace_ms=10.0)
-        clip = write_soak_clip(tmp / "latency.mp4", 640, 360, args.seconds, 30)
-        mode = next(iter(modes))
-        print(f"\n{args.seconds} s clip at 640x360, {mode} encoders")
-        header = f"{'threads':7} {'clock':9} {'windows':>7} {'dropped':>7} {'p50 ms':>7} {'p99 ms':>7} {'compute':>8}"
-        print(header + f" {'RTF':>6}  goal p50<=compute+50")
-        for threads in args.threads:
-            for clock in args.clocks:
-                r = latency(clip, clock, threads, modes[mode])
-                ok = "yes" if r["p50"] <= r["compute"] + 50 else "NO"
-                print(
-                    f"{threads:7d} {clock:9} {r['windows']:7d} {r['dropped']:7d} {r['p50']:7.0f} {r['p99']:7.0f} "
-                    f"{r['compute']:8.0f} {r['rtf']:6.2f}  {ok}"
-                )
-    print("RTF = real-time factor: wall seconds of processing per second of media (< 1 keeps up; lower is better)")
+        report_latency(args, tmp, default, modes[default])
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS of the largest sec2sec-live run {peak_mb:.0f} MB")
 

@@ -5,12 +5,14 @@ times what `sec2sec train` does per epoch: co-attention over the tokens of every
 the heads, backward and the AdamW step. (The paper reports 2:14 min per epoch end to end on an RTX 3090.)
 
     .venv/bin/python benchmarks/train_epoch.py [--clips 9800] [--seconds 10] [--config configs/default.toml]
-        [--device auto|cpu|cuda|cuda:N]
+        [--device auto|cpu|cuda|cuda:N] [--autocast bfloat16]
     .venv/bin/torchrun --nproc_per_node N benchmarks/train_epoch.py ...   # DDP, as `sec2sec train` runs it
 
 Under torchrun each process builds the same synthetic cache and trains its share of every global batch through
 DistributedDataParallel (gloo on the CPU with cores / N torch threads each, NCCL on GPUs), exactly as
-`torchrun -m sec2sec train` does; rank 0 prints.
+`torchrun -m sec2sec train` does; rank 0 prints. `--autocast bfloat16` runs the epoch under
+torch.autocast (forward and backward); `--compare-autocast N` runs N epochs in float32 and N under bfloat16
+autocast, alternating in one process, and prints the median of each and their ratio (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
@@ -74,7 +77,8 @@ def _report(args: argparse.Namespace, config: Config, dist: Dist, seconds: float
     n = torch.get_num_threads()
     each = " each" if dist.world > 1 else ""
     threads = f", {n} torch thread{'s' if n > 1 else ''}{each}" if dist.device.type == "cpu" else ""
-    print(f"one epoch: {args.clips} clips x {args.seconds} s, batch {config.train.batch_size}, {where}{threads}")
+    amp = f", autocast {args.autocast}" if args.autocast != "off" else ""
+    print(f"one epoch: {args.clips} clips x {args.seconds} s, batch {config.train.batch_size}, {where}{threads}{amp}")
     print(f"seconds per epoch: {seconds:.1f}")
     print(f"clips/s: {args.clips / seconds:.1f}  (windows/s: {args.clips * args.seconds / seconds:.0f})")
     label, mib = _peak_mib(dist.device)
@@ -85,6 +89,28 @@ def _report(args: argparse.Namespace, config: Config, dist: Dist, seconds: float
     print(f"fp32 matmul 2048^3 after the epoch: {rate:.0f} GFLOP/s on {dist.device} (the speed varies by day)")
 
 
+def compare_autocast(args: argparse.Namespace, config: Config, device: torch.device) -> None:
+    """Alternating float32 / bfloat16-autocast epochs on one model and split: medians, ratio, final losses."""
+    import statistics
+
+    model, split = _setup(config, args.clips, args.seconds, device)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    times: dict[str, list[float]] = {"float32": [], "bfloat16 autocast": []}
+    losses: dict[str, float] = {}
+    for _ in range(args.compare_autocast):
+        for mode in times:
+            amp = torch.autocast(device.type, torch.bfloat16) if mode != "float32" else nullcontext()
+            started = time.perf_counter()
+            with amp:
+                losses[mode] = train_epoch(model, optimizer, split, config, epoch=0)["loss"]
+            times[mode].append(time.perf_counter() - started)
+    fp32, bf16 = (statistics.median(t) for t in times.values())
+    print(f"epochs of {args.clips} clips x {args.seconds} s on {device}, {torch.get_num_threads()} torch threads,")
+    print(f"alternating, median of {args.compare_autocast} each:")
+    print(f"float32 {fp32:.2f} s, bfloat16 autocast {bf16:.2f} s: autocast takes {bf16 / fp32:.2f}x float32's time")
+    print(f"last loss: float32 {losses['float32']:.4f}, bfloat16 autocast {losses['bfloat16 autocast']:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default.toml")
@@ -92,6 +118,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=0, help="0: the config's train.batch_size")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--autocast", default="off", choices=("off", "bfloat16"), help="the epoch under autocast")
+    parser.add_argument("--compare-autocast", type=int, default=0, metavar="N", help="N float32 / autocast pairs")
     args = parser.parse_args()
     config = load_config(args.config)
     if args.batch_size:
@@ -100,13 +128,18 @@ def main() -> None:
         resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(f"train_epoch: {error}") from None
+    if args.compare_autocast:
+        compare_autocast(args, config, resolve_device(args.device))
+        return
     with session(args.device) as dist:
         model, split = _setup(config, args.clips, args.seconds, dist.device)
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
         trainer = DataParallelModel(model, dist.device) if dist.world > 1 else model
         dist.barrier()
         started = time.perf_counter()
-        stats = train_epoch(trainer, optimizer, split, config, epoch=0)
+        amp = torch.autocast(dist.device.type, torch.bfloat16) if args.autocast != "off" else nullcontext()
+        with amp:
+            stats = train_epoch(trainer, optimizer, split, config, epoch=0)
         if dist.device.type == "cuda":
             torch.cuda.synchronize(dist.device)
         seconds = time.perf_counter() - started

@@ -1,13 +1,13 @@
-"""Per-window compute of every stage, compiled (the default) and eager, against this machine's fp32 matmul
-throughput measured in the same run.
+"""Per-window compute of every stage in float32 and in bfloat16, in one run, against the same run's matmul rates.
 
-    .venv/bin/python benchmarks/window_compute.py [--reps 5] [--threads 2] [--no-compile] [--default-only]
+    .venv/bin/python benchmarks/window_compute.py [--reps 5] [--threads 2] [--default-only] [--markdown]
 
-Prints one table: for the default config (8 frames, R(2+1)D-18), 16 frames, and the per-frame 2D encoder,
-each stage's time per one-second window (median of --reps after warm-up), its GFLOP, the achieved GFLOP/s and
-the ratio to the matmul throughput. "compiled" is the default path of `sec2sec-live`: the encoders' AOTInductor
-packages from $SEC2SEC_CACHE (built on first use: about a minute per encoder here, then loaded in well under a
-second; the time each took is printed). "eager" is `--no-compile`.
+For the default config (8 frames, R(2+1)D-18), 16 frames, and the per-frame 2D encoder: each stage's time per
+one-second window (640x480 frames) with the encoders in float32 and in bfloat16 (`--precision`; calls of the
+two alternate, so a busy machine slows both alike; median of --reps), the ratio bfloat16 / float32, the
+stage's GFLOP, and the achieved rate as a share of this run's float32 and bfloat16 matmul rates. Only the
+encoders change with the precision; the other stages are listed for the whole window's cost. The last line
+compares the default video encoder's ratio with the goal (<= 0.55 on a CPU with native bfloat16).
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
+from tables import cpu_name, print_table
 
-from sec2sec.compiled import LIVE_BATCH, compile_model
 from sec2sec.config import AudioConfig, ModelConfig, VideoConfig
 from sec2sec.describe import count_flops
 from sec2sec.model import Sec2Sec
+from sec2sec.precision import bf16_native, set_precision
+
+PRECISIONS = ("float32", "bfloat16")
 
 
 def median_ms(fn: Callable[[], object], reps: int) -> float:
@@ -40,9 +43,11 @@ def median_ms(fn: Callable[[], object], reps: int) -> float:
     return statistics.median(times)
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10, device: torch.device | str = "cpu") -> float:
-    """Best sustained fp32 matmul rate (GFLOP/s) of n x n by n x n: the machine's practical peak."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_gflops(
+    n: int = 2048, reps: int = 10, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """Best sustained matmul rate (GFLOP/s) of n x n by n x n in `dtype`: the machine's practical peak."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
     def product() -> None:
@@ -63,21 +68,16 @@ def variants() -> dict[str, ModelConfig]:
     }
 
 
-@torch.inference_mode()
-def stage_rows(model: Sec2Sec, reps: int, gflop: dict[str, float]) -> list[tuple[str, float, float]]:
-    """(stage, ms, GFLOP) per stage for one 640x480 window; GFLOP as counted on the eager model."""
+def stage_calls(model: Sec2Sec) -> dict[str, Callable[[], object]]:
+    """Each stage of one 640x480 window as a call on fixed inputs."""
     cfg = model.config
-    frames = torch.randint(0, 256, (1, cfg.video.frames_per_window, 480, 640, 3), dtype=torch.uint8)
-    audio = 0.1 * torch.randn(1, cfg.audio.sample_rate)
-    clip = model.video_frontend(frames)
-    image = model.audio_frontend(audio)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (1, cfg.video.frames_per_window, 480, 640, 3), dtype=torch.uint8, generator=g)
+    audio = 0.1 * torch.randn(1, cfg.audio.sample_rate, generator=g)
+    clip, image = model.video_frontend(frames), model.audio_frontend(audio)
     vt, at = model.video_encoder(clip), model.audio_encoder(image)
     fused = model.fuse(vt, at)
-    if not gflop:
-        gflop["video encoder"] = count_flops(model.video_encoder, clip)[0]
-        gflop["audio encoder"] = count_flops(model.audio_encoder, image)[0]
-        gflop["co-attention"] = count_flops(model.fuse, vt, at)[0]
-    calls = {
+    return {
         "video front end": lambda: model.video_frontend(frames),
         "video encoder": lambda: model.video_encoder(clip),
         "audio front end": lambda: model.audio_frontend(audio),
@@ -85,46 +85,88 @@ def stage_rows(model: Sec2Sec, reps: int, gflop: dict[str, float]) -> list[tuple
         "co-attention": lambda: model.fuse(vt, at),
         "temporal step": lambda: model.temporal.step(fused, None),
     }
-    return [(stage, median_ms(call, reps), gflop.get(stage, 0.0)) for stage, call in calls.items()]
+
+
+def stage_gflop(model: Sec2Sec) -> dict[str, float]:
+    cfg = model.config
+    clip = torch.zeros(1, 3, cfg.video.frames_per_window, cfg.video.crop, cfg.video.crop)
+    image = model.audio_frontend(torch.zeros(1, cfg.audio.sample_rate))
+    vt, at = model.video_encoder(clip), model.audio_encoder(image)
+    return {
+        "video encoder": count_flops(model.video_encoder, clip)[0],
+        "audio encoder": count_flops(model.audio_encoder, image)[0],
+        "co-attention": count_flops(model.fuse, vt, at)[0],
+    }
+
+
+def alternating_ms(calls: list[Callable[[], object]], reps: int) -> list[float]:
+    """Median wall time (ms) of each call, the calls alternating rep by rep after one warm-up each."""
+    times: list[list[float]] = [[] for _ in calls]
+    for call in calls:
+        call()
+    for _ in range(max(reps, 1)):
+        for k, call in enumerate(calls):
+            started = time.perf_counter()
+            call()
+            times[k].append((time.perf_counter() - started) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+@torch.inference_mode()
+def variant_rows(config: ModelConfig, reps: int, peaks: dict[str, float]) -> tuple[list[list[str]], dict[str, float]]:
+    """Table rows of one config, and {stage: bfloat16 / float32 time}."""
+    models = {}
+    for precision in PRECISIONS:
+        torch.manual_seed(0)
+        models[precision] = Sec2Sec(config).eval()
+        set_precision(models[precision], precision)
+    gflop = stage_gflop(models["float32"])
+    calls = {p: stage_calls(m) for p, m in models.items()}
+    rows, ratios = [], {}
+    for stage in calls["float32"]:
+        fp32, bf16 = alternating_ms([calls[p][stage] for p in PRECISIONS], reps)
+        ratios[stage] = bf16 / fp32
+        g = gflop.get(stage, 0.0)
+        times = zip(PRECISIONS, (fp32, bf16), strict=True)
+        shares = [f"{g / (ms / 1000) / peaks[p]:.0%}" if g else "-" for p, ms in times]
+        rows.append([stage, f"{fp32:.1f}", f"{bf16:.1f}", f"{bf16 / fp32:.2f}x", f"{g:.2f}" if g else "-", *shares])
+    return rows, ratios
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--no-compile", action="store_true", help="eager only (no packages built or loaded)")
     parser.add_argument("--default-only", action="store_true", help="only the default config")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    peak = matmul_gflops()
-    print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul 2048^3: {peak:.0f} GFLOP/s\n")
-    print(f"{'variant':34} {'mode':9} {'stage':16} {'ms':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'of matmul':>9}")
-    shares: dict[tuple[str, str], float] = {}
-    for name, config in list(variants().items())[: 1 if args.default_only else None]:
-        torch.manual_seed(0)
-        model = Sec2Sec(config).eval()
-        modes = [("eager", model)]
-        if not args.no_compile:
-            torch.manual_seed(0)
-            compiled = Sec2Sec(config).eval()
-            started = time.perf_counter()
-            report = compile_model(compiled, max_batch=LIVE_BATCH)  # what sec2sec-live runs
-            print(f"{name}: compiled encoders {report} in {time.perf_counter() - started:.1f} s")
-            modes.insert(0, ("compiled", compiled))
-        gflop: dict[str, float] = {}
-        for mode, m in sorted(modes, key=lambda x: x[0] != "eager"):  # eager first: it counts the GFLOP
-            rows = stage_rows(m, args.reps, gflop)
-            for stage, ms, g in rows:
-                rate = g / (ms / 1000) if g else 0.0
-                share = f"{rate / peak:9.0%}" if g else " " * 9
-                print(f"{name:34} {mode:9} {stage:16} {ms:8.1f} {g:8.2f} {rate:8.0f} {share}")
-                if stage == "video encoder":
-                    shares[name, mode] = rate / peak
-            total = sum(ms for _, ms, _ in rows)
-            print(f"{name:34} {mode:9} {'= per window':16} {total:8.1f}")
-    default = next(iter(variants()))
-    path = "eager" if args.no_compile else "compiled"
-    print(f"\ndefault path ({path}) video encoder: {shares[default, path]:.0%} of the matmul throughput (goal >= 75%)")
+    peaks = {"float32": matmul_gflops(), "bfloat16": matmul_gflops(dtype=torch.bfloat16)}
+    peaks = {p: max(rate, matmul_gflops(dtype=getattr(torch, p))) for p, rate in peaks.items()}  # best of two rounds
+    native = "yes" if bf16_native(torch.device("cpu")) else "no (oneDNN emulates it)"
+    print(f"{cpu_name()}, torch {torch.__version__}, {args.threads} threads; native bfloat16: {native}")
+    print(f"matmul 2048^3: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s\n")
+    headers = [
+        "variant",
+        "stage",
+        "float32 ms",
+        "bfloat16 ms",
+        "bf16/fp32",
+        "GFLOP",
+        "fp32 of matmul",
+        "bf16 of matmul",
+    ]
+    rows, default_ratios = [], {}
+    for k, (name, config) in enumerate(list(variants().items())[: 1 if args.default_only else None]):
+        stage_table, ratios = variant_rows(config, args.reps, peaks)
+        rows += [[name, *row] for row in stage_table]
+        if k == 0:
+            default_ratios = ratios
+    print_table(headers, rows, args.markdown)
+    ratio = default_ratios["video encoder"]
+    met = "yes" if ratio <= 0.55 else "NO"
+    print(f"\ndefault video encoder: bfloat16 takes {ratio:.3f}x float32's time (goal <= 0.55x, native bf16): {met}")
+    print(f"default audio encoder: bfloat16 takes {default_ratios['audio encoder']:.2f}x float32's time")
 
 
 if __name__ == "__main__":

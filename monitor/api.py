@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sec2sec.config import NANOS_PER_SECOND
+from sec2sec.precision import check_precision
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
     from monitor.outlets import QueuedOutlet
@@ -80,7 +81,7 @@ class Options:
     config: str | Path | None = None
     device: str = "auto"
     horizon: int | None = None
-    no_compile: bool = False
+    precision: str = "auto"  # the encoders' arithmetic: auto, float32 or bfloat16 (sec2sec.precision)
     threads: int = 0
     csv: str | Path | None = None
     jsonl: str | Path | None = None
@@ -121,6 +122,7 @@ def check_args(args: RunArgs) -> None:
         raise ValueError(f"--horizon {args.horizon} must be 0 (carry state forever) or a number of seconds")
     if args.threads < 0:
         raise ValueError(f"--threads {args.threads} must be >= 0 (0: one per core)")
+    check_precision(args.precision)
 
 
 def ended_by(exc: BaseException) -> str:
@@ -292,25 +294,27 @@ def build_pipeline(
     import torch
 
     from monitor.pipeline import Pipeline
-    from sec2sec.compiled import LIVE_BATCH, compile_model, compile_requested
     from sec2sec.devices import resolve_device
+    from sec2sec.precision import resolve_precision
     from sec2sec.stream import AffectStream
     from sec2sec.windows import Windower
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)  # bfloat16 on a device without it: usage error, now
     loaded = getattr(args, "model", None)
     model, trained, info = (loaded.model, loaded.trained, dict(loaded.info)) if loaded else build_model(args)
     warning = check_streams(model, has_video, has_audio, what)
     cfg = model.config
     for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
         source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
-    stream = AffectStream(model, horizon=args.horizon, device=device)
-    if compile_requested(args.no_compile):
-        info["compiled_encoders"] = compile_model(stream.model, max_batch=LIVE_BATCH)
-    else:
-        info["compiled_encoders"] = {}
-    stream.warm_up()  # first forward of every stage happens before any window is timed
+    stream = AffectStream(model, horizon=args.horizon, device=device, precision=precision)
+    stream.warm_up()  # checks the precision against float32; first forward of every stage before any timing
+    info["precision"] = stream.precision_used
+    info["precision_check"] = {
+        "requested": args.precision,
+        **{k: {"relative_error": v.relative_error, "min_cosine": v.min_cosine} for k, v in stream.parity.items()},
+    }
     windower = Windower(
         cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
     )

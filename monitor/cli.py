@@ -23,6 +23,7 @@ from monitor.api import Terminated, check_args, ended_by, open_pipeline
 from monitor.replay import CLOCKS
 from sec2sec.cli import show_warning
 from sec2sec.devices import DEVICE_HELP
+from sec2sec.precision import PRECISION_HELP, PRECISIONS
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
     from monitor.pipeline import Pipeline
@@ -74,12 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds of history per estimate (0: carry state forever; default: the training clip length)",
     )
-    model.add_argument(
-        "--no-compile",
-        action="store_true",
-        help="run the encoders eagerly (default: cached AOTInductor packages, built once on first use; "
-        "also SEC2SEC_COMPILE=0)",
-    )
+    model.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     model.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
     out = p.add_argument_group("output")
     out.add_argument("--csv", metavar="PATH", help="one row per window (+ PATH.json sidecar)")

@@ -6,6 +6,7 @@ A checkpoint is a plain dict of tensors, strings, numbers, lists and dicts, read
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import warnings
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,17 @@ import torch
 
 from sec2sec.config import ModelConfig, from_dict, to_dict
 from sec2sec.model import Sec2Sec
+
+
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes (identity of a set of weights)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
 
 FORMAT = "sec2sec-checkpoint"
 FORMAT_VERSION = 1

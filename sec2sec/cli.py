@@ -22,7 +22,6 @@ SUBCOMMAND_MODULES = (
     "sec2sec.offline.splits",
     "sec2sec.offline.plot",
     "sec2sec.weights_cli",
-    "sec2sec.compile_cli",
 )
 
 

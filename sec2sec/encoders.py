@@ -27,26 +27,27 @@ def _resnet_trunk(model: nn.Module) -> nn.Sequential:
 
 
 class TrunkEncoder(nn.Module):
-    """An encoder around a ResNet trunk that runs its folded form (`sec2sec.folded_trunk`) in inference."""
+    """An encoder around a ResNet trunk that runs its folded form (`sec2sec.folded_trunk`) in inference.
+
+    `compute_dtype` (float32, or bfloat16: `sec2sec.precision`) is the inference arithmetic; it is a runtime
+    setting, not part of the state dict, and training always runs in float32."""
 
     trunk: nn.Sequential
 
     def __init__(self) -> None:
         super().__init__()
         self._folded = FoldedCache()
+        self.compute_dtype = torch.float32
 
     def run_trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """x -> the trunk's map: folded in inference (eval mode, nothing recorded for autograd), else
-        torchvision's own modules (training, fine-tuning, BatchNorm in training mode)."""
+        """x float32 -> the trunk's map, float32: folded in inference (eval mode, nothing recorded for
+        autograd), in `compute_dtype`; else torchvision's own modules (training, fine-tuning, BatchNorm in
+        training mode)."""
         recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if recording or self.trunk.training:
             return self.trunk(x)
-        return self._folded.get(self.trunk)(x)
-
-    def refresh_folded(self) -> None:
-        """Fold the trunk now (before tracing it for a compiled package: tracing never folds)."""
-        with torch.no_grad():
-            self._folded.refresh(self.trunk)
+        dtype = self.compute_dtype
+        return self._folded.get(self.trunk, dtype)(x.to(dtype)).float()
 
     def clear_folded(self) -> None:
         """Release the folded weights (they are made again by the next eager inference call)."""

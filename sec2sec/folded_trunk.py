@@ -8,13 +8,15 @@ blocked layout once (per input shape) instead of at every call. R(2+1)D's 3D con
 (1, k, k) or temporal-only (k, 1, 1): with the activations stored channels-last (physically (B, T, H, W, C)),
 each is a 2D convolution on a VIEW of the same memory, a spatial one over (B*T, C, H, W), a temporal one over
 (B, C, T, H*W) with a (kt, 1) kernel; oneDNN's 2D kernels run these near the machine's matmul rate, its 3D
-kernels ran the temporal ones at a quarter of it. Measured per window: README, "Compiled encoders".
+kernels ran the temporal ones at a quarter of it. Measured per window: docs/performance.md.
+
+In bfloat16 (`sec2sec.precision`) the weights are folded in float32, then cast and packed once in bfloat16; the
+activations run in bfloat16 through the same fused kernels and views (oneDNN's native bfloat16 where the CPU
+has it), and the encoder turns the layer4 map back into float32.
 
 The folded trunk is derived state, rebuilt from the encoder's own modules whenever their weights or statistics
-change (`FoldedCache`); the encoder's parameters, names and state dict are untouched, and outputs equal the
-unfolded trunk's to float32 rounding (tests). When traced for a compiled package (`torch.export`), the same
-modules give plain `conv2d` + add + ReLU on constant, already folded weights, which inductor's freezing packs
-and fuses itself.
+change, or the compute dtype does (`FoldedCache`); the encoder's parameters, names and state dict are
+untouched, and in float32 outputs equal the unfolded trunk's to float32 rounding (tests).
 """
 
 from __future__ import annotations
@@ -33,11 +35,16 @@ _BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _packed_conv_available(x: torch.Tensor) -> bool:
-    """oneDNN's fused kernel: float32 on the CPU, run eagerly. Traced (export), or under a dispatch mode
-    (FlopCounterMode for `sec2sec describe` and the benchmarks, fake tensors), the plain conv2d form runs."""
+    """oneDNN's fused kernel: float32 on the CPU (bfloat16 where oneDNN computes it natively), run eagerly.
+    Traced, or under a dispatch mode (FlopCounterMode for `sec2sec describe` and the benchmarks, fake
+    tensors), the plain conv2d form runs."""
+    if x.dtype == torch.bfloat16:
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    else:
+        native = x.dtype == torch.float32
     return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
+        native
+        and x.device.type == "cpu"
         and torch.backends.mkldnn.is_available()
         and not torch.compiler.is_compiling()
         and not is_in_torch_dispatch_mode()
@@ -49,9 +56,16 @@ class FoldedConv(nn.Module):
 
     kind "2d": (B, C, H, W) -> (B, C', H', W'); "spatial" ((1, kh, kw) kernel) and "temporal" ((kt, 1, 1)):
     (B, C, T, H, W) -> (B, C', T', H', W'), computed on channels-last views of the 5D activations.
+    `dtype`: the folded weights' (and so the activations') dtype; folding itself runs in the module's dtype.
     """
 
-    def __init__(self, conv: nn.Conv2d | nn.Conv3d, bn: nn.BatchNorm2d | nn.BatchNorm3d, relu: bool) -> None:
+    def __init__(
+        self,
+        conv: nn.Conv2d | nn.Conv3d,
+        bn: nn.BatchNorm2d | nn.BatchNorm3d,
+        relu: bool,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError(f"cannot fold {conv}: only plain zero-padded, ungrouped convolutions")
@@ -66,8 +80,8 @@ class FoldedConv(nn.Module):
             self.dilation = list(conv.dilation)
         else:
             self.kind, weight = self._factorise(conv, weight)
-        self.weight = weight.detach().contiguous(memory_format=torch.channels_last)
-        self.bias = bias.detach().contiguous()
+        self.weight = weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
+        self.bias = bias.detach().to(dtype).contiguous()
         self._packed: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     def _factorise(self, conv: nn.Conv3d, weight: torch.Tensor) -> tuple[str, torch.Tensor]:
@@ -161,49 +175,50 @@ def _leaves(module: nn.Module) -> Iterator[nn.Module]:
         yield module
 
 
-def _fold_run(modules: list[nn.Module]) -> list[nn.Module]:
+def _fold_run(modules: list[nn.Module], dtype: torch.dtype) -> list[nn.Module]:
     """Leaves in forward order -> folded stages: (conv, BatchNorm[, ReLU]) -> FoldedConv; max pooling kept."""
     stages: list[nn.Module] = []
     i = 0
     while i < len(modules):
         m, following = modules[i], modules[i + 1] if i + 1 < len(modules) else None
         if isinstance(m, _BLOCKS):
-            stages.append(_fold_block(m))
+            stages.append(_fold_block(m, dtype))
             i += 1
         elif isinstance(m, (nn.MaxPool2d, nn.MaxPool3d)):
             stages.append(m)
             i += 1
         elif isinstance(m, (nn.Conv2d, nn.Conv3d)) and isinstance(following, _BATCH_NORMS):
             relu = i + 2 < len(modules) and isinstance(modules[i + 2], nn.ReLU)
-            stages.append(FoldedConv(m, following, relu))
+            stages.append(FoldedConv(m, following, relu, dtype))
             i += 3 if relu else 2
         else:
             raise ValueError(f"cannot fold the trunk: unexpected {type(m).__name__} at position {i}")
     return stages
 
 
-def _fold_block(block: nn.Module) -> FoldedBlock:
+def _fold_block(block: nn.Module, dtype: torch.dtype) -> FoldedBlock:
     if isinstance(block, BasicBlockVideo):
         main = [*_leaves(block.conv1), *_leaves(block.conv2)]
     else:
         main = [block.conv1, block.bn1, block.relu, block.conv2, block.bn2]
-    convs = _fold_run(main)
+    convs = _fold_run(main, dtype)
     if not all(isinstance(c, FoldedConv) for c in convs) or convs[-1].relu:
         raise ValueError(f"cannot fold {type(block).__name__}: expected convolutions ending without a ReLU")
     convs[-1].relu = True  # the block's ReLU, after the residual sum
     downsample = None
     if block.downsample is not None:
-        (downsample,) = _fold_run(list(_leaves(block.downsample)))
+        (downsample,) = _fold_run(list(_leaves(block.downsample)), dtype)
     return FoldedBlock(convs, downsample)  # type: ignore[arg-type]
 
 
 class FoldedTrunk(nn.Sequential):
-    """The folded form of a torchvision ResNet trunk (stem, layer1..layer4), for inference only."""
+    """The folded form of a torchvision ResNet trunk (stem, layer1..layer4), for inference only: it takes and
+    gives activations in the dtype its weights were folded to."""
 
     @classmethod
-    def of(cls, trunk: nn.Sequential) -> FoldedTrunk:
+    def of(cls, trunk: nn.Sequential, dtype: torch.dtype = torch.float32) -> FoldedTrunk:
         with torch.no_grad():
-            return cls(*_fold_run(list(_leaves(trunk))))
+            return cls(*_fold_run(list(_leaves(trunk)), dtype))
 
 
 def _state_key(module: nn.Module) -> tuple:
@@ -215,8 +230,9 @@ def _state_key(module: nn.Module) -> tuple:
 
 
 class FoldedCache:
-    """The folded form of one trunk, remade when any of its weights or statistics changed (storage, version
-    counter, device or dtype); tensors made under inference_mode have no version, so it is remade every call."""
+    """The folded form of one trunk in one compute dtype, remade when any of its weights or statistics changed
+    (storage, version counter, device or dtype) or another compute dtype is asked for; tensors made under
+    inference_mode have no version, so it is remade every call."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
@@ -228,18 +244,11 @@ class FoldedCache:
     def __getstate__(self) -> dict:
         return {"_key": None, "_folded": None}
 
-    def get(self, trunk: nn.Sequential) -> FoldedTrunk:
-        """The folded trunk, remade first if stale; while tracing, the one made before (see `refresh`)."""
-        if torch.compiler.is_compiling():
-            if self._folded is None:
-                raise RuntimeError("fold the trunk before tracing it: call the encoder's refresh_folded() first")
-            return self._folded
-        return self.refresh(trunk)
-
-    def refresh(self, trunk: nn.Sequential) -> FoldedTrunk:
-        key = _state_key(trunk)
-        if self._folded is None or key != self._key or any(k[1] is None for k in key):
-            self._folded, self._key = FoldedTrunk.of(trunk), key
+    def get(self, trunk: nn.Sequential, dtype: torch.dtype = torch.float32) -> FoldedTrunk:
+        """The folded trunk for activations of `dtype`, remade first if stale."""
+        key = (dtype, _state_key(trunk))
+        if self._folded is None or key != self._key or any(k[1] is None for k in key[1]):
+            self._folded, self._key = FoldedTrunk.of(trunk, dtype), key
         return self._folded
 
     def clear(self) -> None:

@@ -202,7 +202,8 @@ class CoAttentionLayer(nn.Module):
             maps["video_to_audio"], maps["audio_to_video"] = v_to_a, a_to_v
         if pairs is None:
             return self.drop.residual(v, out_v), self.drop.residual(a, out_a)
-        return v.index_add(0, pairs[0], self.drop(out_v)), a.index_add(0, pairs[1], self.drop(out_a))
+        out_v, out_a = self.drop(out_v).to(v.dtype), self.drop(out_a).to(a.dtype)  # autocast computes them in bf16
+        return v.index_add(0, pairs[0], out_v), a.index_add(0, pairs[1], out_a)
 
 
 class Fusion(nn.Module):

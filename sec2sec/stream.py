@@ -10,6 +10,11 @@ exactly what training computes for a second of a clip that had neither, which `t
 produces too). So H steps of history always cover H seconds. A gap of at least H seconds leaves only empty
 seconds in the horizon, and with horizon 0 a gap of at least `clip_seconds` resets the recurrent state:
 no training clip holds that much nothing.
+
+Precision (`sec2sec.precision`): `precision="auto"` runs the encoders in bfloat16 where the device computes it
+natively. Before the first window (in `warm_up`, or the first `step`), the encoders' tokens on the warm-up
+window are compared with float32's; outside the stated bound the stream warns once and runs in float32.
+`precision_used` says which it is.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from sec2sec.config import ModelConfig
 from sec2sec.devices import resolve_device
 from sec2sec.model import Sec2Sec
+from sec2sec.precision import Agreement, check_parity, resolve_precision, set_precision
 from sec2sec.temporal import State
 from sec2sec.windows import Window
 
@@ -76,18 +82,58 @@ def check_window(window: Window, config: ModelConfig) -> None:
             raise ValueError(f"window has {frames.shape[0]} frames; this model takes m = {m}")
 
 
+def warm_up_window(config: ModelConfig, height: int = 240, width: int = 320) -> Window:
+    """A fixed pseudo-random window (smooth noise frames, quiet noise audio): the warm-up's input and the
+    precision check's. Noise, not zeros, so every channel of the encoders carries signal in the check."""
+    m, rate = config.video.frames_per_window, config.audio.sample_rate
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, size=(m, height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    frames = np.ascontiguousarray(coarse.repeat(8, axis=1).repeat(8, axis=2)[:, :height, :width])
+    audio = (rng.standard_normal(rate) * 0.1).astype(np.float32)
+    return Window(index=0, frames=frames, audio=audio, sample_rate=rate, frames_seen=m, samples_seen=rate)
+
+
+def check_input(config: ModelConfig, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The warm-up window as a batch of one for the precision check: frames uint8 (1, m, 240, 320, 3) and
+    audio (1, sample_rate) on `device`, None for a modality the model does not use."""
+    window = warm_up_window(config)
+    frames = torch.from_numpy(window.frames).to(device)[None] if config.uses_video else None
+    audio = torch.from_numpy(window.audio).to(device)[None] if config.uses_audio else None
+    return frames, audio
+
+
 class AffectStream:
     """`step(window) -> Estimate`; `reset()` forgets the past. `horizon`: seconds of history the estimate
-    covers (default: the training clip length stored with the model); 0 carries the state forever."""
+    covers (default: the training clip length stored with the model); 0 carries the state forever.
+    `precision`: the encoders' arithmetic, "auto", "float32" (default) or "bfloat16" (see the module doc). The
+    stream moves the model to its device and sets its encoders' precision: give each stream its own model."""
 
-    def __init__(self, model: Sec2Sec, horizon: int | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: Sec2Sec,
+        horizon: int | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "float32",
+    ) -> None:
         if horizon is not None and horizon < 0:
             raise ValueError(f"horizon = {horizon}; use 0 (carry state forever) or a number of seconds >= 1")
         self.device = resolve_device(device) if isinstance(device, str) else device
+        self.precision_requested = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
+        set_precision(self.model, "float32")  # until the requested precision has passed its check
+        self.precision_used: str | None = None  # set by the check, before the first window
+        self.parity: dict[str, Agreement] = {}
         self.config = model.config
         self.horizon = self.config.clip_seconds if horizon is None else horizon
         self.reset()
+
+    def check_precision(self) -> str:
+        """Compare the requested precision's tokens with float32's on the warm-up window (once) and keep the
+        requested precision if they agree within PARITY_BOUND, else float32 (one warning). Returns it."""
+        if self.precision_used is None:
+            frames, audio = check_input(self.config, self.device)
+            self.precision_used, self.parity = check_parity(self.model, frames, audio, self.precision_requested)
+        return self.precision_used
 
     def reset(self) -> None:
         """Forget every past window (history, recurrent state, gap tracking)."""
@@ -145,6 +191,7 @@ class AffectStream:
 
     def step(self, window: Window) -> Estimate:
         """One closed window -> its Estimate (outputs cover the last `horizon` seconds up to this one)."""
+        self.check_precision()
         started = time.perf_counter_ns()
         gap = 0 if self._last_index is None else max(0, window.index - self._last_index - 1)
         self._last_index = window.index
@@ -163,16 +210,11 @@ class AffectStream:
             gap=gap,
         )
 
+    def warm_up_window(self, height: int = 240, width: int = 320) -> Window:
+        return warm_up_window(self.config, height, width)
+
     def warm_up(self, height: int = 240, width: int = 320) -> None:
-        """Run every stage once on a blank window (first-call allocations, lazy init), then forget it."""
-        m, rate = self.config.video.frames_per_window, self.config.audio.sample_rate
-        blank = Window(
-            index=0,
-            frames=np.zeros((m, height, width, 3), dtype=np.uint8),
-            audio=np.zeros(rate, dtype=np.float32),
-            sample_rate=rate,
-            frames_seen=m,
-            samples_seen=rate,
-        )
-        self.step(blank)
+        """Check the precision (`check_precision`), run every stage once on the warm-up window (first-call
+        allocations, lazy init), then forget it."""
+        self.step(self.warm_up_window(height, width))
         self.reset()

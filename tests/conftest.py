@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,20 +9,6 @@ import torch
 from media_clips import build_media_folder
 
 from sec2sec.config import AudioConfig, FusionConfig, ModelConfig, TemporalConfig, VideoConfig
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Tests run the encoders eagerly unless a test asks for the compiled default (tests/test_compiled.py), and
-    never touch the user's cache: SEC2SEC_CACHE is a fresh folder, removed at the end (child processes too).
-    Inductor's own cache (several GB after the compiled-encoder tests) lives inside it too, not in /tmp for good."""
-    os.environ["SEC2SEC_COMPILE"] = "0"
-    cache = tempfile.mkdtemp(prefix="sec2sec-test-cache-")
-    os.environ["SEC2SEC_CACHE"] = cache
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache, "inductor")
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(os.environ.get("SEC2SEC_CACHE", ""), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

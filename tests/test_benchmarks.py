@@ -72,6 +72,18 @@ def test_train_epoch_prints_its_figures() -> None:
     assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and float(lines[6].split()[6]) > 0
 
 
+def test_train_epoch_compares_bfloat16_autocast_with_float32() -> None:
+    """Training runs under bfloat16 autocast (fusion, temporal model, heads, the epoch's metrics)."""
+    args = ["--clips", "8", "--seconds", "2", "--batch-size", "4", "--device", "cpu", "--compare-autocast", "1"]
+    lines = _run_benchmark("train_epoch.py", *args)
+    assert lines[0].startswith("epochs of 8 clips x 2 s on cpu, ") and lines[1] == "alternating, median of 1 each:"
+    words = lines[2].split()
+    fp32, bf16 = float(words[1]), float(words[5])
+    assert fp32 > 0 and bf16 > 0 and lines[2].endswith(f"autocast takes {bf16 / fp32:.2f}x float32's time")
+    losses = lines[3].split()
+    assert 0.3 < float(losses[3].rstrip(",")) < 1.5 and 0.3 < float(losses[6]) < 1.5, lines[3]
+
+
 def test_train_epoch_under_torchrun_trains_the_same_epoch(tmp_path: Path) -> None:
     """2 gloo processes, each its share of every global batch through DDP (as `torchrun -m sec2sec train`):
     without dropout, the epoch's mean training loss is the one of 1 process."""
@@ -109,26 +121,57 @@ def test_train_epoch_on_cuda_reports_gpu_memory() -> None:
     assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and lines[6].split()[9] == "cuda:0"
 
 
-def test_window_compute_prints_each_stage_against_the_matmul_peak() -> None:
-    lines = _run_benchmark("window_compute.py", "--no-compile", "--default-only", "--reps", "1", "--threads", "1")
-    assert lines[0].startswith("torch ") and "fp32 matmul 2048^3:" in lines[0]
+def test_window_compute_prints_both_precisions_against_the_matmul_peaks() -> None:
+    lines = _run_benchmark("window_compute.py", "--default-only", "--reps", "1", "--threads", "1")
+    assert ", torch " in lines[0] and "1 threads; native bfloat16: " in lines[0]
+    assert lines[1].startswith("matmul 2048^3: float32 ") and "GFLOP/s, bfloat16 " in lines[1]
+    header = "variant stage float32 ms bfloat16 ms bf16/fp32 GFLOP fp32 of matmul bf16 of matmul"
+    assert lines[3].split() == header.split()
     rows = [line for line in lines if line.startswith("default (8 frames, r2plus1d_18)")]
-    stages = [" ".join(row.split()[6:-4]) if "=" not in row else "total" for row in rows]
-    assert len(rows) == 7 and all(" eager " in row for row in rows), rows
+    assert len(rows) == 6, rows
     video = next(row for row in rows if "video encoder" in row).split()
-    assert float(video[-4]) > 0 and 30 < float(video[-3]) < 60 and video[-1].endswith("%"), video  # ~40.5 GFLOP
-    assert stages[-1] == "total" and lines[-1].startswith("default path (eager) video encoder: ")
-    assert lines[-1].endswith("% of the matmul throughput (goal >= 75%)")
+    fp32, bf16, ratio, gflop = float(video[-6]), float(video[-5]), video[-4], float(video[-3])
+    assert fp32 > 0 and bf16 > 0 and ratio == f"{bf16 / fp32:.2f}x" and 30 < gflop < 60  # ~40.5 GFLOP
+    assert video[-2].endswith("%") and video[-1].endswith("%")
+    final = lines[-2].split()
+    assert lines[-2].startswith("default video encoder: bfloat16 takes ") and final[-1] in ("yes", "NO")
+    assert float(final[5].removesuffix("x")) == pytest.approx(bf16 / fp32, abs=0.01)
+    assert lines[-1].startswith("default audio encoder: bfloat16 takes ")
+
+
+def test_window_compute_prints_markdown() -> None:
+    lines = _run_benchmark("window_compute.py", "--default-only", "--reps", "0", "--threads", "1", "--markdown")
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0].startswith("| variant | stage | float32 ms | bfloat16 ms | bf16/fp32 | GFLOP |")
+    assert table[1] == "|---|---|---|---|---|---|---|---|" and len(table) == 8
+    assert all(row.count("|") == 9 for row in table)
 
 
 def test_pipeline_latency_prints_cpu_per_second_and_latency(small: Path) -> None:
-    args = ["--config", str(small), "--no-compile", "--seconds", "3", "--sizes", "160x90", "--clocks", "offline"]
-    lines = _run_benchmark("pipeline_latency.py", *args, "--threads", "1")
-    cpu = next(line for line in lines if line.strip().startswith("160x90")).split()
-    assert cpu[1] == "eager" and float(cpu[2]) > 0 and cpu[3] == "CPU-s/s"
+    args = ["--config", str(small), "--seconds", "3", "--sizes", "160x90", "--clocks", "offline", "--skip-startup"]
+    lines = _run_benchmark("pipeline_latency.py", *args, "--output-windows", "0", "--threads", "1")
+    header = next(line for line in lines if line.startswith("size")).split()
+    assert header[1:4] == ["default", "(auto:", header[3]] and header[3] in ("float32)", "bfloat16)")
+    cpu = next(line for line in lines if line.startswith("160x90")).split()
+    default, fp32, ratio = float(cpu[1]), float(cpu[2]), cpu[3]
+    assert default > 0 and fp32 > 0 and ratio == f"{default / fp32:.2f}x" and int(cpu[4]) >= 3 and cpu[5] == "-"
     row = next(line for line in lines if line.split()[:2] == ["1", "offline"]).split()
     assert int(row[2]) >= 3 and int(row[3]) == 0 and float(row[4]) > 0 and float(row[6]) > 0
     assert lines[-1].startswith("peak RSS of the largest sec2sec-live run")
+
+
+@pytest.mark.slow
+def test_pipeline_latency_prints_start_up_as_markdown(small: Path) -> None:
+    args = ["--config", str(small), "--seconds", "2", "--skip-cpu", "--clocks", "offline", "--markdown"]
+    args += ["--output-windows", "0"]
+    lines = _run_benchmark("pipeline_latency.py", *args, "--startup-runs", "1", "--threads", "1")
+    start = lines.index("start-up to the first estimate (s)")
+    assert lines[start + 1] == "" and lines[start + 6] == ""  # blank lines around the table
+    assert lines[start + 2] == "| path | first run | later runs (median of 1) | goal first <= later + 1 s |"
+    for row in lines[start + 4 : start + 6]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] in ("float32",) or cells[0].startswith("default (auto: ")
+        assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3] in ("yes", "NO")
 
 
 def test_output_latency_prints_each_output_beside_the_csv() -> None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sec2sec import aoti_cache, folded_trunk
+from sec2sec import folded_trunk
 from sec2sec.config import AudioConfig, VideoConfig
 from sec2sec.describe import count_flops
 from sec2sec.encoders import AudioEncoder, VideoEncoder
@@ -157,45 +157,6 @@ def test_training_and_fine_tuning_run_torchvision_modules() -> None:
     with torch.no_grad():
         encoder(x)
     assert not torch.equal(bn.running_mean, mean_before)
-
-
-def test_export_traces_folded_convolutions() -> None:
-    """torch.export (what the compiled packages are built from) records the folded form: conv2d only, no
-    batch norm, no conv3d, and the exported program gives the unfolded encoder's numbers."""
-    torch.manual_seed(6)
-    encoder = VideoEncoder(VideoConfig(weights="none", frames_per_window=4)).eval()
-    _random_statistics(encoder, 7)
-    x = torch.randn(2, 3, 4, 112, 112)
-    with torch.no_grad():
-        encoder.refresh_folded()
-        program = torch.export.export(encoder, (x,))
-        got, expected = program.module()(x), _unfolded_tokens(encoder, x)
-    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-    assert "aten.conv2d.default" in targets
-    assert not any("batch_norm" in t or "conv3d" in t for t in targets), targets
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-
-
-def test_tracing_an_unfolded_trunk_is_refused() -> None:
-    encoder = AudioEncoder(AudioConfig(weights="none")).eval()
-    with torch.no_grad(), pytest.raises(Exception, match="refresh_folded"):
-        torch.export.export(encoder, (torch.randn(1, 3, 64, 101),))
-
-
-def test_packages_are_compiled_with_autograd_off(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inductor freezes (folds constants, packs and fuses the convolutions) only with autograd off; the
-    package build must call it that way (it did not, and nothing showed it but the speed)."""
-    seen: list[bool] = []
-
-    def fake_compile(program, package_path: str, inductor_configs: dict) -> str:
-        seen.append(torch.is_grad_enabled() or not inductor_configs.get("freezing"))
-        return package_path
-
-    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_compile)
-    encoder = AudioEncoder(AudioConfig(weights="none"))
-    spec = aoti_cache.spec_for("audio", encoder, {}, (3, 64, 101), 2)
-    aoti_cache.export_and_compile(encoder, spec, tmp_path / "p.pt2", lambda step: None)
-    assert seen == [False]
 
 
 def test_flop_counting_sees_the_folded_convolutions() -> None:

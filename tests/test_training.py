@@ -38,6 +38,7 @@ from sec2sec.offline.evaluate import evaluate
 from sec2sec.offline.extract import extract
 from sec2sec.offline.features import encoder_identity, read_index
 from sec2sec.offline.train import fit
+from sec2sec.precision import resolve_precision
 from sec2sec.stream import AffectStream
 from sec2sec.windows import file_windows
 
@@ -127,7 +128,8 @@ def _make_tree(root: Path, counts: dict[str, int], make, seed: int, noise: float
 
 @pytest.fixture(scope="session")
 def sync_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Synchrony dataset (2 s clips, default r2plus1d_18 encoder, float16 cache): 80/20/40 clips."""
+    """Synchrony dataset (2 s clips, default r2plus1d_18 encoder, float16 cache): 80/20/40 clips, extracted with
+    --precision auto as the command does (bfloat16 encoders where the CPU has them natively)."""
     base = tmp_path_factory.mktemp("sync")
     root = _make_tree(
         base / "liris", {"train": 80, "validation": 20, "test": 40}, lambda r, y: _sync_seconds(r, y, 2), seed=1
@@ -135,7 +137,7 @@ def sync_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     config = parse_config(
         _toml_dict(_model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10))
     )
-    extract("liris", root, base / "cache", config, workers=1)
+    extract("liris", root, base / "cache", config, workers=1, precision="auto")
     return root, base / "cache"
 
 
@@ -172,8 +174,10 @@ def _variant_dir(tmp: Path, base: str, variants: tuple[str, ...]) -> Path:
 @pytest.mark.slow
 def test_synchrony_needs_both_modalities(sync_cache: tuple[Path, Path], tmp_path: Path) -> None:
     """SA-CA reads the audio-visual synchrony; audio-only and vision-only cannot (>= 20 points behind).
-    Late fusion (fusion.mode = "concat") reads it too: this task shows fusion, not that co-attention is needed."""
+    Late fusion (fusion.mode = "concat") reads it too: this task shows fusion, not that co-attention is needed.
+    Where the CPU has native bfloat16 the features were extracted in bfloat16: the same thresholds hold."""
     _, cache = sync_cache
+    assert read_index(cache).precision == resolve_precision("auto", torch.device("cpu"))
     base = _model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10)
     variants = ("default", "audio_only", "vision_only", "late_fusion")
     configs = _variant_dir(tmp_path, base, variants)
@@ -275,6 +279,37 @@ def test_stream_reproduces_evaluate(order_cache: tuple[Path, Path], order_run: P
         stream = AffectStream(model, horizon=3)
         estimates = [stream.step(w) for w in windows[:3]]
         assert estimates[-1].outputs["valence"] == pytest.approx(float(result.probabilities[k, 0]), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_trained_checkpoint_gives_the_same_estimates_in_bfloat16(
+    order_cache: tuple[Path, Path], order_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """best.pt (trained on float32 tokens) stepped live through every test clip with bfloat16 encoders: each
+    estimate within 0.02 of float32's, and the same decision (> 0.5) wherever float32's estimate is further
+    than that from 0.5 (a clip on the boundary may flip: measured 0.4992 vs 0.5006). bfloat16 native
+    capability is faked so the test runs on any CPU (oneDNN emulates it where it is not native)."""
+    from sec2sec import precision
+
+    monkeypatch.setattr(precision, "bf16_native", lambda device: True)
+    root, cache = order_cache
+    model, ckpt = load_model(order_run)
+    assert ckpt.meta["cache_precision"] == "float32"
+    result = evaluate(order_run, cache, "test")
+    streams = {p: AffectStream(load_model(order_run)[0], horizon=3, precision=p) for p in ("float32", "bfloat16")}
+    for stream in streams.values():
+        stream.warm_up()
+    assert streams["bfloat16"].precision_used == "bfloat16"
+    for k, clip_id in enumerate(result.ids):
+        windows, _ = file_windows(str(root / "data" / f"{clip_id}.mp4"), 8, 16_000, model.config.video.resize)
+        last = {}
+        for p, stream in streams.items():
+            stream.reset()
+            last[p] = [stream.step(w) for w in windows[:3]][-1].outputs["valence"]
+        assert last["float32"] == pytest.approx(float(result.probabilities[k, 0]), abs=1e-5)
+        assert last["bfloat16"] == pytest.approx(last["float32"], abs=0.02), clip_id
+        if abs(last["float32"] - 0.5) > 0.02:
+            assert (last["bfloat16"] > 0.5) == (last["float32"] > 0.5), clip_id
 
 
 @pytest.mark.slow

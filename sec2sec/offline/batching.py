@@ -9,8 +9,9 @@ The tokens equal `encode_clip`'s (same encoders, same inputs; only the batch com
 On CUDA the batch is assembled in a pinned buffer (two per modality, used in turn), copied with
 `non_blocking=True`, and the tokens come back through a non-blocking copy waited on only after the next
 batch is queued, so the GPU has the next batch while the CPU scatters the previous one. `autocast`
-("float16" / "bfloat16") runs the encoders under torch.autocast on CUDA only: on this CPU bfloat16 is ~5x
-slower than float32 (no AMX / AVX512-BF16), so extraction on the CPU is float32.
+("float16" / "bfloat16") runs the encoders under torch.autocast on CUDA only; bfloat16 on the CPU is the
+encoders' own precision (`sec2sec.precision`: the folded trunk in bfloat16, checked against float32), which
+autocast over the unfolded modules would undo.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ Encode = Callable[[torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor
 
 
 def check_autocast(autocast: str, device: torch.device) -> None:
-    """Refuse an unknown autocast dtype, or autocast on the CPU (slower and less exact than float32 here)."""
+    """Refuse an unknown autocast dtype, or autocast on the CPU (--precision bfloat16 is the CPU's way)."""
     if autocast not in AUTOCAST:
         raise ValueError(f"--autocast {autocast!r} is not allowed; use one of {', '.join(AUTOCAST)}")
     if autocast != "off" and device.type != "cuda":
         raise ValueError(
-            f"--autocast {autocast} needs a CUDA device (got {device}); on the CPU extraction runs in float32"
+            f"--autocast {autocast} needs a CUDA device (got {device}); on the CPU use --precision (auto, bfloat16)"
         )
 
 

@@ -6,8 +6,11 @@ Decoding overlaps encoding: torch DataLoader worker processes decode the next cl
 window uses, scaled to the model's input in the worker) while the main process runs the encoders on
 batches of windows gathered across clips (`WindowBatcher`); `--workers 0` decodes inline.
 
-`--device cuda` runs the encoders on a GPU (pinned, non-blocking copies; `--autocast float16|bfloat16`
-optionally). `torchrun --nproc_per_node N -m sec2sec extract ...` splits the clips still to do over N
+`--precision auto` (default) runs the encoders' trunks in bfloat16 where the device computes it natively,
+after the same check against float32 as `sec2sec-live` (`sec2sec.precision`); the cache records the precision
+and a cache is only resumed in the precision it was made with. `--device cuda` runs the encoders on a GPU
+(pinned, non-blocking copies; `--autocast float16|bfloat16` optionally, which needs --precision float32 or
+auto). `torchrun --nproc_per_node N -m sec2sec extract ...` splits the clips still to do over N
 processes (clip k to rank k mod N); each writes its own shards and `index.rank<r>.json`, and rank 0 merges
 them into `index.json` (see `cache_writer`). A killed run resumes with any number of processes.
 """
@@ -23,7 +26,6 @@ import torch
 from rich.console import Console
 
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
-from sec2sec.compiled import compile_model, compile_requested
 from sec2sec.config import Config, ModelConfig, load_config
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
@@ -43,12 +45,14 @@ from sec2sec.offline.features import (
     write_index,
 )
 from sec2sec.offline.progress import progress_bar
+from sec2sec.precision import PRECISION_HELP, PRECISIONS, check_parity, check_precision, resolve_precision
+from sec2sec.stream import check_input
 
 
 @dataclass(frozen=True)
 class ExtractSummary:
-    """What one run did: clips encoded now, skipped as already done, unreadable, windows encoded, and the
-    seconds from the encoders being ready (packages loaded or built) to the merged index."""
+    """What one run did: clips encoded now, skipped as already done, unreadable, windows encoded, the
+    seconds from the encoders being ready (precision checked) to the merged index, and the precision used."""
 
     encoded: int
     skipped: int
@@ -57,6 +61,7 @@ class ExtractSummary:
     seconds: float
     trimmed: int = 0  # clips longer than model.clip_seconds (their tail was cut)
     padded: int = 0  # clips shorter than model.clip_seconds (masked padding windows)
+    precision: str = "float32"
 
 
 def encoder_config(config: ModelConfig) -> ModelConfig:
@@ -65,7 +70,13 @@ def encoder_config(config: ModelConfig) -> ModelConfig:
 
 
 def open_cache(
-    folder: Path, dataset: str, root: Path, config: Config, dtype: str, autocast: str = "off"
+    folder: Path,
+    dataset: str,
+    root: Path,
+    config: Config,
+    dtype: str,
+    autocast: str = "off",
+    precision: str = "float32",
 ) -> tuple[Sec2Sec, CacheIndex]:
     """An encoder model and an index: the cache's own when `folder` has one (resume), else new ones.
 
@@ -85,6 +96,11 @@ def open_cache(
                 f"cache {folder} was encoded with --autocast {index.autocast}; resume it with the same "
                 "--autocast (mixing precisions in one cache is refused) or use another --out"
             )
+        if index.precision != precision:
+            raise ValueError(
+                f"cache {folder} was extracted with --precision {index.precision}; resume it with --precision "
+                f"{index.precision} (mixing precisions in one cache is refused) or use another --out"
+            )
         model = Sec2Sec(encoder_config(without_weight_files(index.config)))
         state = read_encoders(folder, index)
         for name in ENCODERS:
@@ -95,7 +111,9 @@ def open_cache(
     model = Sec2Sec(encoder_config(config.model)).eval()
     torch.save({name: getattr(model, name).state_dict() for name in ENCODERS}, folder / "encoders.pt")
     identity = encoder_identity(model)
-    index = CacheIndex(dataset, str(root), dtype, config.model, identity, model.pretrained, {}, {}, [], autocast)
+    index = CacheIndex(
+        dataset, str(root), dtype, config.model, identity, model.pretrained, {}, {}, [], autocast, precision
+    )
     write_index(folder, index)
     return model, index
 
@@ -113,14 +131,13 @@ def extract(
     device: str | torch.device = "cpu",
     autocast: str = "off",
     console: Console | None = None,
-    compiled: bool | None = None,
+    precision: str = "float32",
     collective_timeout_min: float = COLLECTIVE_TIMEOUT_MIN,
 ) -> ExtractSummary:
     """Encode every readable clip of `dataset` under `root` into the cache `out` (see the module docstring).
 
-    `compiled`: run the encoders from their AOTInductor packages (sec2sec/compiled.py; None: unless
-    SEC2SEC_COMPILE=0), built for these weights and this `batch` (`sec2sec compile --batch N` builds them
-    ahead of time).
+    `precision`: the encoders' arithmetic (`sec2sec.precision`; the command's default is "auto", this
+    function's "float32"); "auto" resumes a cache in its own precision.
     Under torchrun each rank encodes clips rank, rank + N, ... of those not yet in the cache and the
     returned summary counts all ranks (its `unreadable` is complete on rank 0, which merged the index). A rank
     that finished waits for the others as long as they make progress (a clip at least every
@@ -132,10 +149,11 @@ def extract(
     check_autocast(autocast, dist.device)
     console = console or Console(quiet=not dist.main)
     folder, root = Path(out), Path(root)
+    wanted = _precision_for(folder, precision, autocast, dist.device)
     records = read_dataset(dataset, root, config.model.heads)
 
     def opened() -> tuple[Sec2Sec, CacheIndex]:
-        model, index = open_cache(folder, dataset, root, config, dtype, autocast)
+        model, index = open_cache(folder, dataset, root, config, dtype, autocast, wanted)
         if dist.main:
             merge_parts(folder, index, records)  # shards a killed run finished
         return model, index
@@ -144,19 +162,17 @@ def extract(
     heartbeat.beat("starting")  # before the barrier in in_turn: no rank reads another's file from an older run
     model, index = dist.in_turn(opened)
     todo = [r for r in records if r.clip_id not in index.clips]
-    writer = ShardWriter(folder, index, dtype, shard_size, dist.rank, dist.world)
     bad_rows = [r for r in todo if r.problem]  # listed with the unreadable clips; the other rows go on
-    if dist.main:
-        for record in bad_rows:
-            writer.unreadable(record, record.problem)
     todo = [r for r in todo if not r.problem]
     mine = todo[dist.rank :: dist.world]
     model = model.to(dist.device)
-    if mine and autocast == "off" and (compile_requested() if compiled is None else compiled):
-        compile_model(model, max_batch=batch)  # autocast runs the eager encoders: a package is compiled for float32
-    # The clock starts with the encoders ready: building a package (once, ~1 minute, with its own progress
-    # line) or loading and checking it (seconds) is start-up, not part of the encoding rate.
-    started = time.perf_counter()
+    if mine:
+        index = _check_precision(model, folder, index, dist.device, dist.main)
+    writer = ShardWriter(folder, index, dtype, shard_size, dist.rank, dist.world)
+    if dist.main:
+        for record in bad_rows:
+            writer.unreadable(record, record.problem)
+    started = time.perf_counter()  # the encoders are ready: their precision check is start-up
     batcher = WindowBatcher(model, batch, autocast)
     counts = _encode_all(writer, batcher, mine, index.config, workers, console, heartbeat)
     heartbeat.wait_all()
@@ -168,7 +184,40 @@ def extract(
     encoded, windows, trimmed, padded = (sum(c[k] for c in dist.gather(counts)) for k in range(4))
     seconds = time.perf_counter() - started
     skipped = len(records) - len(todo) - len(bad_rows)
-    return ExtractSummary(encoded, skipped, dict(index.unreadable), windows, seconds, trimmed, padded)
+    return ExtractSummary(encoded, skipped, dict(index.unreadable), windows, seconds, trimmed, padded, index.precision)
+
+
+def _precision_for(folder: Path, precision: str, autocast: str, device: torch.device) -> str:
+    """The precision to extract in: `precision` resolved for `device`; "auto" resumes a cache in its own
+    precision; with CUDA autocast the trunks stay float32 (autocast decides their arithmetic)."""
+    check_precision(precision)
+    if autocast != "off":
+        if precision == "bfloat16":
+            raise ValueError(
+                f"--autocast {autocast} and --precision bfloat16 both set the encoders' arithmetic; give one"
+            )
+        return "float32"
+    if precision == "auto" and (folder / "index.json").is_file():
+        precision = read_index(folder).precision
+    return resolve_precision(precision, device)
+
+
+def _check_precision(model: Sec2Sec, folder: Path, index: CacheIndex, device: torch.device, main: bool) -> CacheIndex:
+    """Put the encoders in the cache's precision after the check against float32 (`sec2sec.precision`); the
+    index to extract into. When bfloat16 fails the check, a cache with no clips yet becomes a float32 cache;
+    one holding bfloat16 tokens is refused."""
+    used, _ = check_parity(model, *check_input(model.config, device), index.precision)
+    if used == index.precision:
+        return index
+    if index.clips:
+        raise ValueError(
+            f"cache {folder} holds {index.precision} tokens, but {index.precision} failed its check against "
+            "float32 on this machine (see the warning); resume it where it passes, or use another --out"
+        )
+    index = replace(index, precision=used)
+    if main:
+        write_index(folder, index)
+    return index
 
 
 def _encode_all(
@@ -226,12 +275,13 @@ def _run(args: argparse.Namespace) -> int:
             batch=args.batch,
             device=dist.device,
             autocast=args.autocast,
-            compiled=compile_requested(args.no_compile),
+            precision=args.precision,
             console=console,
             collective_timeout_min=args.collective_timeout,
         )
     console.print(
-        f"[bold]extract done[/]: {s.encoded} clips encoded ({s.windows} windows) in {s.seconds:.1f} s, "
+        f"[bold]extract done[/]: {s.encoded} clips encoded ({s.windows} windows, {s.precision} encoders) "
+        f"in {s.seconds:.1f} s, "
         f"{s.skipped} already in the cache, {len(s.unreadable)} unreadable "
         f"(listed in {Path(args.out) / 'unreadable.tsv'}); {s.trimmed} clips trimmed and {s.padded} padded "
         f"(masked) to model.clip_seconds = {config.model.clip_seconds} s"
@@ -261,6 +311,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--autocast", default="off", choices=tuple(AUTOCAST), help="CUDA only: encoders under torch.autocast"
     )
-    p.add_argument("--no-compile", action="store_true", help="run the encoders eagerly (also SEC2SEC_COMPILE=0)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     add_collective_timeout(p)
     p.set_defaults(func=_run)

@@ -1,8 +1,9 @@
 """Clips -> encoder token maps per one-second window, and the on-disk feature cache that holds them.
 
 A cache folder holds:
-- `index.json`: format, dataset, the model config the tokens were made with, the dtype, the encoders'
-  compute precision (float32, or the CUDA autocast dtype), the encoder identity (sha256 per encoder),
+- `index.json`: format, dataset, the model config the tokens were made with, the storage dtype, the encoders'
+  arithmetic (`precision`: float32 or bfloat16, see `sec2sec.precision`; `autocast`: off or the CUDA autocast
+  dtype), the encoder identity (sha256 per encoder),
   every finished clip (shard, row, group, official split, raw targets, windows read and kept) in dataset
   order, and every unreadable clip (or bad dataset row) with the reason; a clip with per-second labels
   also holds `seconds` ({output: [value per second, null where unlabelled]});
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sec2sec.aoti_cache import tensor_digest
+from sec2sec.checkpoint import tensor_digest
 from sec2sec.config import ModelConfig, from_dict, to_dict
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
@@ -40,7 +41,7 @@ from sec2sec.windows import Window, iter_file_windows
 
 FORMAT = "sec2sec-features"
 FORMAT_VERSION = 1
-ENCODE_BATCH = 8  # windows per encoder call (extract --batch default; its compiled packages are built for it)
+ENCODE_BATCH = 8  # windows per encoder call (extract --batch default)
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ENCODERS = ("video_encoder", "audio_encoder")
 DECODE_TIMEOUT_S = 600.0  # one clip's decoding (a 15 s clip takes well under a second): longer is a hung decoder
@@ -230,6 +231,7 @@ class CacheIndex:
     unreadable: dict[str, str]
     shards: list[str]
     autocast: str = "off"  # the encoders ran in float32 ("off") or under CUDA autocast to this dtype
+    precision: str = "float32"  # the encoders' trunks ran in float32 or bfloat16 (caches made before: float32)
 
     def records(self) -> list[ClipRecord]:
         """The finished clips as ClipRecords (official split, group, raw targets), in index order."""
@@ -259,6 +261,7 @@ def write_index(folder: Path, index: CacheIndex) -> None:
         "pretrained": index.pretrained,
         "shards": index.shards,
         "autocast": index.autocast,
+        "precision": index.precision,
         "clips": index.clips,
         "unreadable": index.unreadable,
     }
@@ -289,6 +292,7 @@ def read_index(folder: str | Path) -> CacheIndex:
         unreadable=dict(data["unreadable"]),
         shards=list(data["shards"]),
         autocast=str(data.get("autocast", "off")),
+        precision=str(data.get("precision", "float32")),
     )
 
 

@@ -195,7 +195,7 @@ def train_epoch(
             amount = (float(loss.detach()) * len(rows), len(rows))
         if weight > 0:
             total, seen = total + amount[0], seen + amount[1]
-            outputs.append((rows, torch.sigmoid(logits.detach()).cpu()))
+            outputs.append((rows, torch.sigmoid(logits.detach().float()).cpu()))
         if progress is not None:
             progress.update(task, advance=min(t.batch_size, n - start))
     if progress is not None:
@@ -301,6 +301,7 @@ def _checkpoint_meta(
         "supervision": config.train.supervision if data.splits["train"].seconds is not None else "clip",
         "finetuned": finetune,
         "cache_encoders": data.index.encoders,
+        "cache_precision": data.index.precision,
         "train": to_dict(config.train),
     }
 
