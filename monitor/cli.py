@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.replay import CLOCKS
 from sec2sec.cli import show_warning
+from sec2sec.config import config_help
 from sec2sec.devices import DEVICE_HELP
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--list-devices", action="store_true", help="list microphones and cameras, then exit")
     model = p.add_argument_group("model")
     model.add_argument("--checkpoint", metavar="PATH", help="trained checkpoint (.pt from `sec2sec train`)")
-    model.add_argument("--config", metavar="FILE", help="TOML config (default: the built-in default.toml values)")
+    model.add_argument("--config", metavar="NAME|FILE", help=config_help())
     model.add_argument("--device", default="auto", help=DEVICE_HELP)
     model.add_argument(
         "--horizon",

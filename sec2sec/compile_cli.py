@@ -1,7 +1,7 @@
 """`sec2sec compile`: build the compiled encoders of a model ahead of time (see sec2sec/compiled.py).
 
 sec2sec compile --checkpoint runs/x/best.pt      the encoders of a trained model
-sec2sec compile --config configs/default.toml    the untrained model sec2sec-live builds from that config
+sec2sec compile --config default                 the untrained model sec2sec-live builds from that config
 sec2sec compile                                  the built-in default config
 sec2sec compile --prune 30                       remove packages no run has loaded for 30 days
 
@@ -22,6 +22,7 @@ import torch
 from sec2sec import aoti_cache
 from sec2sec.aoti_cache import packages_dir
 from sec2sec.compiled import LIVE_BATCH, compile_model
+from sec2sec.config import config_help
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
 
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compile", help="build the compiled (AOTInductor) encoders ahead of time")
-    p.add_argument("--config", help="TOML config (the untrained model sec2sec-live builds from it)")
+    p.add_argument("--config", help=config_help(" (the untrained model sec2sec-live builds from it)"))
     p.add_argument("--checkpoint", help="a trained checkpoint (.pt); its encoders' weights are compiled")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads, as sec2sec-live --threads (0: per core)")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sec2sec.config import SHIPPED_CONFIGS
 from sec2sec.devices import DEVICE_HELP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,9 +77,9 @@ def test_train_epoch_under_torchrun_trains_the_same_epoch(tmp_path: Path) -> Non
     """2 gloo processes, each its share of every global batch through DDP (as `torchrun -m sec2sec train`):
     without dropout, the epoch's mean training loss is the one of 1 process."""
     config = tmp_path / "no_dropout.toml"
-    text = (ROOT / "configs" / "default.toml").read_text()
+    text = (SHIPPED_CONFIGS / "default.toml").read_text()
     for key, value in (("dropout", "0.1"), ("modality_dropout", "0.3")):
-        assert f"\n{key} = {value}" in text, f"configs/default.toml no longer sets {key} = {value}"
+        assert f"\n{key} = {value}" in text, f"the shipped default.toml no longer sets {key} = {value}"
         text = text.replace(f"\n{key} = {value}", f"\n{key} = 0.0")
     config.write_text(text)
     one = _epoch_lines("--config", str(config))

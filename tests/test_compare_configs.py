@@ -1,6 +1,7 @@
-"""`sec2sec compare` with the shipped configs/ folder, over both bases the README uses (paper Tables 1 and 2).
+"""`sec2sec compare` with the configs shipped in the package (sec2sec/configs/), over both bases the README uses
+(paper Tables 1 and 2).
 
-The variant files must state only what differs from their base: laid over configs/first_impressions.toml, every
+The variant files must state only what differs from their base: laid over first_impressions.toml, every
 variant stays a 15 s five-trait regression model, and the run trains and tests every row of the table.
 """
 
@@ -21,11 +22,11 @@ from synthetic_clips import (
 )
 
 from sec2sec.checkpoint import without_weight_files
-from sec2sec.config import Config, load_config
+from sec2sec.config import SHIPPED_CONFIGS, Config, load_config
 from sec2sec.offline.compare import PAPER_VARIANTS, compare, comparison_table, variant_config
 from sec2sec.offline.extract import extract
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = SHIPPED_CONFIGS
 FI = CONFIGS / "first_impressions.toml"
 TRAITS = ["extraversion", "neuroticism", "agreeableness", "conscientiousness", "openness"]
 SPLIT_SIZES = {"train": 6, "validation": 3, "test": 3}

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from sec2sec.checkpoint import save_checkpoint
-from sec2sec.config import Config, load_config, to_dict
+from sec2sec.config import Config, config_help, load_config, to_dict
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import SPLIT_MODES
@@ -383,7 +383,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train fusion + temporal model + heads on a feature cache")
-    p.add_argument("--config", default="configs/default.toml", help="TOML config ([model] and [train])")
+    p.add_argument("--config", help=config_help(" ([model] and [train])"))
     p.add_argument("--cache", required=True, help="feature cache made by `sec2sec extract`")
     p.add_argument("--out", required=True, help="run folder: best.pt, last.pt, metrics.csv (resumed if present)")
     p.add_argument(
