@@ -181,7 +181,7 @@ def comparison_table(results: list[VariantResult], short: dict[str, str] | None 
     for i, header in enumerate(headers):
         name = next((n for n in (short or {}) if header == n or header.startswith(n + " ")), None)
         header = short[name] + header[len(name) :] if short and name else header
-        header = header.replace(" ", "\n") if short and i else header  # one word a line: narrow columns
+        header = header.replace(" / ", "/").replace(" ", "\n") if short and i else header  # a word a line
         width = max(len(_cell(values[i - 1], i - 1, len(values))) for _, values in rows) if i else None
         width = width or max(len(w) for w in words)
         table.add_column(header, justify="right" if i else "left", overflow="fold", min_width=width)
@@ -241,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
     print_comparison(results, console)
     if dist.main:
         written = write_comparison(results, args.out)
-        console.print(f"table written to {written[0]} and {written[1]}")
+        console.print(f"table written to {written[0]} and {written[1]}", soft_wrap=True)  # whole paths
     return 0
 
 
