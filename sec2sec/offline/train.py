@@ -30,6 +30,7 @@ from sec2sec.checkpoint import save_checkpoint
 from sec2sec.config import Config, config_help, load_config, to_dict
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
+from sec2sec.offline.batching import features_from_clips
 from sec2sec.offline.datasets import SPLIT_MODES
 from sec2sec.offline.distributed import (
     DataParallelModel,
@@ -42,7 +43,7 @@ from sec2sec.offline.distributed import (
     share_batch,
     unwrap,
 )
-from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, features_from_clips, stack_features
+from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
 from sec2sec.offline.progress import progress_bar
