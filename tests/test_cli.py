@@ -247,6 +247,15 @@ def test_signals_stop_cleanly_and_keep_rows(
     assert json.loads(Path(str(csv) + ".json").read_text())["summary"]["ended_by"] == ended
 
 
+def test_a_config_by_name_and_an_unknown_name(tmp_path: Path) -> None:
+    """--config takes a shipped name; an unknown one is one line listing the names, before the model loads."""
+    result = live("--replay", DEMO, "--config", "first_impresions", "--no-ui", "--csv", tmp_path / "a.csv")
+    assert result.returncode == 2 and not (tmp_path / "a.csv").exists()
+    line = error_line(result)
+    assert line.startswith("error: no shipped config is named 'first_impresions'; use one of attention_lstm, ")
+    assert "first_impressions" in line and line.endswith("or pass the path of a TOML file")
+
+
 def test_help_shows_defaults() -> None:
     result = live("--help")
     assert result.returncode == 0
