@@ -7,7 +7,9 @@ shipped name such as first_impressions, or a TOML file; itself laid over the bui
 variant `default` is the base itself (SA-CA, the model every other variant departs from): default.toml spells
 out every key, so laying it over another base would silently undo that base. Every variant must keep the base's
 task, outputs and clip length (the table compares methods on one task). Every variant is trained into
-OUT/<variant> (resumable, like `sec2sec train`) and scored on the test split.
+OUT/<variant> (resumable, like `sec2sec train`) and scored on the test split; the table is printed (on a
+narrow terminal with abbreviated output names and a legend, never cut) and written to OUT/comparison.csv
+and OUT/comparison.md.
 """
 
 from __future__ import annotations
@@ -253,7 +255,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--base", default="", help="shipped name or TOML file every variant is laid over (e.g. first_impressions)"
     )
     p.add_argument("--cache", required=True, help="feature cache made by `sec2sec extract`")
-    p.add_argument("--out", required=True, help="folder for one run folder per variant")
+    p.add_argument("--out", required=True, help="folder: one run folder per variant, comparison.csv and .md")
     p.add_argument("--split", default="official", choices=SPLIT_MODES, help="as for `sec2sec train`")
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split film")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
