@@ -16,6 +16,7 @@ from sec2sec.devices import DEVICE_HELP
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_soak_prints_every_figure_beside_its_goal(small: Path, tmp_path: Path) -> None:
     args = ["--minutes", "0.05", "--sizes", "160x90", "320x180", "--fps", "10", "--sample-s", "0.5"]
     result = subprocess.run(
@@ -62,6 +63,7 @@ def _epoch_lines(*args: str, processes: int = 1) -> list[str]:
     return result.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_train_epoch_prints_its_figures() -> None:
     lines = _epoch_lines()
     assert lines[0].startswith("one epoch: 12 clips x 2 s, batch 4, 1 process on cpu, ")
@@ -73,6 +75,7 @@ def test_train_epoch_prints_its_figures() -> None:
     assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and float(lines[6].split()[6]) > 0
 
 
+@pytest.mark.slow
 def test_train_epoch_under_torchrun_trains_the_same_epoch(tmp_path: Path) -> None:
     """2 gloo processes, each its share of every global batch through DDP (as `torchrun -m sec2sec train`):
     without dropout, the epoch's mean training loss is the one of 1 process."""
@@ -110,6 +113,7 @@ def test_train_epoch_on_cuda_reports_gpu_memory() -> None:
     assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and lines[6].split()[9] == "cuda:0"
 
 
+@pytest.mark.slow
 def test_window_compute_prints_each_stage_against_the_matmul_peak() -> None:
     lines = _run_benchmark("window_compute.py", "--no-compile", "--default-only", "--reps", "1", "--threads", "1")
     assert lines[0].startswith("torch ") and "fp32 matmul 2048^3:" in lines[0]
@@ -122,6 +126,7 @@ def test_window_compute_prints_each_stage_against_the_matmul_peak() -> None:
     assert lines[-1].endswith("% of the matmul throughput (goal >= 75%)")
 
 
+@pytest.mark.slow
 def test_pipeline_latency_prints_cpu_per_second_and_latency(small: Path) -> None:
     args = ["--config", str(small), "--no-compile", "--seconds", "3", "--sizes", "160x90", "--clocks", "offline"]
     lines = _run_benchmark("pipeline_latency.py", *args, "--threads", "1")
@@ -132,12 +137,14 @@ def test_pipeline_latency_prints_cpu_per_second_and_latency(small: Path) -> None
     assert lines[-1].startswith("peak RSS of the largest sec2sec-live run")
 
 
+@pytest.mark.slow
 def test_extract_throughput_prints_rates_and_projected_hours(small: Path) -> None:
     args = ["--clips", "2", "--seconds", "2", "--size", "160x120", "--config", str(small), "--processes", "1"]
     out = "\n".join(_run_benchmark("extract_throughput.py", *args))
     assert "windows/s" in out and "LIRIS-ACCEDE" in out and "First Impressions" in out, out
 
 
+@pytest.mark.slow
 def test_fusion_binding_prints_the_three_accuracies() -> None:
     lines = _run_benchmark("fusion_binding.py", "--clips", "12", "--epochs", "1", "--workers", "0")
     assert lines[0] == "binding task: 12 clips of 1 s, 4 slots, seed 0, 1 epochs max"
