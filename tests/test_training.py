@@ -251,7 +251,7 @@ def test_tiny_set_is_overfit(order_cache: tuple[Path, Path], tmp_path: Path) -> 
         metrics = list(csv.DictReader(f))
     assert len(metrics) == result.epochs == 150
     assert [float(m["train_accuracy"]) for m in metrics[-50:]] == [1.0] * 50
-    assert float(metrics[-1]["train_loss"]) < 0.007 < float(metrics[0]["train_loss"]) / 100
+    assert float(metrics[-1]["train_loss"]) < 0.005 < float(metrics[0]["train_loss"]) / 100
 
 
 @pytest.fixture(scope="session")
