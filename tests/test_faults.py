@@ -281,7 +281,8 @@ def test_signals_before_the_run(small: Path, tmp_path: Path, fault: str, phase: 
     assert not csv.exists()  # the recorders open after the warm-up; the early probe leaves nothing behind
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_while_draining_keeps_every_computed_row(small: Path, tmp_path: Path, sig: int) -> None:
     csv = tmp_path / "drain.csv"
     proc = start("slow-drain", 0, "--replay", DEMO, "--config", small, "--clock", "offline", "--no-ui", "--csv", csv)
@@ -296,7 +297,8 @@ def test_signal_while_draining_keeps_every_computed_row(small: Path, tmp_path: P
     assert lines[-1].endswith(f"ended by {ended}") and lines[-1].startswith(f"{len(rows)} windows")
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_with_stdout_stuck(small: Path, tmp_path: Path, sig: int) -> None:
     """stdout is a pipe that blocks (nobody reads it): the signal still ends the run, the CSV keeps its rows
     and its summary."""

@@ -215,7 +215,8 @@ def test_missing_video_is_masked_and_flagged() -> None:
         assert torch.allclose(empty, stream.empty_feature().expand(2, -1), atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ("lstm", pytest.param("attention_lstm", marks=pytest.mark.slow)))
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ("lstm", "attention_lstm"))
 def test_dropped_seconds_are_empty_steps_in_the_history(kind: str) -> None:
     """Windows 0, 1, 4 stepped live equal the batch forward over 5 seconds with seconds 2 and 3 empty
     (neither modality, as training sees such a second), for a horizon and for a carried state."""
