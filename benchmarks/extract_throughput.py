@@ -2,7 +2,7 @@
 when present), the decode share, and the projected hours for LIRIS-ACCEDE and First Impressions.
 
     .venv/bin/python benchmarks/extract_throughput.py [--clips 8] [--seconds 10] [--size 640x360]
-        [--config configs/default.toml] [--processes 1,2] [--batch 8] [--workers 1]
+        [--config default] [--processes 1,2] [--batch 8] [--workers 1]
 
 Writes `--clips` synthetic H.264 + AAC clips of `--seconds` s at `--size` (a LIRIS-ACCEDE folder), then:
 1. the encoders' compute per window: `model.encode` on batches of already decoded, model-sized windows
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT of the synthetic clips")
-    parser.add_argument("--config", default=str(ROOT / "configs" / "default.toml"))
+    parser.add_argument("--config", default="default", help="shipped config name or TOML file")
     parser.add_argument("--processes", default="1,2", help="comma-separated process counts for the CPU runs")
     parser.add_argument("--batch", type=int, default=8, help="windows per encoder call")
     parser.add_argument("--workers", type=int, default=1, help="decoding workers per process")

@@ -10,7 +10,7 @@ that region with that band does. Neither modality alone carries any information.
 The clips run through the real path (mp4 -> `extract` -> `fit` -> `evaluate`) with random encoder weights,
 16 frames per window (the R(2+1)D-18 map is 2 x 4 x 4 at 64 px, pooled to 2 x 2 x 2 tokens: half-second x
 quadrant) and a 4 x `slots` audio grid (its time cells are the slots). One cache, three models: SA-CA
-(`fusion.mode = "co"`), SA-SA (`"self"`) and late fusion (`"concat"`, configs/late_fusion.toml), each with
+(`fusion.mode = "co"`), SA-SA (`"self"`) and late fusion (`"concat"`, the shipped late_fusion config), each with
 early stopping on the validation split. Prints each model's test accuracy (chance 0.50). Clips and cache
 go to a temporary folder, or to `--work` (reused by a later run with the same --clips/--seed/--slots).
 Figures measured are in README.md ("Planted-signal tests").

@@ -4,7 +4,7 @@ Prints seconds per epoch, clips/s and peak memory. The encoders are frozen and t
 times what `sec2sec train` does per epoch: co-attention over the tokens of every second, the temporal model,
 the heads, backward and the AdamW step. (The paper reports 2:14 min per epoch end to end on an RTX 3090.)
 
-    .venv/bin/python benchmarks/train_epoch.py [--clips 9800] [--seconds 10] [--config configs/default.toml]
+    .venv/bin/python benchmarks/train_epoch.py [--clips 9800] [--seconds 10] [--config default]
         [--device auto|cpu|cuda|cuda:N] [--autocast bfloat16]
     .venv/bin/torchrun --nproc_per_node N benchmarks/train_epoch.py ...   # DDP, as `sec2sec train` runs it
 
@@ -113,7 +113,7 @@ def compare_autocast(args: argparse.Namespace, config: Config, device: torch.dev
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/default.toml")
+    parser.add_argument("--config", default="default", help="shipped config name or TOML file")
     parser.add_argument("--clips", type=int, default=9800)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=0, help="0: the config's train.batch_size")

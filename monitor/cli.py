@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from monitor.api import Terminated, check_args, ended_by, open_pipeline
 from monitor.replay import CLOCKS
 from sec2sec.cli import show_warning
+from sec2sec.config import config_help
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.precision import PRECISION_HELP, PRECISIONS
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--list-devices", action="store_true", help="list microphones and cameras, then exit")
     model = p.add_argument_group("model")
     model.add_argument("--checkpoint", metavar="PATH", help="trained checkpoint (.pt from `sec2sec train`)")
-    model.add_argument("--config", metavar="FILE", help="TOML config (default: the built-in default.toml values)")
+    model.add_argument("--config", metavar="NAME|FILE", help=config_help())
     model.add_argument("--device", default="auto", help=DEVICE_HELP)
     model.add_argument(
         "--horizon",

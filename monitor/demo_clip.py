@@ -1,6 +1,6 @@
 """Make the demo clip the README replays: a cartoon face whose mouth follows a voiced tone track.
 
-`python -m monitor.demo_clip samples/demo_face.mp4` writes it (H.264 + AAC, 320x240, 25 fps, 12 s,
+`python -m monitor.demo_clip demo_face.mp4` writes it (H.264 + AAC, 320x240, 25 fps, 12 s,
 well under 1 MB). The first half is calm (slow low voice, relaxed brows); the second half is animated
 (faster, higher, louder voice, raised brows, wider mouth), so a model has something that changes.
 """
@@ -62,6 +62,7 @@ def face(t: float, mouth_open: float, seconds: float) -> np.ndarray:
 def write_demo_clip(path: str | Path, seconds: int = 12) -> Path:
     """Write the demo clip and return its path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     audio = voice(seconds)
     audio = audio[: len(audio) // 1024 * 1024]  # whole AAC frames: no padded tail past the video's end
     frame_samples = RATE // FPS
@@ -88,7 +89,7 @@ def write_demo_clip(path: str | Path, seconds: int = 12) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="write the sec2sec-live demo clip")
-    parser.add_argument("path", nargs="?", default="samples/demo_face.mp4")
+    parser.add_argument("path", nargs="?", default="demo_face.mp4", help="where to write it (folders are created)")
     parser.add_argument("--seconds", type=int, default=12)
     args = parser.parse_args(argv)
     print(write_demo_clip(args.path, args.seconds))

@@ -1,6 +1,8 @@
-"""Frozen configuration dataclasses; each TOML section in `configs/` maps 1:1 onto one of them.
+"""Frozen configuration dataclasses; each TOML section of a config file maps 1:1 onto one of them.
 
-Every default the paper leaves open is chosen here, with the reason beside it.
+Every default the paper leaves open is chosen here, with the reason beside it. The package ships named config
+files (`configs/<name>.toml`, e.g. `first_impressions`); every command's `--config` takes such a name or
+the path of a TOML file, and without `--config` uses the built-in defaults (equal to the shipped `default`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 NANOS_PER_SECOND = 1_000_000_000
+# The shipped <name>.toml files: package data in an installed wheel; in a source tree sec2sec/configs is a link
+# to the repository's configs/ folder (which the layout keeps at the top), so both name the same files.
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 TASKS = ("binary", "regression")
 TEMPORAL_KINDS = ("lstm", "attention_lstm", "gru_transformer", "none")
@@ -377,13 +382,42 @@ def parse_config(data: dict[str, Any]) -> Config:
     return from_dict(Config, data, "")
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config file; errors name the file and the offending key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(
-            f"config file {path} does not exist; pass --config with a TOML file such as configs/default.toml"
-        )
+def shipped_config_names() -> list[str]:
+    """Names of the config files shipped with the package (`--config NAME` works anywhere)."""
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.toml"))
+
+
+def config_help(what: str = "") -> str:
+    """The `--config` help line every command shares (the shipped names are read when the parser is built)."""
+    return (
+        f"a shipped config ({', '.join(shipped_config_names())}) or a TOML file{what}; "
+        "default: the built-in defaults (the shipped 'default')"
+    )
+
+
+def config_path(spec: str | Path) -> Path:
+    """A config given by path (an existing file) or by shipped name (`first_impressions`) -> its file.
+
+    A file wins over a shipped name; a bare name (no folder, no `.toml`) that is not a file is looked up among
+    the shipped configs, and an unknown one is refused in one line listing the shipped names."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    text = str(spec)
+    if text and path.name == text and path.suffix != ".toml" and (SHIPPED_CONFIGS / f"{text}.toml").is_file():
+        return SHIPPED_CONFIGS / f"{text}.toml"
+    names = ", ".join(shipped_config_names())
+    if path.name != text or path.suffix == ".toml":
+        raise ValueError(f"config file {text} does not exist; pass --config a TOML file or a shipped name ({names})")
+    raise ValueError(f"no shipped config is named {text!r}; use one of {names}, or pass the path of a TOML file")
+
+
+def load_config(spec: str | Path | None = None) -> Config:
+    """Read and validate a config given by path or shipped name (`config_path`); None: the built-in defaults.
+    Errors name the file and the offending key."""
+    if spec is None:
+        return Config()
+    path = config_path(spec)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

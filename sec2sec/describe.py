@@ -11,7 +11,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sec2sec.config import load_config
+from sec2sec.config import config_help, load_config
 from sec2sec.model import Sec2Sec
 
 
@@ -62,11 +62,11 @@ def measure_stages(model: Sec2Sec, height: int = 240, width: int = 320) -> list[
     return stages
 
 
-def describe(config_path: str, console: Console) -> list[Stage]:
+def describe(config_path: str | None, console: Console) -> list[Stage]:
     config = load_config(config_path).model
     model = Sec2Sec(config).eval()
     stages = measure_stages(model)
-    table = Table(title=f"Sec2Sec model from {config_path}")
+    table = Table(title=f"Sec2Sec model from {config_path or 'the built-in defaults'}")
     for column in ("stage", "input", "parameters", "GFLOP / window"):
         table.add_column(column, justify="left" if column in ("stage", "input") else "right")
     for s in stages:
@@ -114,5 +114,5 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("describe", help="print the model's parts, parameter counts and GFLOP per window")
-    p.add_argument("--config", default="configs/default.toml", help="TOML model config")
+    p.add_argument("--config", help=config_help())
     p.set_defaults(func=_run)

@@ -352,14 +352,21 @@ class MediaReader:
                 next_sample = first + samples.size
 
 
+def sample_frame_times(index: int, m: int) -> list[int]:
+    """Centres (ns) of the m equal sub-intervals of window `index`: where the m frames are sampled.
+
+    The windower picks the frame nearest each centre; the decoder (`_Thinning`) uses the same centres to
+    skip converting frames that no slot will pick."""
+    start = index * NANOS_PER_SECOND
+    return [start + (2 * k + 1) * NANOS_PER_SECOND // (2 * m) for k in range(m)]
+
+
 class _Thinning:
     """Which frames a window will pick: the pending frame (held unconverted) is needed when, for some slot
     centre of its window, it is strictly nearer than the frame before it in that window and no farther than
     the frame after it (the windower keeps the earlier of two equally near frames)."""
 
     def __init__(self, m: int) -> None:
-        from sec2sec.windows import sample_frame_times  # windows imports this module: import here, once
-
         self.m = m
         self.centres = sample_frame_times
         self.pending: tuple[object, int] | None = None

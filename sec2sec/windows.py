@@ -21,7 +21,7 @@ import torch
 import torchaudio.functional as AF
 
 from sec2sec.config import NANOS_PER_SECOND
-from sec2sec.media import AudioChunk, FrameTick, VideoFrame
+from sec2sec.media import AudioChunk, FrameTick, VideoFrame, sample_frame_times
 from sec2sec.video import same_size
 
 
@@ -57,12 +57,6 @@ class Window:
     @property
     def audio_coverage(self) -> float:
         return self.samples_seen / self.sample_rate
-
-
-def sample_frame_times(index: int, m: int) -> list[int]:
-    """Centres (ns) of the m equal sub-intervals of window `index`: where the m frames are sampled."""
-    start = index * NANOS_PER_SECOND
-    return [start + (2 * k + 1) * NANOS_PER_SECOND // (2 * m) for k in range(m)]
 
 
 def pick_frames(times_ns: list[int], index: int, m: int) -> list[int]:

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from sec2sec.config import SHIPPED_CONFIGS
 from sec2sec.devices import DEVICE_HELP
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_soak_prints_every_figure_beside_its_goal(small: Path, tmp_path: Path) -> None:
     args = ["--minutes", "0.05", "--sizes", "160x90", "320x180", "--fps", "10", "--sample-s", "0.5"]
     result = subprocess.run(
@@ -61,6 +63,7 @@ def _epoch_lines(*args: str, processes: int = 1) -> list[str]:
     return result.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_train_epoch_prints_its_figures() -> None:
     lines = _epoch_lines()
     assert lines[0].startswith("one epoch: 12 clips x 2 s, batch 4, 1 process on cpu, ")
@@ -72,6 +75,7 @@ def test_train_epoch_prints_its_figures() -> None:
     assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and float(lines[6].split()[6]) > 0
 
 
+@pytest.mark.slow
 def test_train_epoch_compares_bfloat16_autocast_with_float32() -> None:
     """Training runs under bfloat16 autocast (fusion, temporal model, heads, the epoch's metrics)."""
     args = ["--clips", "8", "--seconds", "2", "--batch-size", "4", "--device", "cpu", "--compare-autocast", "1"]
@@ -84,13 +88,14 @@ def test_train_epoch_compares_bfloat16_autocast_with_float32() -> None:
     assert 0.3 < float(losses[3].rstrip(",")) < 1.5 and 0.3 < float(losses[6]) < 1.5, lines[3]
 
 
+@pytest.mark.slow
 def test_train_epoch_under_torchrun_trains_the_same_epoch(tmp_path: Path) -> None:
     """2 gloo processes, each its share of every global batch through DDP (as `torchrun -m sec2sec train`):
     without dropout, the epoch's mean training loss is the one of 1 process."""
     config = tmp_path / "no_dropout.toml"
-    text = (ROOT / "configs" / "default.toml").read_text()
+    text = (SHIPPED_CONFIGS / "default.toml").read_text()
     for key, value in (("dropout", "0.1"), ("modality_dropout", "0.3")):
-        assert f"\n{key} = {value}" in text, f"configs/default.toml no longer sets {key} = {value}"
+        assert f"\n{key} = {value}" in text, f"the shipped default.toml no longer sets {key} = {value}"
         text = text.replace(f"\n{key} = {value}", f"\n{key} = 0.0")
     config.write_text(text)
     one = _epoch_lines("--config", str(config))
@@ -121,6 +126,7 @@ def test_train_epoch_on_cuda_reports_gpu_memory() -> None:
     assert lines[6].startswith("fp32 matmul 2048^3 after the epoch: ") and lines[6].split()[9] == "cuda:0"
 
 
+@pytest.mark.slow
 def test_window_compute_prints_both_precisions_against_the_matmul_peaks() -> None:
     lines = _run_benchmark("window_compute.py", "--default-only", "--reps", "1", "--threads", "1")
     assert ", torch " in lines[0] and "1 threads; native bfloat16: " in lines[0]
@@ -139,6 +145,7 @@ def test_window_compute_prints_both_precisions_against_the_matmul_peaks() -> Non
     assert lines[-1].startswith("default audio encoder: bfloat16 takes ")
 
 
+@pytest.mark.slow
 def test_window_compute_prints_markdown() -> None:
     lines = _run_benchmark("window_compute.py", "--default-only", "--reps", "0", "--threads", "1", "--markdown")
     table = [line for line in lines if line.startswith("|")]
@@ -147,6 +154,7 @@ def test_window_compute_prints_markdown() -> None:
     assert all(row.count("|") == 9 for row in table)
 
 
+@pytest.mark.slow
 def test_pipeline_latency_prints_cpu_per_second_and_latency(small: Path) -> None:
     args = ["--config", str(small), "--seconds", "3", "--sizes", "160x90", "--clocks", "offline", "--skip-startup"]
     lines = _run_benchmark("pipeline_latency.py", *args, "--output-windows", "0", "--threads", "1")
@@ -174,6 +182,7 @@ def test_pipeline_latency_prints_start_up_as_markdown(small: Path) -> None:
         assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3] in ("yes", "NO")
 
 
+@pytest.mark.slow
 def test_output_latency_prints_each_output_beside_the_csv() -> None:
     lines = _run_benchmark("output_latency.py", "--windows", "20", "--pace-ms", "5")
     rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("  ") and "us" not in line}
@@ -192,6 +201,7 @@ def test_extract_throughput_prints_rates_and_projected_hours(small: Path) -> Non
     assert "windows/s" in out and "LIRIS-ACCEDE" in out and "First Impressions" in out, out
 
 
+@pytest.mark.slow
 def test_fusion_binding_prints_the_three_accuracies() -> None:
     lines = _run_benchmark("fusion_binding.py", "--clips", "12", "--epochs", "1", "--workers", "0")
     assert lines[0] == "binding task: 12 clips of 1 s, 4 slots, seed 0, 1 epochs max"

@@ -103,7 +103,11 @@ def test_file_shorter_than_a_window_gives_one_partial_row(media: Path, small: Pa
 
 
 @pytest.mark.parametrize(
-    ("name", "rows_at_least"), [("talking_face_truncated_60pct.mp4", 11), ("grid_speaker_corrupted_bytes.mpg", 3)]
+    ("name", "rows_at_least"),
+    [
+        pytest.param("talking_face_truncated_60pct.mp4", 11, marks=pytest.mark.slow),
+        ("grid_speaker_corrupted_bytes.mpg", 3),
+    ],
 )
 def test_damaged_files_keep_every_row_and_report_the_skip(
     media: Path, small: Path, tmp_path: Path, name: str, rows_at_least: int
@@ -217,7 +221,8 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("sig", "code", "ended"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+    ("sig", "code", "ended"),
+    [pytest.param(signal.SIGINT, 130, "interrupted", marks=pytest.mark.slow), (signal.SIGTERM, 143, "terminated")],
 )
 def test_signals_stop_cleanly_and_keep_rows(
     small: Path, long_clip: Path, tmp_path: Path, sig: int, code: int, ended: str
@@ -250,6 +255,15 @@ def test_signals_stop_cleanly_and_keep_rows(
     assert json.loads(Path(str(csv) + ".json").read_text())["summary"]["ended_by"] == ended
 
 
+def test_a_config_by_name_and_an_unknown_name(tmp_path: Path) -> None:
+    """--config takes a shipped name; an unknown one is one line listing the names, before the model loads."""
+    result = live("--replay", DEMO, "--config", "first_impresions", "--no-ui", "--csv", tmp_path / "a.csv")
+    assert result.returncode == 2 and not (tmp_path / "a.csv").exists()
+    line = error_line(result)
+    assert line.startswith("error: no shipped config is named 'first_impresions'; use one of attention_lstm, ")
+    assert "first_impressions" in line and line.endswith("or pass the path of a TOML file")
+
+
 def test_help_shows_defaults() -> None:
     result = live("--help")
     assert result.returncode == 0
@@ -277,6 +291,7 @@ def test_describe_prints_the_real_model(small: Path) -> None:
     assert "audio tokens: resnet18 layer4 map (512, 4, 7) for an MFCC image of 112x224 -> grid 4 x 4" in text
 
 
+@pytest.mark.slow
 def test_untrained_runs_are_reproducible(small: Path, tmp_path: Path) -> None:
     """Without a checkpoint the model is random but seeded: two replays of one file give the same rows."""
     outputs = []

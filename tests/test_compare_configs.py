@@ -1,15 +1,24 @@
-"""`sec2sec compare` with the shipped configs/ folder, over both bases the README uses (paper Tables 1 and 2).
+"""`sec2sec compare` with the configs shipped in the package (configs/, installed as sec2sec/configs/), over both bases the README uses
+(paper Tables 1 and 2).
 
-The variant files must state only what differs from their base: laid over configs/first_impressions.toml, every
+The variant files must state only what differs from their base: laid over first_impressions.toml, every
 variant stays a 15 s five-trait regression model, and the run trains and tests every row of the table.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+from rich.console import Console
 from synthetic_clips import (
     FIRST_HALF_FLASH,
     SECOND_HALF_FLASH,
@@ -21,11 +30,21 @@ from synthetic_clips import (
 )
 
 from sec2sec.checkpoint import without_weight_files
-from sec2sec.config import Config, load_config
-from sec2sec.offline.compare import PAPER_VARIANTS, compare, comparison_table, variant_config
+from sec2sec.config import SHIPPED_CONFIGS, Config, load_config
+from sec2sec.offline.compare import (
+    PAPER_VARIANTS,
+    VariantResult,
+    compare,
+    comparison_table,
+    print_comparison,
+    variant_config,
+    write_comparison,
+)
+from sec2sec.offline.evaluate import Evaluation
 from sec2sec.offline.extract import extract
+from sec2sec.offline.train import TrainResult
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = SHIPPED_CONFIGS
 FI = CONFIGS / "first_impressions.toml"
 TRAITS = ["extraversion", "neuroticism", "agreeableness", "conscientiousness", "openness"]
 SPLIT_SIZES = {"train": 6, "validation": 3, "test": 3}
@@ -132,3 +151,108 @@ def test_table_2_runs_from_the_shipped_configs(fi_cache: Path, tmp_path: Path) -
         "SA-CA, no temporal model",
         "SA-CA (Sec2Sec)",
     ]
+
+
+def _results(task: str, names: list[str]) -> list[VariantResult]:
+    """One result per paper variant with known scores (variant i: accuracy 0.5 + i / 100)."""
+    out = []
+    for i, variant in enumerate(PAPER_VARIANTS):
+        metrics = {"accuracy": 0.5 + i / 100, "f1": 0.6, "balanced_accuracy": 0.55, "macro_f1": 0.5}
+        metrics |= {"majority_accuracy": 0.5, "mean_accuracy": 0.88125 + i / 1000}
+        evaluation = Evaluation("test", task, [], np.zeros(0), np.zeros(0), {n: dict(metrics) for n in names})
+        out.append(VariantResult(variant, TrainResult(Path("best.pt"), 1, 0.5, 3, 12.345, 0), evaluation))
+    return out
+
+
+def _printed(results: list[VariantResult], width: int) -> str:
+    console = Console(file=io.StringIO(), width=width)
+    print_comparison(results, console)
+    return console.file.getvalue()
+
+
+@pytest.mark.parametrize(("task", "names"), [("regression", TRAITS), ("binary", ["valence", "arousal"])])
+def test_a_narrow_console_gets_every_name_in_full(task: str, names: list[str]) -> None:
+    """80 columns (a pipe): the output names are abbreviated in the headers and spelt out in the legend;
+    no cell is cut, every method name's words and every number are printed whole."""
+    text = _printed(_results(task, names), 80)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in text
+    legend = {
+        "regression": "outputs: E = extraversion, N = neuroticism, A = agreeableness, C = conscientiousness, "
+        "O = openness",
+        "binary": "outputs: V = valence, A = arousal",
+    }[task]
+    assert legend in " ".join(text.split())
+    words = set(text.split())
+    for method in ("audio only", "late fusion (pooled tokens, MLP)", "SA-CA, no temporal model", "SA-CA (Sec2Sec)"):
+        assert set(method.split()) <= words, method
+    if task == "regression":
+        assert {"0.8812", "0.8862", "12.35", "average"} <= words
+    else:
+        assert {"0.5000", "0.5500", "12.35", "majority", "macro-F1"} <= words
+        header = next(line for line in lines if line.startswith(" method"))
+        assert re.fullmatch(r" method +acc +F1 +acc +F1 +acc +macro-F1 +acc +s/epoch *", header), header
+
+
+def test_a_wide_console_gets_the_full_headers() -> None:
+    text = _printed(_results("regression", TRAITS), 200)
+    header = next(line for line in text.splitlines() if "method" in line)
+    assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == ["method", *TRAITS, "average", "s / epoch"]
+    assert "outputs:" not in text
+
+
+def test_the_table_is_written_as_csv_and_markdown(tmp_path: Path) -> None:
+    results = _results("binary", ["valence", "arousal"])
+    csv_path, md_path = write_comparison(results, tmp_path)
+    assert (csv_path, md_path) == (tmp_path / "comparison.csv", tmp_path / "comparison.md")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == [
+        "variant",
+        "method",
+        "valence acc",
+        "valence F1",
+        "arousal acc",
+        "arousal F1",
+        "bal. acc",
+        "macro-F1",
+        "majority acc",
+        "s / epoch",
+    ]
+    assert [r[:2] for r in rows[1:3]] == [["audio_only", "audio only"], ["vision_only", "vision only"]]
+    assert float(rows[2][2]) == 0.51 and float(rows[1][-1]) == 12.345 and len(rows) == 1 + len(PAPER_VARIANTS)
+    md = md_path.read_text().splitlines()
+    assert md[0] == "Variants on the test split (LIRIS-ACCEDE style)" and md[1] == ""
+    assert md[2] == (
+        "| method | valence acc | valence F1 | arousal acc | arousal F1 | bal. acc | macro-F1 | "
+        "majority acc | s / epoch |"
+    )
+    assert md[3] == "| --- |" + " ---: |" * 8
+    assert md[6] == (
+        "| late fusion (pooled tokens, MLP) | 0.5200 | 0.6000 | 0.5200 | 0.6000 | 0.5500 | 0.5000 | 0.5000 | 12.35 |"
+    )
+
+
+@pytest.mark.slow
+def test_compare_piped_prints_every_trait_and_writes_its_tables(fi_cache: Path, tmp_path: Path) -> None:
+    """`sec2sec compare` as a user pipes it (80 columns): no name is cut, and both tables land in --out."""
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "sec2sec.cli", "compare", "--base", "first_impressions", "--variants"]
+    command += ["audio_only,default", "--cache", str(fi_cache), "--out", str(out), "--device", "cpu"]
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    table = text[: text.index("table written to")]  # that last line keeps its paths whole, however long
+    assert "…" not in text and max(len(line) for line in table.splitlines()) <= 80
+    assert "E = extraversion, N = neuroticism, A = agreeableness, C = conscientiousness, O = openness" in " ".join(
+        text.split()
+    )
+    with open(out / "comparison.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["variant", "method", *TRAITS, "average", "s / epoch"]
+    assert [r[:2] for r in rows[1:]] == [["audio_only", "audio only"], ["default", "SA-CA (Sec2Sec)"]]
+    assert all(0.0 <= float(v) <= 1.0 for r in rows[1:] for v in r[2:-1])
+    md = (out / "comparison.md").read_text()
+    assert f"| method | {' | '.join(TRAITS)} | average | s / epoch |" in md and "| SA-CA (Sec2Sec) | " in md
+    assert f"table written to {out / 'comparison.csv'} and {out / 'comparison.md'}\n" in text

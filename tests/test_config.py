@@ -8,9 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from sec2sec.config import AudioConfig, Config, ModelConfig, from_dict, load_config, parse_config, to_dict
+from sec2sec.config import (
+    SHIPPED_CONFIGS,
+    AudioConfig,
+    Config,
+    ModelConfig,
+    from_dict,
+    load_config,
+    parse_config,
+    shipped_config_names,
+    to_dict,
+)
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = SHIPPED_CONFIGS
 
 
 def _keys(table: dict, prefix: str = "") -> set[str]:
@@ -84,7 +94,7 @@ def test_bad_values_name_the_key(doc: dict, message: str) -> None:
 
 
 def test_bad_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="does not exist; pass --config"):
+    with pytest.raises(ValueError, match=r"missing\.toml does not exist; pass --config"):
         load_config(tmp_path / "missing.toml")
     broken = tmp_path / "broken.toml"
     broken.write_text("[model\n")
@@ -114,3 +124,66 @@ def test_map_shape_is_the_encoders_real_map(encoder: str, frames: int, crop: int
         assert module.feature_map(torch.zeros(1, 3, frames, crop, crop)).shape[2:] == config.map_shape
         audio = AudioEncoder(AudioConfig(weights="none", image_size=(crop, 2 * crop + 3), token_grid=(1, 1))).eval()
         assert audio.trunk(torch.zeros(1, 3, crop, 2 * crop + 3)).shape[2:] == audio_map_shape((crop, 2 * crop + 3))
+
+
+def test_a_shipped_config_loads_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert load_config("first_impressions") == load_config(CONFIGS / "first_impressions.toml")
+    assert load_config("first_impressions").model.heads.task == "regression"
+    assert load_config("default") == load_config() == Config()
+    assert shipped_config_names() == sorted(p.stem for p in CONFIGS.glob("*.toml"))
+    assert {"default", "first_impressions", "audio_only", "late_fusion"} <= set(shipped_config_names())
+
+
+def test_a_file_wins_over_a_shipped_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "first_impressions").write_text("[model]\nclip_seconds = 4\n")
+    assert load_config("first_impressions").model.clip_seconds == 4
+    (tmp_path / "mine.toml").write_text("[model]\nclip_seconds = 6\n")
+    assert load_config("mine.toml").model.clip_seconds == 6
+    assert load_config(tmp_path / "mine.toml").model.clip_seconds == 6
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("first_impression", "no shipped config is named 'first_impression'; use one of {names}, or pass the path"),
+        ("configs/first_impressions.toml", "config file configs/first_impressions.toml does not exist; pass"),
+        (
+            "first_impressions.toml",
+            "config file first_impressions.toml does not exist; pass --config a TOML file or a shipped name ({names})",
+        ),
+    ],
+)
+def test_an_unknown_config_lists_the_shipped_names(
+    spec: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as caught:
+        load_config(spec)
+    assert "\n" not in str(caught.value)
+    assert message.format(names=", ".join(shipped_config_names())) in str(caught.value)
+    assert "attention_lstm, audio_only, default, first_impressions, gru_transformer" in str(caught.value)
+
+
+def test_every_command_defaults_to_the_built_in_config() -> None:
+    """No command's --config points into a source tree: each defaults to None (= Config(), the shipped default)."""
+    import argparse
+
+    from monitor.cli import build_parser as live_parser
+    from sec2sec.cli import build_parser
+
+    commands = {}
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            commands.update(action.choices)
+    commands["sec2sec-live"] = live_parser()
+    configs = {
+        name: next(a for a in parser._actions if "--config" in a.option_strings)
+        for name, parser in commands.items()
+        if any("--config" in a.option_strings for a in parser._actions)
+    }
+    assert {"describe", "extract", "train", "sec2sec-live"} <= set(configs)
+    for name, action in configs.items():
+        assert action.default is None, name
+        assert "first_impressions" in action.help and "built-in defaults" in action.help, name

@@ -297,7 +297,7 @@ def test_shutdown_finishes_the_window_in_flight(tmp_path: Path) -> None:
     assert pipeline.abandoned == [] and pipeline.unwritten == 0
 
 
-@pytest.mark.parametrize("ends_early", ["audio", "video"])
+@pytest.mark.parametrize("ends_early", [pytest.param("audio", marks=pytest.mark.slow), "video"])
 def test_a_stream_that_ends_early_in_a_long_replay(model: Sec2Sec, tmp_path: Path, ends_early: str) -> None:
     """A 30 s clip whose audio (or video) stops after 3 s: windows keep closing while the file plays (the
     decoder is never more than a few seconds ahead of the estimates), flagged missing after 3 s."""
@@ -364,6 +364,7 @@ def test_signals_before_the_run(small: Path, tmp_path: Path, fault: str, phase: 
     assert not csv.exists()  # the recorders open after the warm-up; the early probe leaves nothing behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_while_draining_keeps_every_computed_row(small: Path, tmp_path: Path, sig: int) -> None:
     csv = tmp_path / "drain.csv"
@@ -379,6 +380,7 @@ def test_signal_while_draining_keeps_every_computed_row(small: Path, tmp_path: P
     assert lines[-1].endswith(f"ended by {ended}") and lines[-1].startswith(f"{len(rows)} windows")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_with_stdout_stuck(small: Path, tmp_path: Path, sig: int) -> None:
     """stdout is a pipe that blocks (nobody reads it): the signal still ends the run, the CSV keeps its rows

@@ -493,7 +493,7 @@ def test_records_the_tone_through_pulseaudio(pulse_server: PulseServer) -> None:
 
 
 @pytest.mark.audio_device
-@pytest.mark.parametrize("modalities", ["audio", "both"])
+@pytest.mark.parametrize("modalities", [pytest.param("audio", marks=pytest.mark.slow), "both"])
 def test_a_live_run_from_the_microphone_alone(
     pulse_server: PulseServer,  # noqa: F811
     tmp_path: Path,

@@ -156,7 +156,7 @@ def _windows(n: int, m: int, seed: int = 0) -> list[Window]:
     ]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [k if k == "lstm" else pytest.param(k, marks=pytest.mark.slow) for k in KINDS])
 def test_stepping_a_clip_equals_the_batch_forward(kind: str) -> None:
     torch.manual_seed(0)
     model = Sec2Sec(small_config(kind)).eval()
@@ -215,6 +215,7 @@ def test_missing_video_is_masked_and_flagged() -> None:
         assert torch.allclose(empty, stream.empty_feature().expand(2, -1), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ("lstm", "attention_lstm"))
 def test_dropped_seconds_are_empty_steps_in_the_history(kind: str) -> None:
     """Windows 0, 1, 4 stepped live equal the batch forward over 5 seconds with seconds 2 and 3 empty
@@ -240,6 +241,7 @@ def test_dropped_seconds_are_empty_steps_in_the_history(kind: str) -> None:
             assert len(estimates[-1].attribution) == 5
 
 
+@pytest.mark.slow
 def test_long_gaps_reset_the_carried_state_and_fill_the_horizon() -> None:
     torch.manual_seed(0)
     model = Sec2Sec(small_config("lstm")).eval()  # clip_seconds = 6

@@ -109,7 +109,7 @@ def test_virtual_clock_simulates_live_drops_and_latency() -> None:
     assert pipeline.dropped == 3 and [r.dropped_total for r in sink.rows] == [0, 0, 2, 3, 3]
 
 
-@pytest.mark.parametrize("horizon", (0, 6))
+@pytest.mark.parametrize("horizon", (0, pytest.param(6, marks=pytest.mark.slow)))
 def test_windows_the_virtual_clock_drops_are_empty_seconds_in_the_history(horizon: int) -> None:
     """A real model that takes 2.5 s per window, replayed on the virtual clock: windows 2, 3 and 5 are
     dropped (as in the test above), and every estimate equals the batch forward over the seconds so far with

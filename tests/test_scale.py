@@ -111,6 +111,7 @@ def _records(root: Path):
     return read_dataset("liris", root)
 
 
+@pytest.mark.slow
 def test_batched_extraction_equals_per_clip(dataset: tuple[Path, Path], one_process_cache) -> None:
     """Windows batched across clips (3 per encoder call, clips of 1-4 s) give per-clip encoding's tokens."""
     root, config_path = dataset

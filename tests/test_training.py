@@ -227,7 +227,16 @@ def test_extraction_is_resumable_and_reports_unreadable_clips(order_cache: tuple
 
 @pytest.mark.slow
 def test_tiny_set_is_overfit(order_cache: tuple[Path, Path], tmp_path: Path) -> None:
-    """8 clips with random labels are memorised (>= 99% training accuracy): the loop learns."""
+    """8 clips with random labels are memorised: the loop learns, with a margin no kernel's rounding crosses.
+
+    Two pairs of these training clips share their picture and event layout and differ only in their audio
+    noise floor, with opposite labels. Modality dropout (0.3 by default) hides a window's audio in about a
+    quarter of the windows each epoch, and the training accuracy is read from that epoch's masked logits: a
+    twin whose audio was hidden is then its twin, and about one epoch in twenty read 0.875 (seed 0 here)
+    after the set was memorised. Where the final epoch landed was a matter of the trajectory, so another CPU's
+    kernels could end on a dip. Memorising is what this test asks, so it turns modality dropout off (as
+    fusion dropout) and asks for every one of the last 50 epochs to be right, with a final loss a hundred
+    times under the 0.69 of a single wrong clip's output."""
     root, _ = order_cache
     values = [4.0, 1.5] * 4 + [4.0, 1.5] * 2
     random.Random(5).shuffle(values)
@@ -238,16 +247,15 @@ def test_tiny_set_is_overfit(order_cache: tuple[Path, Path], tmp_path: Path) -> 
         (tmp_path / "liris" / "data" / name).write_bytes((root / "data" / name).read_bytes())
         rows.append((name, f"film{i // 4}", 1 if i < 8 else 2, values[i], 3.0))
     write_liris_tree(tmp_path / "liris", rows)
-    config = parse_config(
-        _toml_dict(_model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=150, lr=3e-3, patience=150))
-    )
+    train = TRAIN_TOML.format(epochs=150, lr=3e-3, patience=150) + "modality_dropout = 0.0\n"
+    config = parse_config(_toml_dict(_model_toml(3, 64, 64, 0.0) + train))
     extract("liris", tmp_path / "liris", tmp_path / "cache", config, dtype="float32", workers=0)
     result = fit(tmp_path / "cache", config, tmp_path / "run")
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
         metrics = list(csv.DictReader(f))
     assert len(metrics) == result.epochs == 150
-    assert float(metrics[-1]["train_accuracy"]) >= 0.99
-    assert float(metrics[0]["train_loss"]) > 3 * float(metrics[-1]["train_loss"])
+    assert [float(m["train_accuracy"]) for m in metrics[-50:]] == [1.0] * 50
+    assert float(metrics[-1]["train_loss"]) < 0.005 < float(metrics[0]["train_loss"]) / 100
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@
 consecutive clips per modality and calls the model's own `encode` once per `batch` windows, whatever
 clip they came from; a clip is handed back once all its windows are encoded, in the order clips came in.
 The tokens equal `encode_clip`'s (same encoders, same inputs; only the batch composition differs).
+`features_from_clips` runs it over a list of clips into the cache's layout (`--finetune`, `--from-clips`).
 
 On CUDA the batch is assembled in a pinned buffer (two per modality, used in turn), copied with
 `non_blocking=True`, and the tokens come back through a non-blocking copy waited on only after the next
@@ -25,7 +26,8 @@ from typing import Any
 import torch
 
 from sec2sec.model import Sec2Sec
-from sec2sec.offline.features import DecodedClip
+from sec2sec.offline.datasets import ClipRecord
+from sec2sec.offline.features import ENCODE_BATCH, DecodedClip, Features, clip_loader, stack_features
 
 AUTOCAST = {"off": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 Encode = Callable[[torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor | None, torch.Tensor | None]]
@@ -162,3 +164,23 @@ class WindowBatcher:
             entry = self.clips.popleft()
             out.append((entry.key, entry.clip, (entry.tokens[0], entry.tokens[1])))
         return out
+
+
+@torch.no_grad()
+def features_from_clips(
+    model: Sec2Sec, records: list[ClipRecord], workers: int = 1, batch: int = ENCODE_BATCH
+) -> Features:
+    """Tokens of clips computed now with the model's own encoders (float32), in the cache's layout.
+
+    Used by `--finetune` (the encoders change, so the cache no longer describes them) and by
+    `evaluate --from-clips`; windows are batched across clips. An unreadable clip is an error here: it was
+    readable at extraction. Tokens come back on the CPU.
+    """
+    model.eval()
+    batcher, done = WindowBatcher(model, batch), []
+    for record, clip in zip(records, clip_loader(records, model.config, workers), strict=True):
+        if clip.error:
+            raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
+        done += batcher.push(record, clip)
+    parts = [(*tokens, c.video_ok, c.audio_ok, c.length) for _, c, tokens in done + batcher.finish()]
+    return stack_features([r.clip_id for r in records], parts)

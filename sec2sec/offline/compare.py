@@ -1,18 +1,21 @@
 """`sec2sec compare`: train and evaluate the paper's variants on one cache -> a table like its Tables 1 and 2.
 
-Each variant is a TOML file in `--config-dir` (e.g. configs/audio_only.toml) that states only what differs
-from the base, and is laid over it. The base is `--base` (e.g. configs/first_impressions.toml, itself laid
-over the built-in defaults), else `<config-dir>/default.toml` when it exists, else the built-in defaults. The
+Each variant is a TOML file in `--config-dir` (default: the configs shipped with the package, e.g.
+audio_only.toml) that states only what differs from the base, and is laid over it. The base is `--base` (a
+shipped name such as first_impressions, or a TOML file; itself laid over the built-in defaults), else
+`<config-dir>/default.toml` when it exists, else the built-in defaults. The
 variant `default` is the base itself (SA-CA, the model every other variant departs from): default.toml spells
 out every key, so laying it over another base would silently undo that base. Every variant must keep the base's
 task, outputs and clip length (the table compares methods on one task). Every variant is trained into
 OUT/<variant> (resumable, like `sec2sec train`) and scored on the test split (on the validation split when no
-test clip has labels, as Hume-Reaction's).
+test clip has labels, as Hume-Reaction's); the table is printed (on a narrow terminal with abbreviated output
+names and a legend, never cut) and written to OUT/comparison.csv and OUT/comparison.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
-from sec2sec.config import Config, parse_config
+from sec2sec.config import SHIPPED_CONFIGS, Config, config_path, parse_config
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.offline.datasets import SPLIT_MODES, labelled
 from sec2sec.offline.distributed import add_collective_timeout, session
@@ -77,13 +82,13 @@ def _toml(path: Path) -> dict[str, Any]:
 def base_document(config_dir: str | Path, base: str | Path | None) -> tuple[dict[str, Any], str]:
     """The base every variant is laid over, as a TOML dict, and its name for messages (see the module doc)."""
     if base:
-        return _toml(Path(base)), str(base)
+        return _toml(config_path(base)), str(base)
     default = Path(config_dir) / "default.toml"
     return (_toml(default), str(default)) if default.is_file() else ({}, "the built-in defaults")
 
 
 def variant_config(config_dir: str | Path, variant: str, base: str | Path | None) -> Config:
-    """configs/<variant>.toml over the base; the variant `default` is the base itself."""
+    """<config_dir>/<variant>.toml over the base; the variant `default` is the base itself."""
     path = Path(config_dir) / f"{variant}.toml"
     base_data, base_name = base_document(config_dir, base)
     data = base_data if variant == "default" else merge(base_data, _toml(path))
@@ -139,45 +144,106 @@ def scored_split(cache: str | Path, config: Config, split_mode: str, split_seed:
     return "test" if any(r.split == "test" and labelled(r, outputs) for r in records) else "validation"
 
 
-def comparison_table(results: list[VariantResult]) -> Table:
-    """Binary task: accuracy and F1 per output (paper's Table 1) plus mean balanced accuracy, macro-F1 and the
+def comparison_cells(results: list[VariantResult]) -> tuple[str, list[str], list[tuple[str, list[float]]]]:
+    """Title, column headers (full names, "method" first) and per variant its method name and numbers.
+
+    Binary task: accuracy and F1 per output (paper's Table 1) plus mean balanced accuracy, macro-F1 and the
     majority baseline; regression: mean accuracy (Table 2) and Pearson r per output, both averaged (the mean
     r is ABAW5 ERI's measure), MSE and the training-mean baseline's MSE, and per-second r and CCC with
-    per-second labels.
-    Both: seconds per epoch."""
+    per-second labels. Both: seconds per epoch."""
     task = results[0].evaluation.task
     names = list(results[0].evaluation.scores)
     split = results[0].evaluation.split
-    table = Table(title=f"Variants on the {split} split" + (" (LIRIS-ACCEDE style)" if task == "binary" else ""))
-    table.add_column("method")
+    title = f"Variants on the {split} split" + (" (LIRIS-ACCEDE style)" if task == "binary" else "")
     if task == "binary":
-        for n in names:
-            table.add_column(f"{n} acc", justify="right")
-            table.add_column(f"{n} F1", justify="right")
-        for c in ("bal. acc", "macro-F1", "majority acc"):
-            table.add_column(c, justify="right")
+        headers = [f"{n} {m}" for n in names for m in ("acc", "F1")] + ["bal. acc", "macro-F1", "majority acc"]
     else:
-        for n in names:
-            table.add_column(n, justify="right")
-            table.add_column(f"{n} r", justify="right")
-        for c in ("average", "mean r", "MSE", "train-mean MSE"):
-            table.add_column(c, justify="right")
+        headers = [h for n in names for h in (n, f"{n} r")] + ["average", "mean r", "MSE", "train-mean MSE"]
         if results[0].evaluation.second_scores:
-            table.add_column("per-second r", justify="right")
-            table.add_column("per-second CCC", justify="right")
-    table.add_column("s / epoch", justify="right")
+            headers += ["per-second r", "per-second CCC"]
+    rows = []
     for r in results:
         e = r.evaluation
         if task == "binary":
-            cells = [f"{e.scores[n][m]:.4f}" for n in names for m in ("accuracy", "f1")]
-            cells += [f"{e.average(m):.4f}" for m in ("balanced_accuracy", "macro_f1", "majority_accuracy")]
+            values = [e.scores[n][m] for n in names for m in ("accuracy", "f1")]
+            values += [e.average(m) for m in ("balanced_accuracy", "macro_f1", "majority_accuracy")]
         else:
-            cells = [f"{e.scores[n][m]:.4f}" for n in names for m in ("mean_accuracy", "pearson_r")]
-            cells += [f"{e.average(m):.4f}" for m in ("mean_accuracy", "pearson_r", "mse", "baseline_mse")]
+            values = [e.scores[n][m] for n in names for m in ("mean_accuracy", "pearson_r")]
+            values += [e.average(m) for m in ("mean_accuracy", "pearson_r", "mse", "baseline_mse")]
             if results[0].evaluation.second_scores:
-                cells += [f"{_second_mean(e, m):.4f}" for m in ("pearson_r", "ccc")]
-        table.add_row(NAMES.get(r.variant, r.variant), *cells, f"{r.training.seconds_per_epoch:.2f}")
+                values += [_second_mean(e, m) for m in ("pearson_r", "ccc")]
+        rows.append((NAMES.get(r.variant, r.variant), [*values, r.training.seconds_per_epoch]))
+    return title, ["method", *headers, "s / epoch"], rows
+
+
+def abbreviations(names: list[str]) -> dict[str, str]:
+    """Each output name -> its shortest prefix no other name shares, capitalised: the Big Five give their
+    OCEAN letters (extraversion E, neuroticism N, agreeableness A, conscientiousness C, openness O), valence
+    and arousal give V and A. Used only when the full table is wider than the terminal."""
+    out = {}
+    for name in names:
+        k = next((k for k in range(1, len(name)) if all(not o.startswith(name[:k]) for o in names if o != name)), 0)
+        out[name] = name[: k or len(name)].capitalize()
+    return out
+
+
+def _cell(value: float, column: int, columns: int) -> str:
+    return f"{value:.2f}" if column == columns - 1 else f"{value:.4f}"
+
+
+def comparison_table(results: list[VariantResult], short: dict[str, str] | None = None) -> Table:
+    """The table as printed: numbers keep their width and every other cell folds instead of being cut.
+
+    `short` (narrow consoles) maps output names onto the abbreviations used in the headers (see
+    `abbreviations`) and drops the vertical rules, so Table 1's nine columns fit 80 characters."""
+    title, headers, rows = comparison_cells(results)
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD if short else box.HEAVY_HEAD, pad_edge=not short, collapse_padding=bool(short)
+    )
+    words = [w for method, _ in rows for w in method.split()]
+    for i, header in enumerate(headers):
+        name = next((n for n in (short or {}) if header == n or header.startswith(n + " ")), None)
+        header = short[name] + header[len(name) :] if short and name else header
+        header = header.replace(" / ", "/").replace(" ", "\n") if short and i else header  # a word a line
+        width = max(len(_cell(values[i - 1], i - 1, len(values))) for _, values in rows) if i else None
+        width = width or max(len(w) for w in words)
+        table.add_column(header, justify="right" if i else "left", overflow="fold", min_width=width)
+    for method, values in rows:
+        table.add_row(method, *(_cell(v, i, len(values)) for i, v in enumerate(values)))
     return table
+
+
+def print_comparison(results: list[VariantResult], console: Console) -> None:
+    """The table at full names when it fits the console, else with abbreviated output names and a legend
+    line: nothing is cut (a piped or redirected console is 80 columns wide)."""
+    table = comparison_table(results)
+    if Measurement.get(console, console.options.update_width(1_000_000), table).maximum <= console.width:
+        console.print(table)
+        return
+    short = abbreviations(list(results[0].evaluation.scores))
+    console.print(comparison_table(results, short))
+    console.print("outputs: " + ", ".join(f"{a} = {n}" for n, a in short.items()))
+
+
+def write_comparison(results: list[VariantResult], out: str | Path) -> tuple[Path, Path]:
+    """OUT/comparison.csv (full precision, a `variant` column beside `method`) and OUT/comparison.md (the
+    printed table at full names, 4 decimals) -> their paths."""
+    title, headers, rows = comparison_cells(results)
+    csv_path, md_path = Path(out) / "comparison.csv", Path(out) / "comparison.md"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", *headers])
+        for r, (method, values) in zip(results, rows, strict=True):
+            writer.writerow([r.variant, method, *(repr(float(v)) for v in values)])
+    lines = [
+        f"{title}",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join([" --- "] + [" ---: "] * len(rows[0][1])) + "|",
+    ]
+    lines += ["| " + " | ".join([m, *(_cell(v, i, len(vs)) for i, v in enumerate(vs))]) + " |" for m, vs in rows]
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return csv_path, md_path
 
 
 def _second_mean(evaluation: Evaluation, metric: str) -> float:
@@ -190,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
     with session(args.device, args.collective_timeout) as dist:
         console = Console(quiet=not dist.main)
         results = compare(
-            args.config_dir,
+            args.config_dir or SHIPPED_CONFIGS,
             args.cache,
             args.out,
             variants,
@@ -200,17 +266,22 @@ def _run(args: argparse.Namespace) -> int:
             device=dist.device,
             console=console,
         )
-    console.print(comparison_table(results))
+    print_comparison(results, console)
+    if dist.main:
+        written = write_comparison(results, args.out)
+        console.print(f"table written to {written[0]} and {written[1]}", soft_wrap=True)  # whole paths
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compare", help="train and test the paper's variants and print the comparison table")
-    p.add_argument("--config-dir", default="configs", help="folder of variant TOML files")
+    p.add_argument("--config-dir", default="", help="folder of variant TOML files (default: the shipped configs)")
     p.add_argument("--variants", default=",".join(PAPER_VARIANTS), help="comma-separated variant file stems")
-    p.add_argument("--base", default="", help="TOML every variant is laid over (e.g. configs/first_impressions.toml)")
+    p.add_argument(
+        "--base", default="", help="shipped name or TOML file every variant is laid over (e.g. first_impressions)"
+    )
     p.add_argument("--cache", required=True, help="feature cache made by `sec2sec extract`")
-    p.add_argument("--out", required=True, help="folder for one run folder per variant")
+    p.add_argument("--out", required=True, help="folder: one run folder per variant, comparison.csv and .md")
     p.add_argument("--split", default="official", choices=SPLIT_MODES, help="as for `sec2sec train`")
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split film")
     add_collective_timeout(p)

@@ -26,9 +26,10 @@ from rich.table import Table
 from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
+from sec2sec.offline.batching import features_from_clips
 from sec2sec.offline.datasets import SPLITS, labelled, labels, second_labels
 from sec2sec.offline.distributed import add_collective_timeout, features_to, resolve_device, session
-from sec2sec.offline.features import CacheIndex, encoder_identity, features_from_clips, load_features, read_index
+from sec2sec.offline.features import CacheIndex, encoder_identity, load_features, read_index
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs, score_seconds
 from sec2sec.offline.seconds import labelled_seconds, predict_seconds
 from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split

@@ -26,7 +26,7 @@ import torch
 from rich.console import Console
 
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
-from sec2sec.config import Config, ModelConfig, load_config
+from sec2sec.config import Config, ModelConfig, config_help, load_config
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import AUTOCAST, WindowBatcher, check_autocast
@@ -302,7 +302,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--root", required=True, help="the dataset folder, as downloaded (manifest: the CSV file)")
     p.add_argument("--out", required=True, help="cache folder (created; a second run resumes it)")
-    p.add_argument("--config", default="configs/default.toml", help="TOML config (model.video/audio, clip_seconds)")
+    p.add_argument("--config", help=config_help(" (model.video/audio, clip_seconds)"))
     p.add_argument("--dtype", default="float16", choices=tuple(DTYPES), help="storage precision of the tokens")
     p.add_argument("--workers", type=int, default=1, help="decoding processes running ahead (0: decode inline)")
     p.add_argument("--shard-size", type=int, default=64, help="clips per shard file")

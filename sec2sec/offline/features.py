@@ -351,28 +351,6 @@ def load_features(folder: str | Path, index: CacheIndex, ids: list[str]) -> Feat
     )
 
 
-@torch.no_grad()
-def features_from_clips(
-    model: Sec2Sec, records: list[ClipRecord], workers: int = 1, batch: int = ENCODE_BATCH
-) -> Features:
-    """Tokens of clips computed now with the model's own encoders (float32), in the cache's layout.
-
-    Used by `--finetune` (the encoders change, so the cache no longer describes them) and by
-    `evaluate --from-clips`; windows are batched across clips. An unreadable clip is an error here: it was
-    readable at extraction. Tokens come back on the CPU.
-    """
-    from sec2sec.offline.batching import WindowBatcher
-
-    model.eval()
-    batcher, done = WindowBatcher(model, batch), []
-    for record, clip in zip(records, clip_loader(records, model.config, workers), strict=True):
-        if clip.error:
-            raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
-        done += batcher.push(record, clip)
-    parts = [(*tokens, c.video_ok, c.audio_ok, c.length) for _, c, tokens in done + batcher.finish()]
-    return stack_features([r.clip_id for r in records], parts)
-
-
 def stack_features(ids: list[str], parts: list[tuple]) -> Features:
     def stack(k: int) -> torch.Tensor | None:
         return None if not parts or parts[0][k] is None else torch.stack([p[k] for p in parts])

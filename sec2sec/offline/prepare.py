@@ -291,7 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{exc.filename or args.out}: {exc.strerror or exc}; free space or check the files") from None
     clips = ", ".join(f"{split} {n}" for split, n in s.clips.items())
     print(f"prepare done: {s.unpacked} clips unpacked, {s.skipped} already there; {args.out} holds {clips} clips")
-    print(f"next: sec2sec extract --dataset fi --root {args.out} --out CACHE --config configs/first_impressions.toml")
+    print(f"next: sec2sec extract --dataset fi --root {args.out} --out CACHE --config first_impressions")
     return 0
 
 

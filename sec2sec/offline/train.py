@@ -27,9 +27,10 @@ from rich.console import Console
 from rich.progress import Progress
 
 from sec2sec.checkpoint import save_checkpoint
-from sec2sec.config import Config, load_config, to_dict
+from sec2sec.config import Config, config_help, load_config, to_dict
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.model import Sec2Sec
+from sec2sec.offline.batching import features_from_clips
 from sec2sec.offline.datasets import SPLIT_MODES
 from sec2sec.offline.distributed import (
     DataParallelModel,
@@ -44,7 +45,7 @@ from sec2sec.offline.distributed import (
     share_batch,
     unwrap,
 )
-from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, features_from_clips, stack_features
+from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
 from sec2sec.offline.progress import progress_bar
@@ -419,7 +420,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train fusion + temporal model + heads on a feature cache")
-    p.add_argument("--config", default="configs/default.toml", help="TOML config ([model] and [train])")
+    p.add_argument("--config", help=config_help(" ([model] and [train])"))
     p.add_argument("--cache", required=True, help="feature cache made by `sec2sec extract`")
     p.add_argument("--out", required=True, help="run folder: best.pt, last.pt, metrics.csv (resumed if present)")
     p.add_argument(
