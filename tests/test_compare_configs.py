@@ -1,5 +1,5 @@
-"""`sec2sec compare` with the configs shipped in the package (configs/, installed as sec2sec/configs/), over both bases the README uses
-(paper Tables 1 and 2).
+"""`sec2sec compare` with the shipped configs (configs/, installed as sec2sec/configs/), over both bases the
+README uses (paper Tables 1 and 2).
 
 The variant files must state only what differs from their base: laid over first_impressions.toml, every
 variant stays a 15 s five-trait regression model, and the run trains and tests every row of the table.
