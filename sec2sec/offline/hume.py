@@ -19,7 +19,7 @@ import csv
 import math
 from pathlib import Path
 
-from sec2sec.offline.datasets import ClipRecord
+from sec2sec.offline.records import ClipRecord
 
 INFO = "data_info.csv"
 HUME_EMOTIONS = {

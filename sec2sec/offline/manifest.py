@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sec2sec.config import HeadsConfig
-from sec2sec.offline.datasets import ClipRecord, film_split
+from sec2sec.offline.records import ClipRecord, film_split
 from sec2sec.offline.traces import check_trace_range, read_trace, trace_mean
 
 MANIFEST = "manifest.csv"
