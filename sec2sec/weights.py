@@ -48,6 +48,8 @@ DEADLINE_S = 900.0  # a whole file: 126 MB at 140 kB/s; a server that drips byte
 _PLAIN_HTTP_HOSTS: tuple[str, ...] = ()
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's HASH_REGEX, with at least 8 digits
 
+OFFLINE_ENV = "SEC2SEC_OFFLINE"  # "1": the hub cache only, never a download
+
 
 class WeightsError(ValueError):
     """Pretrained weights that were asked for and could not be loaded."""
@@ -332,7 +334,8 @@ def load_pretrained(model: nn.Module, arch: str, mode: str, path: str = "", down
     mode: "none" (random), "auto" or "pretrained": the cached file once its sha256 is verified, else (missing
     or damaged) torchvision's download, checked the same way (`download=False`: the cache only). When neither
     works, "auto" warns and returns False; "pretrained" raises WeightsError. `path` overrides mode with a local
-    file, loaded as it is.
+    file, loaded as it is. SEC2SEC_OFFLINE=1 in the environment turns downloads off (labs without a network,
+    and the test suite, which reaches no host but 127.0.0.1).
     """
     if path:
         file = Path(path).expanduser()
@@ -345,6 +348,7 @@ def load_pretrained(model: nn.Module, arch: str, mode: str, path: str = "", down
     hub = hub_file(arch)
     file = hub.path
     data, problem = verified_bytes(hub)
+    download = download and os.environ.get(OFFLINE_ENV, "") not in ("1", "true", "yes")
     if problem is not None and download:
         try:
             fetch(hub, progress=True)

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-from media_clips import build_media_folder
+from helpers.configs import small_toml
+from helpers.media_clips import build_media_folder
 
-from sec2sec.config import AudioConfig, FusionConfig, ModelConfig, TemporalConfig, VideoConfig
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite reaches no host but 127.0.0.1 and never reads or fills the user's weight cache: downloads are
+    off (SEC2SEC_OFFLINE=1) and TORCH_HOME is an empty folder of its own (child processes inherit both), so a
+    default config runs with random encoders, warned and flagged as it would offline."""
+    os.environ["SEC2SEC_OFFLINE"] = "1"
+    os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="sec2sec-test-torch-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.get("TORCH_HOME", ""), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -23,33 +37,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of real clips under the names the tests use: the committed ones in tests/data (see its
-    MANIFEST.tsv) and the damaged, rotated and audio-only cases derived from them (see media_clips.py)."""
+    MANIFEST.tsv) and the damaged, rotated and audio-only cases derived from them (see helpers/media_clips.py)."""
     return build_media_folder(tmp_path_factory.mktemp("media"))
-
-
-SMALL_TOML = """
-[model]
-clip_seconds = 6
-[model.video]
-frames_per_window = 4
-weights = "none"
-[model.audio]
-weights = "none"
-[model.fusion]
-modalities = "{modalities}"
-width = 64
-heads = 4
-ff_width = 128
-feature_width = 64
-[model.temporal]
-kind = "attention_lstm"
-hidden = 32
-"""
-
-
-def small_toml(modalities: str = "both") -> str:
-    """A TOML config for subprocess runs of the CLI: random encoders, a small fusion block, attention-LSTM."""
-    return SMALL_TOML.format(modalities=modalities)
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +47,3 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "small.toml"
     path.write_text(small_toml())
     return path
-
-
-def small_config(kind: str = "lstm", **fusion: object) -> ModelConfig:
-    """A model config with random encoders (nothing to download) and a small fusion block."""
-    return ModelConfig(
-        video=VideoConfig(weights="none", frames_per_window=4),
-        audio=AudioConfig(weights="none"),
-        fusion=FusionConfig(width=64, heads=4, ff_width=128, feature_width=64, dropout=0.0, **fusion),
-        temporal=TemporalConfig(kind=kind, hidden=32, transformer_heads=4, dropout=0.0),
-        clip_seconds=6,
-    )

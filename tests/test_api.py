@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import small_toml
-from pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
+from helpers.configs import small_toml
+from helpers.pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
 from monitor.api import LiveRun, RunFailed, estimate_file, live, load_model
 

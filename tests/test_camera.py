@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from mjpeg_server import FPS, LEVEL_STEP, MjpegServer
+from helpers.mjpeg_server import FPS, LEVEL_STEP, MjpegServer
 
 from monitor.camera import CameraError, CameraSource, CaptureClock, camera_note
 from monitor.queues import BoundedQueue

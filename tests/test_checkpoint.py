@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_config
+from helpers.configs import small_config
 from torchvision.models import resnet18
 
 from sec2sec import weights

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rich.console import Console
-from synthetic_clips import (
+from helpers.synthetic_clips import (
     FIRST_HALF_FLASH,
     SECOND_HALF_FLASH,
     Second,
@@ -28,6 +27,7 @@ from synthetic_clips import (
     write_liris_tree,
     write_mp4,
 )
+from rich.console import Console
 
 from sec2sec.checkpoint import without_weight_files
 from sec2sec.config import SHIPPED_CONFIGS, Config, load_config

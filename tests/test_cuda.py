@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from helpers.configs import small_config
 
 from sec2sec.devices import resolve_device
 from sec2sec.model import Sec2Sec

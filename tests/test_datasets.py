@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_clips import python2_pickle, write_liris_tree
+from helpers.synthetic_clips import python2_pickle, write_liris_tree
 
 from sec2sec.offline.datasets import (
     assign_splits,

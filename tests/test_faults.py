@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import small_config
-from pipeline_fakes import FakeStream, ListSink, pipeline_threads, replay_pipeline, run_bounded, scripted
-from synthetic_clips import FPS, SAMPLE_RATE, write_mp4
+from helpers.configs import small_config
+from helpers.pipeline_fakes import FakeStream, ListSink, pipeline_threads, replay_pipeline, run_bounded, scripted
+from helpers.synthetic_clips import FPS, SAMPLE_RATE, write_mp4
 
 from monitor.pipeline import Pipeline
 from monitor.queues import BoundedQueue
@@ -35,7 +35,7 @@ from sec2sec.windows import Windower
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
-RUNNER = Path(__file__).resolve().parent / "fault_runner.py"
+RUNNER = Path(__file__).resolve().parent / "helpers" / "fault_runner.py"
 HANG_S = 60  # only a hang takes this long
 
 

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import small_toml
+from helpers.configs import small_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Reading real files: streams, timestamps, rotation and clear errors for bad files (clips: tests/media_clips.py)."""
+"""Reading real files: streams, timestamps, rotation and clear errors for bad files (clips: tests/helpers/media_clips.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
-from odd_clips import write_clock_jump, write_rawvideo, write_size_change_ts
-from pipeline_fakes import ListSink, replay_pipeline, run_bounded
+from helpers.configs import small_config
+from helpers.odd_clips import write_clock_jump, write_rawvideo, write_size_change_ts
+from helpers.pipeline_fakes import ListSink, replay_pipeline, run_bounded
 
 from sec2sec.media import (
     MAX_ASPECT,

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_toml
-from pulse_fixture import RATE, TONE_HZ, PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
+from helpers.configs import small_toml
+from helpers.pulse_fixture import RATE, TONE_HZ, PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
 from monitor import microphone
 from monitor.microphone import (
@@ -563,7 +563,7 @@ def test_a_microphone_that_exists_but_cannot_be_opened_fails_before_the_warm_up(
     does: one line naming the device and the fix, exit 2, before the model's warm-up, nothing recorded."""
     config, csv = tmp_path / "model.toml", tmp_path / "mic.csv"
     config.write_text(small_toml("audio"))
-    runner = Path(__file__).resolve().parent / "fault_runner.py"
+    runner = Path(__file__).resolve().parent / "helpers" / "fault_runner.py"
     args = ["mic-refuses", "0", "--", "--mic", "pulse", "--config", config, "--no-ui", "--csv", csv]
     result = subprocess.run(
         [sys.executable, str(runner), *map(str, args)],
@@ -589,7 +589,7 @@ def test_a_microphone_whose_stop_blocks_cannot_hold_the_end_of_the_run(
     every row and the sidecar summary are on disk, and the closing line came out."""
     config, csv = tmp_path / "model.toml", tmp_path / "mic.csv"
     config.write_text(small_toml("audio"))
-    runner = Path(__file__).resolve().parent / "fault_runner.py"
+    runner = Path(__file__).resolve().parent / "helpers" / "fault_runner.py"
     args = ["mic-stop-blocks", "0", "--", "--mic", "pulse", "--config", config, "--duration", "2", "--no-ui"]
     result = subprocess.run(
         [sys.executable, str(runner), *map(str, args), "--csv", str(csv)],

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_clips import (
+from helpers.planted import SETS, TRAIN_TOML, model_toml, toml_dict
+from helpers.synthetic_clips import (
     FIRST_HALF_BEEP,
     FIRST_HALF_FLASH,
     SECOND_HALF_BEEP,
@@ -31,7 +32,6 @@ from synthetic_clips import (
     write_liris_tree,
     write_mp4,
 )
-from test_training import SETS, TRAIN_TOML, _model_toml, _toml_dict
 
 from sec2sec.checkpoint import load_model
 from sec2sec.config import Config, parse_config
@@ -76,8 +76,8 @@ def _make_tree(root: Path, counts: dict[str, int], seed: int) -> Path:
 
 
 def _config(modality_dropout: float) -> Config:
-    text = _model_toml(SECONDS, 64, 64, 0.0) + TRAIN_TOML.format(epochs=20, lr=2e-3, patience=20)
-    data = _toml_dict(text)
+    text = model_toml(SECONDS, 64, 64, 0.0) + TRAIN_TOML.format(epochs=20, lr=2e-3, patience=20)
+    data = toml_dict(text)
     data["train"]["modality_dropout"] = modality_dropout
     data["train"]["batch_size"] = 8
     return parse_config(data)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from helpers.configs import small_config
 
 from sec2sec.config import FusionConfig, TemporalConfig
 from sec2sec.fusion import CoAttentionLayer, Dropout, Fusion, attend

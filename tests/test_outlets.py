@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import small_toml
-from pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
+from helpers.configs import small_toml
+from helpers.pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
@@ -77,7 +77,15 @@ def in_loopback_namespace(cmd: list[str], tmp_path: Path, timeout: float = 600) 
 
 def consumer(tmp_path: Path, mode: str, name: str, *cli: str | Path) -> dict[str, Any]:
     out = tmp_path / f"{mode}.json"
-    cmd = [sys.executable, str(ROOT / "tests" / "lsl_consumer.py"), str(out), mode, name, "--", *map(str, cli)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tests" / "helpers" / "lsl_consumer.py"),
+        str(out),
+        mode,
+        name,
+        "--",
+        *map(str, cli),
+    ]
     done = in_loopback_namespace(cmd, tmp_path)
     assert done.returncode == 0 and out.exists(), done.stderr
     return json.loads(out.read_text())
@@ -136,7 +144,7 @@ def test_lsl_live_microphone_samples_are_stamped_on_the_capture_clock(
 
 def test_lsl_regular_stream_marks_missing_windows_with_nan(tmp_path: Path) -> None:
     out = tmp_path / "gap.json"
-    cmd = [sys.executable, str(ROOT / "tests" / "lsl_consumer.py"), str(out), "gap", "sec2sec-gap"]
+    cmd = [sys.executable, str(ROOT / "tests" / "helpers" / "lsl_consumer.py"), str(out), "gap", "sec2sec-gap"]
     done = in_loopback_namespace(cmd, tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())

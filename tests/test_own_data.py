@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from helpers.configs import small_config
+from helpers.hume_tree import write_hume_info
 
 from sec2sec.config import HeadsConfig
 from sec2sec.model import Sec2Sec
@@ -142,18 +143,6 @@ def test_manifest_header_errors(tmp_path: Path) -> None:
         read_dataset("manifest", tmp_path / "m.csv", HEADS)
     with pytest.raises(ValueError, match=r"does not exist; pass the manifest CSV"):
         read_dataset("manifest", tmp_path / "none.csv", HEADS)
-
-
-def write_hume_info(root: Path, rows: list[tuple[str, str, list[float] | None]]) -> Path:
-    """data_info.csv as shipped: bracketed File_ID, Split, the seven intensities (empty for Test), Age, Country."""
-    header = ["File_ID", "Split", *HUME_EMOTIONS.values(), "Age", "Country"]
-    lines = [",".join(header)]
-    for clip_id, split, values in rows:
-        cells = [f"{v:.4f}" for v in values] if values is not None else [""] * 7
-        lines.append(",".join([f"[{clip_id}]", split, *cells, "27", "United States"]))
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "data_info.csv").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def test_hume_layout_as_shipped(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_clips import Second, render, write_mp4
-from test_own_data import write_hume_info
+from helpers.hume_tree import write_hume_info
+from helpers.synthetic_clips import Second, render, write_mp4
 
 from sec2sec.cli import main
 from sec2sec.config import Config, parse_config

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
-from pipeline_fakes import (
+from helpers.configs import small_config
+from helpers.pipeline_fakes import (
     FakeStream,
     ListSink,
     ScriptedSource,

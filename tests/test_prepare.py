@@ -9,8 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from synthetic_clips import Second, python2_pickle, render, write_mp4
-from zipcrypto import write_encrypted_zip
+from helpers.synthetic_clips import Second, python2_pickle, render, write_mp4
+from helpers.zipcrypto import write_encrypted_zip
 
 import sec2sec.offline.prepare as prepare_module
 from sec2sec.cli import main

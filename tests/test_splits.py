@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from synthetic_clips import Second, render, write_liris_tree, write_mp4
+from helpers.synthetic_clips import Second, render, write_liris_tree, write_mp4
 
 from sec2sec.cli import main
 from sec2sec.offline.datasets import ClipRecord

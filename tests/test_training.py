@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic_clips import (
+from helpers.planted import SETS, TRAIN_TOML, model_toml, toml_dict
+from helpers.synthetic_clips import (
     FIRST_HALF_BEEP,
     FIRST_HALF_FLASH,
     MID_BEEP,
@@ -41,46 +42,6 @@ from sec2sec.offline.train import fit
 from sec2sec.precision import resolve_precision
 from sec2sec.stream import AffectStream
 from sec2sec.windows import file_windows
-
-SETS = {"train": 1, "validation": 2, "test": 0}
-
-TRAIN_TOML = """
-[train]
-epochs = {epochs}
-batch_size = 16
-lr = {lr}
-weight_decay = 0.0
-patience = {patience}
-grad_clip = 1.0
-seed = 0
-loss = "bce"
-label_threshold = "median"
-"""
-
-
-def _model_toml(seconds: int, crop: int, width: int, dropout: float) -> str:
-    return f"""
-[model]
-clip_seconds = {seconds}
-[model.video]
-resize = {crop}
-crop = {crop}
-weights = "none"
-[model.audio]
-weights = "none"
-[model.fusion]
-width = {width}
-heads = 4
-ff_width = {2 * width}
-feature_width = {width}
-dropout = {dropout}
-[model.temporal]
-hidden = 64
-dropout = 0.0
-transformer_heads = 4
-[model.heads]
-outputs = ["valence"]
-"""
 
 
 def _write_configs(folder: Path, base: str, variants: dict[str, str]) -> Path:
@@ -134,9 +95,7 @@ def sync_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = _make_tree(
         base / "liris", {"train": 80, "validation": 20, "test": 40}, lambda r, y: _sync_seconds(r, y, 2), seed=1
     )
-    config = parse_config(
-        _toml_dict(_model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10))
-    )
+    config = parse_config(toml_dict(model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10)))
     extract("liris", root, base / "cache", config, workers=1, precision="auto")
     return root, base / "cache"
 
@@ -147,15 +106,9 @@ def order_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("order")
     root = _make_tree(base / "liris", {"train": 40, "validation": 12, "test": 24}, _order_seconds, seed=2, noise=0.02)
     (root / "data" / "ACCEDE00000.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
-    config = parse_config(_toml_dict(_model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=40, lr=2e-3, patience=8)))
+    config = parse_config(toml_dict(model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=40, lr=2e-3, patience=8)))
     extract("liris", root, base / "cache", config, dtype="float32", workers=1)
     return root, base / "cache"
-
-
-def _toml_dict(text: str) -> dict:
-    import tomllib
-
-    return tomllib.loads(text)
 
 
 def _variant_dir(tmp: Path, base: str, variants: tuple[str, ...]) -> Path:
@@ -178,7 +131,7 @@ def test_synchrony_needs_both_modalities(sync_cache: tuple[Path, Path], tmp_path
     Where the CPU has native bfloat16 the features were extracted in bfloat16: the same thresholds hold."""
     _, cache = sync_cache
     assert read_index(cache).precision == resolve_precision("auto", torch.device("cpu"))
-    base = _model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10)
+    base = model_toml(2, 112, 128, 0.1) + TRAIN_TOML.format(epochs=40, lr=1e-3, patience=10)
     variants = ("default", "audio_only", "vision_only", "late_fusion")
     configs = _variant_dir(tmp_path, base, variants)
     results = compare(configs, cache, tmp_path / "runs", variants, base=configs / "base.toml")
@@ -196,7 +149,7 @@ def test_synchrony_needs_both_modalities(sync_cache: tuple[Path, Path], tmp_path
 def test_order_needs_a_temporal_model(order_cache: tuple[Path, Path], tmp_path: Path) -> None:
     """LSTM, attention-LSTM and GRU-transformer read "X before Y"; the mean over seconds cannot."""
     _, cache = order_cache
-    base = _model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=40, lr=2e-3, patience=8)
+    base = model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=40, lr=2e-3, patience=8)
     variants = ("default", "attention_lstm", "gru_transformer", "no_temporal")
     configs = _variant_dir(tmp_path, base, variants)
     results = compare(configs, cache, tmp_path / "runs", variants, base=configs / "base.toml")
@@ -217,12 +170,12 @@ def test_extraction_is_resumable_and_reports_unreadable_clips(order_cache: tuple
     assert report[0] == "clip\treason" and report[1].startswith("ACCEDE00000\t")
     clip = index.clips["ACCEDE00001"]
     assert (clip["length"], clip["windows"], clip["trimmed"], clip["split"]) == (3, 4, 1, "train")
-    config = parse_config(_toml_dict(_model_toml(3, 64, 64, 0.0)))
+    config = parse_config(toml_dict(model_toml(3, 64, 64, 0.0)))
     again = extract("liris", root, cache, config, dtype="float32", workers=0)
     assert (again.encoded, again.skipped, again.windows) == (0, 75, 0)
     assert read_index(cache).encoders == index.encoders
     with pytest.raises(ValueError, match="another encoder config"):
-        extract("liris", root, cache, parse_config(_toml_dict(_model_toml(3, 112, 64, 0.0))), dtype="float32")
+        extract("liris", root, cache, parse_config(toml_dict(model_toml(3, 112, 64, 0.0))), dtype="float32")
 
 
 @pytest.mark.slow
@@ -248,7 +201,7 @@ def test_tiny_set_is_overfit(order_cache: tuple[Path, Path], tmp_path: Path) -> 
         rows.append((name, f"film{i // 4}", 1 if i < 8 else 2, values[i], 3.0))
     write_liris_tree(tmp_path / "liris", rows)
     train = TRAIN_TOML.format(epochs=150, lr=3e-3, patience=150) + "modality_dropout = 0.0\n"
-    config = parse_config(_toml_dict(_model_toml(3, 64, 64, 0.0) + train))
+    config = parse_config(toml_dict(model_toml(3, 64, 64, 0.0) + train))
     extract("liris", tmp_path / "liris", tmp_path / "cache", config, dtype="float32", workers=0)
     result = fit(tmp_path / "cache", config, tmp_path / "run")
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
@@ -264,7 +217,7 @@ def order_run(order_cache: tuple[Path, Path], tmp_path_factory: pytest.TempPathF
     _, cache = order_cache
     folder = tmp_path_factory.mktemp("order_run")
     config = folder / "config.toml"
-    config.write_text(_model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=25, lr=2e-3, patience=25))
+    config.write_text(model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=25, lr=2e-3, patience=25))
     assert main(["train", "--config", str(config), "--cache", str(cache), "--out", str(folder / "run")]) == 0
     return folder / "run" / "best.pt"
 
@@ -327,7 +280,7 @@ def test_training_resumes_to_the_same_numbers(order_cache: tuple[Path, Path], tm
 
     def config(epochs: int):
         return parse_config(
-            _toml_dict(_model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=epochs, lr=2e-3, patience=50))
+            toml_dict(model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=epochs, lr=2e-3, patience=50))
         )
 
     fit(cache, config(3), tmp_path / "resumed")
@@ -365,9 +318,9 @@ def test_finetune_trains_the_encoders(order_cache: tuple[Path, Path], tmp_path: 
         (tmp_path / "liris" / "data" / name).write_bytes((root / "data" / name).read_bytes())
         rows.append((name, f"film{i // 2}", (1, 2, 0)[i // 2], (1.5, 4.0)[i % 2], 3.0))
     write_liris_tree(tmp_path / "liris", rows)
-    text = _model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=1, lr=1e-3, patience=1)
+    text = model_toml(3, 64, 64, 0.0) + TRAIN_TOML.format(epochs=1, lr=1e-3, patience=1)
     (tmp_path / "config.toml").write_text(text)
-    config = parse_config(_toml_dict(text))
+    config = parse_config(toml_dict(text))
     extract("liris", tmp_path / "liris", tmp_path / "cache", config, dtype="float32", workers=0)
     args = ["--config", str(tmp_path / "config.toml"), "--cache", str(tmp_path / "cache")]
     assert main(["train", *args, "--out", str(tmp_path / "run"), "--finetune"]) == 0
@@ -405,10 +358,10 @@ def test_first_impressions_regression_path(order_cache: tuple[Path, Path], tmp_p
                 scores[t][name] = 0.2 + 0.1 * j + 0.05 * (k % 2)
             k += 1
         (tmp_path / "fi" / files[split]).write_bytes(python2_pickle(scores))
-    text = _model_toml(3, 64, 64, 0.0).replace(
+    text = model_toml(3, 64, 64, 0.0).replace(
         'outputs = ["valence"]', f'task = "regression"\noutputs = {list(traits[:5])!r}'.replace("'", '"')
     ) + TRAIN_TOML.format(epochs=60, lr=1e-2, patience=60).replace('loss = "bce"', 'loss = "mse"')
-    config = parse_config(_toml_dict(text))
+    config = parse_config(toml_dict(text))
     summary = extract("fi", tmp_path / "fi", tmp_path / "cache", config, dtype="float32", workers=0)
     assert (summary.encoded, summary.windows) == (8, 24)
     trained = fit(tmp_path / "cache", config, tmp_path / "run")

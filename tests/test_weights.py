@@ -125,6 +125,7 @@ def _entry(source: Path, arch: str, label: str, url: str, used_by: str = "") -> 
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: _WeightServer) -> Hub:
     """One small weight file ("tiny", a Linear(4, 3)) served over http on 127.0.0.1; TORCH_HOME in tmp_path."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("SEC2SEC_OFFLINE", raising=False)  # the suite sets it; these tests download
     torch.manual_seed(0)
     state = {k: v.clone() for k, v in nn.Linear(4, 3).state_dict().items()}
     source = _named_by_hash(state, tmp_path / "server", "tiny")
@@ -159,6 +160,7 @@ def _holds(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
 
 def test_the_real_table_names_torchvision_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("SEC2SEC_OFFLINE", raising=False)  # the suite sets it; these tests download
     video, audio = weights.HUB["r2plus1d_18"], weights.HUB["resnet18"]
     assert (video.label, video.sha256_prefix) == ("R2Plus1D_18_Weights.KINETICS400_V1", "91a641e6")
     assert (audio.label, audio.sha256_prefix) == ("ResNet18_Weights.IMAGENET1K_V1", "f37072fd")
@@ -323,6 +325,7 @@ def test_an_encoder_loads_the_verified_resnet18_file(
 ) -> None:
     """The real encoder path: a full ResNet-18 state dict, named by its hash, from the local server."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("SEC2SEC_OFFLINE", raising=False)  # the suite sets it; these tests download
     state = resnet18().state_dict()
     state["layer4.1.conv2.weight"] = torch.full_like(state["layer4.1.conv2.weight"], 0.125)
     source = _named_by_hash(state, server.folder, "resnet18")
@@ -490,3 +493,14 @@ def test_a_copy_brought_by_hand_of_another_size_is_refused_before_reading(hub: H
     with pytest.raises(DownloadError, match=f"the file has {hub.entry.size + 5} bytes; .* has {hub.entry.size}"):
         weights.install(hub.entry, copy)
     assert not hub.cached.exists() and hub.partials() == []
+
+
+def test_sec2sec_offline_turns_downloads_off(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEC2SEC_OFFLINE=1 (the suite's own setting, and a lab's without a network): the cache only; nothing is
+    requested, and the warning says downloads are off."""
+    monkeypatch.setenv("SEC2SEC_OFFLINE", "1")
+    requests: list[str] = []
+    monkeypatch.setattr(weights, "urlopen", lambda url, timeout: requests.append(url))
+    with pytest.warns(PretrainedWeightsMissing, match=r"\(downloads are off\)"):
+        assert load_pretrained(_fresh(), "tiny", "auto") is False
+    assert requests == [] and not hub.cached.exists()

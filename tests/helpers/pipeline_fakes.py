@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from conftest import small_config
 
+from helpers.configs import small_config
 from monitor.pipeline import Pipeline
 from monitor.queues import BoundedQueue
 from monitor.replay import FileReplay
