@@ -153,13 +153,15 @@ def hanging_reader(monkeypatch: pytest.MonkeyPatch, after: int) -> threading.Eve
 def test_a_decoder_that_hangs_ends_an_offline_replay(model: Sec2Sec, monkeypatch: pytest.MonkeyPatch) -> None:
     gate = hanging_reader(monkeypatch, after=200)
     sink = ListSink()
-    pipeline = replay_pipeline(DEMO, AffectStream(model), "offline", sink, stall_timeout_s=1.0)
+    pipeline = replay_pipeline(DEMO, AffectStream(model), "offline", sink, stall_timeout_s=3.0)
     try:
         ended = run_bounded(pipeline, HANG_S)
     finally:
         gate.set()
-    assert ended == "error: file: no data for 1 s (decoder stalled)"
-    assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(sink.rows) >= 2
+    assert ended == "error: file: no data for 3 s (decoder stalled)"
+    # how many windows the model finished before the stall was seen depends on the machine's speed; that every
+    # finished one was kept, in order, does not
+    assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(sink.rows) >= 1
 
 
 def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:

@@ -1,4 +1,4 @@
-"""Reading real files: streams, timestamps, rotation and clear errors for bad files (clips: tests/helpers/media_clips.py)."""
+"""Reading real files: streams, timestamps, rotation and clear errors for bad files (clips: helpers/media_clips.py)."""
 
 from __future__ import annotations
 
