@@ -20,7 +20,8 @@ from monitor.api import LiveRun, RunFailed, estimate_file, live, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
-EXAMPLE_PAGE = ROOT / "docs" / "python-api.md"  # the README's example, once the README carries it
+EXAMPLE_PAGE = ROOT / "README.md"
+API_PAGE = ROOT / "docs" / "python-api.md"  # opens with the same example
 
 
 def first_python_block(page: Path) -> str:
@@ -96,8 +97,10 @@ class FailingSink:
 
 
 def test_the_documented_example_runs_as_written(tmp_path: Path) -> None:
-    """The first ```python block of the page, run as a user runs it (from the repository root)."""
+    """The first ```python block of the README, run as a user runs it (from the repository root); the API's
+    own page opens with the same block."""
     code = first_python_block(EXAMPLE_PAGE)
+    assert first_python_block(API_PAGE) == code
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
