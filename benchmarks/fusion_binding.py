@@ -65,7 +65,7 @@ def write_dataset(root: Path, clips: int, seed: int, slots: int) -> Path:
     """A LIRIS-ACCEDE folder of `clips` binding clips: half train, 1/6 validation, 1/3 test, labels balanced
     in each (valence 4.0 = the pair coincides, 1.5 = it does not; the median threshold splits them)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from synthetic_clips import write_liris_tree, write_mp4  # the tests' mp4 (H.264 + AAC) and tree writers
+    from helpers.synthetic_clips import write_liris_tree, write_mp4  # the tests' mp4 (H.264 + AAC) and tree writers
 
     rng = random.Random(seed)
     counts = {2: clips // 6, 0: clips // 3}  # LIRIS set codes: 1 train, 2 validation, 0 test

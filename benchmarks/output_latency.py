@@ -27,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from monitor.recorders import CsvRecorder, percentile
+from monitor.recorders import CsvRecorder
+from monitor.snapshot import percentile
 from sec2sec.stream import Estimate
 
 NAMES = ("valence", "arousal")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 import threading
 import time
@@ -294,12 +293,12 @@ def build_pipeline(
     import torch
 
     from monitor.pipeline import Pipeline
-    from sec2sec.devices import resolve_device
+    from sec2sec.devices import resolve_device, torch_threads
     from sec2sec.precision import resolve_precision
     from sec2sec.stream import AffectStream
     from sec2sec.windows import Windower
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(torch_threads(args.threads))
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)  # bfloat16 on a device without it: usage error, now
     loaded = getattr(args, "model", None)

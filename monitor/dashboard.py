@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -22,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from monitor.queues import call_with_deadline
+from monitor.snapshot import HISTORY_SECONDS, Snapshot
 
 if TYPE_CHECKING:
     from monitor.sources import SourceStatus
@@ -29,32 +29,10 @@ if TYPE_CHECKING:
 
 BLOCKS = "▁▂▃▄▅▆▇█"  # sparkline levels, lowest to highest
 EIGHTHS = " ▏▎▍▌▋▊▉"  # partial cells of a horizontal bar, 0/8 to 7/8
-HISTORY_SECONDS = 60
 REGIONS = ("banner", "header", "outputs", "attribution", "status", "footer")
 STOP_HINT = "Ctrl-C to stop"
 WAITING = "waiting for the first window…"
 UNTRAINED = "UNTRAINED MODEL: outputs are not affect estimates (no trained checkpoint, random weights)"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything the dashboard shows at one instant; built by the pipeline, never changed afterwards."""
-
-    output_names: tuple[str, ...]
-    latest: Estimate | None
-    history: dict[str, tuple[float, ...]]  # last <= 60 values per output, oldest first
-    attribution: tuple[float, ...]  # per-second weights over the horizon, oldest first; empty: none
-    sources: tuple[SourceStatus, ...]
-    windows_done: int
-    windows_dropped: int
-    latency_p50_ms: float | None
-    latency_p99_ms: float | None
-    input_fps: float | None
-    untrained: bool  # no trained checkpoint: a red banner says the outputs mean nothing
-    pretrained: dict[str, bool] = field(default_factory=dict)  # encoder -> pretrained weights loaded?
-    title: str = "sec2sec-live"
-    elapsed_s: float = 0.0
-    message: str = ""  # last warning or error, one line
 
 
 def level(value: float) -> str:

@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from monitor.queues import BoundedQueue, Closed
-from monitor.recorders import json_record, percentile
+from monitor.recorders import json_record
+from monitor.snapshot import percentile
 from sec2sec.config import NANOS_PER_SECOND
 
 if TYPE_CHECKING:

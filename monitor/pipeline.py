@@ -15,19 +15,18 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from monitor.dashboard import Snapshot
 from monitor.losses import LossLedger
 from monitor.queues import BoundedQueue, Closed, call_with_deadline
-from monitor.recorders import percentile
+from monitor.replay import CLOCKS as REPLAY_CLOCKS
 from monitor.sinks import Sink, SinkFailed, sink_name
+from monitor.snapshot import HISTORY_SECONDS, Snapshot, percentile
 from monitor.sources import Source, SourceEnd
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, VideoFrame
 from sec2sec.stream import AffectStream, Estimate
 from sec2sec.windows import Window, Windower
 
-CLOCKS = ("live", "realtime", "virtual", "offline")
-HISTORY_SECONDS = 60
+CLOCKS = ("live", *REPLAY_CLOCKS)  # live capture, or one of the replay clocks
 IN_FLIGHT_TIMEOUT_S = 3.0  # shutdown waits this long for the window being computed (one window: ~0.5 s here)
 SINK_CLOSE_TIMEOUT_S = 1.0  # per sink; a sink stuck in the OS (a pipe nobody reads) is abandoned, not waited on
 SINK_WRITE_TIMEOUT_S = 10.0  # one write to a sink this long is stuck (a pipe or FIFO nobody reads, a stalled disk)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from monitor.snapshot import percentile
 
 if TYPE_CHECKING:
     from sec2sec.stream import Estimate
@@ -47,16 +47,6 @@ TRAILING_COLUMNS = (
     "samples_restamped",
 )
 LOSS_COLUMNS = ("frames_dropped", "samples_lost", "samples_restamped")  # what each window lost at the edges
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100) with linear interpolation between closest ranks (`np.percentile`,
-    method "linear"); None for no values."""
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile q = {q}; use a number in [0, 100]")
-    if len(values) == 0:
-        return None
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q, method="linear"))
 
 
 def latency_ms(estimate: Estimate) -> float | None:

@@ -44,3 +44,15 @@ def resolve_device(name: str) -> torch.device:
     if index >= count:
         raise ValueError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
     return torch.device("cuda", index)
+
+
+def torch_threads(requested: int = 0, processes: int = 1) -> int:
+    """The torch CPU thread count, one rule for every command: `requested` when given (> 0), else the cores this
+    process may run on shared among the `processes` of one machine (torchrun's local world), at least 1. One
+    thread per core: capture and decoding threads mostly wait, and more threads than cores only contend."""
+    import os
+
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, processes))

@@ -47,6 +47,25 @@ def same_size(frames: list[np.ndarray], size: tuple[int, int] | None = None) -> 
     return out
 
 
+def crop_origin(size: tuple[int, int], crop: int) -> tuple[int, int]:
+    """(top, left) of the centre `crop` x `crop` square in an image of `size` (H, W), rounded up-left (as the
+    feature caches were built). The one place live and offline frames are cropped from."""
+    return (size[0] - crop) // 2, (size[1] - crop) // 2
+
+
+def trim_to_input(frames: np.ndarray, resize: int, crop: int) -> np.ndarray:
+    """Frames (..., H, W, 3) whose short side is already `resize` -> the (resize, resize) square around the
+    front end's centre crop, so less crosses from a decoding worker. The front end then leaves the square
+    unscaled and crops the very same `crop` pixels (bit-identical input). Other sizes (a source smaller than
+    `resize`, which the front end scales up) come back unchanged."""
+    h, w = frames.shape[-3:-1]
+    if min(h, w) != resize or (h, w) == (resize, resize):
+        return frames
+    (top, left), (inner_top, inner_left) = crop_origin((h, w), crop), crop_origin((resize, resize), crop)
+    top, left = top - inner_top, left - inner_left
+    return frames[..., top : top + resize, left : left + resize, :]
+
+
 def resized_size(height: int, width: int, resize: int, crop: int) -> tuple[int, int]:
     """(H, W) with the short side scaled to `resize` (rounded, aspect kept), never below `crop`."""
     scale = resize / min(height, width)
@@ -78,6 +97,6 @@ class VideoFrontEnd(nn.Module):
         size = resized_size(h, w, self.config.resize, crop)
         if size != (h, w):
             x = TF.resize(x, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
-        top, left = (size[0] - crop) // 2, (size[1] - crop) // 2  # centre, rounded up-left (as caches were built)
+        top, left = crop_origin(size, crop)
         x = TF.normalize(TF.crop(x, top, left, crop, crop), self.mean, self.std)
         return x.reshape(b, m, 3, crop, crop).permute(0, 2, 1, 3, 4)

@@ -187,3 +187,12 @@ def test_every_command_defaults_to_the_built_in_config() -> None:
     for name, action in configs.items():
         assert action.default is None, name
         assert "first_impressions" in action.help and "built-in defaults" in action.help, name
+
+
+def test_one_thread_rule_for_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--threads N` wins; otherwise one thread per core this process may use, shared among torchrun's local
+    processes, never below one (sec2sec-live and the offline commands call the same function)."""
+    from sec2sec.devices import torch_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert [torch_threads(), torch_threads(3), torch_threads(processes=2), torch_threads(processes=8)] == [4, 3, 2, 1]

@@ -13,7 +13,8 @@ import pytest
 from rich.console import Console, RenderableType
 from rich.live import _RefreshThread
 
-from monitor.dashboard import UNTRAINED, Dashboard, Snapshot, bar, column_widths, plain_line, render, sparkline
+from monitor.dashboard import UNTRAINED, Dashboard, bar, column_widths, plain_line, render, sparkline
+from monitor.snapshot import Snapshot
 from monitor.sources import SourceStatus
 from sec2sec.stream import Estimate
 

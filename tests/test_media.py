@@ -88,7 +88,7 @@ def test_corrupted_file_is_decoded_around_the_damage(media: Path) -> None:
 def test_damaged_audio_that_changes_format_is_resampled_afresh(media: Path, tmp_path: Path) -> None:
     """This damage makes one MP2 frame decode with another layout/rate: the reader starts a new resampler
     (or skips that frame) instead of stopping with "Frame does not match AudioResampler setup"."""
-    from media_clips import corrupt
+    from helpers.media_clips import corrupt
 
     damaged = tmp_path / "damaged.mpg"
     damaged.write_bytes(corrupt((media / "grid_speaker_mpeg1.mpg").read_bytes(), 3000, 4))

@@ -315,10 +315,10 @@ def test_a_microphone_with_missing_blocks_shows_them_in_the_rows_and_the_summary
     totals the rows, and the input report has the microphone's own counters."""
     import argparse
 
-    from pipeline_fakes import FakeStream as FakeModel
-    from pipeline_fakes import run_bounded
+    from helpers.pipeline_fakes import FakeStream as FakeModel
+    from helpers.pipeline_fakes import run_bounded
 
-    from monitor.cli import open_sinks
+    from monitor.api import open_sinks
     from monitor.pipeline import Pipeline
     from monitor.recorders import CsvRecorder
     from sec2sec.windows import Windower

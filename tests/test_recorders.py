@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitor.recorders import CsvRecorder, JsonlRecorder, percentile, sidecar_path
+from monitor.recorders import CsvRecorder, JsonlRecorder, sidecar_path
+from monitor.snapshot import percentile
 from sec2sec.stream import Estimate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -363,7 +363,7 @@ def test_collective_timeout_must_be_positive() -> None:
 def test_extraction_records_a_clip_cut_at_a_clock_jump(tmp_path: Path, dataset: tuple[Path, Path]) -> None:
     """A clip whose clock jumps by 10^6 s is cut at the jump: it is encoded (one window), its index entry says
     why, and extraction costs what its one second of content costs."""
-    from odd_clips import write_clock_jump
+    from helpers.odd_clips import write_clock_jump
 
     from sec2sec.offline.features import MAX_GAP_S
 

@@ -338,7 +338,7 @@ def test_finetune_trains_the_encoders(order_cache: tuple[Path, Path], tmp_path: 
 @pytest.mark.slow
 def test_first_impressions_regression_path(order_cache: tuple[Path, Path], tmp_path: Path) -> None:
     """A First Impressions folder (latin1 pickles) runs extract -> train (MSE on traits) -> evaluate."""
-    from synthetic_clips import python2_pickle
+    from helpers.synthetic_clips import python2_pickle
 
     root, _ = order_cache
     traits = ("extraversion", "neuroticism", "agreeableness", "conscientiousness", "openness", "interview")

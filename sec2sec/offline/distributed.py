@@ -29,7 +29,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from sec2sec.devices import cuda_count, device_name
+from sec2sec.devices import cuda_count, device_name, torch_threads
 from sec2sec.devices import resolve_device as plain_device
 
 T = TypeVar("T")
@@ -149,7 +149,7 @@ def session(device: str, timeout_min: float = COLLECTIVE_TIMEOUT_MIN) -> Iterato
             torch.cuda.set_device(dev)
         else:
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_world))
+            torch.set_num_threads(torch_threads(processes=local_world))
         backend = "nccl" if dev.type == "cuda" else "gloo"
         tdist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_min))
         started = True

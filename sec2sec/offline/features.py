@@ -36,7 +36,7 @@ from sec2sec.config import ModelConfig, from_dict, to_dict
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
 from sec2sec.offline.distributed import RankStalled
-from sec2sec.video import same_size
+from sec2sec.video import same_size, trim_to_input
 from sec2sec.windows import Window, iter_file_windows
 
 FORMAT = "sec2sec-features"
@@ -77,19 +77,6 @@ class DecodedClip:
     windows: int
     error: str = ""
     note: str = ""  # why the clip was cut short (a jump in its clock), "" when it was read to its end
-
-
-def trim_to_input(frames: np.ndarray, resize: int, crop: int) -> np.ndarray:
-    """Frames (..., H, W, 3) whose short side is already `resize` -> the (resize, resize) square around the
-    front end's centre crop, so less crosses from a decoding worker. The front end then leaves the square
-    unscaled and crops the very same `crop` pixels (bit-identical input). Other sizes (a source smaller than
-    `resize`, which the front end scales up) come back unchanged."""
-    h, w = frames.shape[-3:-1]
-    if min(h, w) != resize or (h, w) == (resize, resize):
-        return frames
-    top = (h - crop) // 2 - (resize - crop) // 2  # the front end crops at ((size - crop) // 2) on both sizes
-    left = (w - crop) // 2 - (resize - crop) // 2
-    return frames[..., top : top + resize, left : left + resize, :]
 
 
 def decode_clip(

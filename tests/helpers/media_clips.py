@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"  # tests/data
 COMMITTED = (
     "grid_speaker_mpeg1.mpg",
     "grid_speaker_0.6s.mp4",
