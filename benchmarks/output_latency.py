@@ -27,25 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from monitor.outlets import machine_only_lsl_config
 from monitor.recorders import CsvRecorder
 from monitor.snapshot import percentile
 from sec2sec.stream import Estimate
 
 NAMES = ("valence", "arousal")
-LSL_CONFIG = """\
-[ports]
-IPv6 = disable
-[multicast]
-ResolveScope = machine
-MachineAddresses = {{127.0.0.1}}
-AddressesOverride = {{127.0.0.1}}
-ListenAddress = 127.0.0.1
-[lab]
-KnownPeers = {{127.0.0.1}}
-SessionID = {session}
-[log]
-level = -3
-"""
 
 
 def estimate(index: int) -> Estimate:
@@ -156,7 +143,7 @@ def lsl_in_namespace(windows: int, pace_ms: float) -> dict[str, Any] | str:
         return f"skipped: unshare -n refused ({probe.stderr.strip()})"
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "lsl_api.cfg"
-        config.write_text(LSL_CONFIG.format(session=f"sec2sec-bench-{uuid.uuid4().hex}"))
+        config.write_text(machine_only_lsl_config(f"sec2sec-bench-{uuid.uuid4().hex}"))
         env = {**os.environ, "LSLAPICFG": str(config)}
         cmd = [sys.executable, __file__, "--lsl-child", "--windows", str(windows), "--pace-ms", str(pace_ms)]
         done = subprocess.run(

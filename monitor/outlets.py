@@ -38,6 +38,30 @@ ZMQ_LINGER_MS = 200  # how long closing the socket may spend delivering what is 
 LSL_BUFFER_S = 360  # seconds of samples liblsl keeps per inlet (its default)
 LSL_LINGER_S = 0.2  # closing waits this long for liblsl to deliver the last samples to connected inlets
 WINDOW_TOPIC, SUMMARY_TOPIC = b"sec2sec.window", b"sec2sec.summary"
+MACHINE_ONLY_LSL = """\
+[ports]
+IPv6 = disable
+[multicast]
+ResolveScope = machine
+MachineAddresses = {{127.0.0.1}}
+AddressesOverride = {{127.0.0.1}}
+ListenAddress = 127.0.0.1
+[lab]
+KnownPeers = {{127.0.0.1}}
+SessionID = {session}
+[log]
+level = -3
+"""
+
+
+def machine_only_lsl_config(session: str) -> str:
+    """An lsl_api.cfg (for LSLAPICFG) that confines liblsl to this machine: resolve scope `machine`, only
+    127.0.0.1 as address and peer, no IPv6, its own session id, quiet logs. The tests and the benchmark run
+    LSL with it (inside a loopback-only network namespace); a user can use it to keep a stream off the
+    network."""
+    return MACHINE_ONLY_LSL.format(session=session)
+
+
 FLAG_CHANNELS = ("video_ok", "audio_ok", "gap", "window")
 
 CaptureClock = Callable[["Estimate"], "int | None"]  # monotonic ns of the window's end on the capture clock

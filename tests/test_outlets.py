@@ -27,22 +27,10 @@ import pytest
 from helpers.configs import small_toml
 from helpers.pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
+from monitor.outlets import machine_only_lsl_config
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
-LSL_CONFIG = """\
-[ports]
-IPv6 = disable
-[multicast]
-ResolveScope = machine
-MachineAddresses = {{127.0.0.1}}
-AddressesOverride = {{127.0.0.1}}
-ListenAddress = 127.0.0.1
-[lab]
-KnownPeers = {{127.0.0.1}}
-SessionID = {session}
-[log]
-level = -3
-"""
 
 
 FLAGS = ["video_ok", "audio_ok", "gap", "window"]
@@ -67,7 +55,7 @@ def in_loopback_namespace(cmd: list[str], tmp_path: Path, timeout: float = 600) 
     if probe.returncode != 0:
         pytest.skip(f"unshare -n refused ({probe.stderr.strip()}): the LSL tests run only without a network")
     config = tmp_path / "lsl_api.cfg"
-    config.write_text(LSL_CONFIG.format(session=f"sec2sec-test-{uuid.uuid4().hex}"))
+    config.write_text(machine_only_lsl_config(f"sec2sec-test-{uuid.uuid4().hex}"))
     env = {**os.environ, "LSLAPICFG": str(config)}
     script = 'ip link set lo up && exec "$@"'
     return subprocess.run(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.configs import TINY_ENCODERS_TOML, TINY_FUSION_TOML
 from helpers.hume_tree import write_hume_info
 from helpers.synthetic_clips import Second, render, write_mp4
 
@@ -27,25 +28,14 @@ from sec2sec.offline.hume import HUME_EMOTIONS
 from sec2sec.offline.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = """
+MODEL = (
+    """
 [model]
 clip_seconds = 4
-[model.video]
-frames_per_window = 4
-resize = 40
-crop = 32
-token_grid = [1, 2, 2]
-weights = "none"
-[model.audio]
-weights = "none"
-image_size = [32, 64]
-token_grid = [1, 2]
-[model.fusion]
-width = 32
-heads = 4
-ff_width = 64
-feature_width = 32
-dropout = 0.0
+"""
+    + TINY_ENCODERS_TOML
+    + TINY_FUSION_TOML
+    + """
 [model.temporal]
 kind = "{kind}"
 hidden = 32
@@ -64,6 +54,7 @@ loss = "mse"
 modality_dropout = 0.0
 supervision = "{supervision}"
 """
+)
 BRIGHT_SECONDS = 2  # of 4: every clip's mean brightness is the same, so a clip label says nothing per second
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.configs import TINY_ENCODERS_TOML
 from helpers.synthetic_clips import FIRST_HALF_BEEP, MID_FLASH, Second, render, write_liris_tree, write_mp4
 
 from sec2sec import precision
@@ -234,20 +235,13 @@ def test_bfloat16_without_native_support_is_a_usage_error(
     assert err.startswith("error: --precision bfloat16: this CPU (oneDNN reports no native bfloat16)"), err
 
 
-TINY = """
+TINY = (
+    """
 [model]
 clip_seconds = 2
-[model.video]
-frames_per_window = 4
-resize = 40
-crop = 32
-token_grid = [1, 2, 2]
-weights = "none"
-[model.audio]
-weights = "none"
-image_size = [32, 64]
-token_grid = [1, 2]
 """
+    + TINY_ENCODERS_TOML
+)
 
 
 @pytest.fixture(scope="module")

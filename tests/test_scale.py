@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.configs import TINY_ENCODERS_TOML, TINY_FUSION_TOML
 from helpers.synthetic_clips import FIRST_HALF_BEEP, MID_FLASH, Second, render, write_liris_tree, write_mp4
 
 from sec2sec.cli import main
@@ -23,25 +24,14 @@ from sec2sec.offline.features import ClipReader, decode_clip, encode_clip, load_
 from sec2sec.offline.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = """
+CONFIG = (
+    """
 [model]
 clip_seconds = 2
-[model.video]
-frames_per_window = 4
-resize = 40
-crop = 32
-token_grid = [1, 2, 2]
-weights = "none"
-[model.audio]
-weights = "none"
-image_size = [32, 64]
-token_grid = [1, 2]
-[model.fusion]
-width = 32
-heads = 4
-ff_width = 64
-feature_width = 32
-dropout = 0.0
+"""
+    + TINY_ENCODERS_TOML
+    + TINY_FUSION_TOML
+    + """
 [model.temporal]
 hidden = 16
 dropout = 0.0
@@ -54,6 +44,7 @@ lr = 3e-3
 patience = 10
 seed = 0
 """
+)
 # (seconds, width) per clip: lengths 1-4 s (one trimmed, some padded), one clip narrower than tall
 CLIPS = [(2, 112), (3, 112), (1, 112), (4, 112), (2, 80), (3, 112), (2, 112), (3, 112)]
 SETS = [1, 1, 1, 1, 1, 2, 2, 0]  # 5 training clips (batch 3: the last global batch has 2 rows), 2 validation, 1 test

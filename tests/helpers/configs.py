@@ -39,3 +39,27 @@ def small_config(kind: str = "lstm", **fusion: object) -> ModelConfig:
         temporal=TemporalConfig(kind=kind, hidden=32, transformer_heads=4, dropout=0.0),
         clip_seconds=6,
     )
+
+
+# Encoders on 32x32 crops and a 32x64 MFCC image, with grids their maps allow: extraction in tests takes
+# seconds. TOML sections to compose a model config from (no braces: safe inside str.format templates).
+TINY_ENCODERS_TOML = """
+[model.video]
+frames_per_window = 4
+resize = 40
+crop = 32
+token_grid = [1, 2, 2]
+weights = "none"
+[model.audio]
+weights = "none"
+image_size = [32, 64]
+token_grid = [1, 2]
+"""
+TINY_FUSION_TOML = """
+[model.fusion]
+width = 32
+heads = 4
+ff_width = 64
+feature_width = 32
+dropout = 0.0
+"""
