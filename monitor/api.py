@@ -438,7 +438,7 @@ def load_model(checkpoint: str | Path | None = None, config: str | Path | None =
 
 def record_of(estimate: Estimate, outputs: tuple[str, ...]) -> dict[str, Any]:
     """One estimate as the CSV row's fields, in the CSV's column order, as numbers (attribution as a list)."""
-    from monitor.recorders import LOSS_COLUMNS
+    from sec2sec.rows import LOSS_COLUMNS
 
     return {
         "window": estimate.index,

@@ -29,24 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor.snapshot import percentile
+from sec2sec.rows import LEADING_COLUMNS, LOSS_COLUMNS, TRAILING_COLUMNS
 
 if TYPE_CHECKING:
     from sec2sec.stream import Estimate
-
-LEADING_COLUMNS = ("window", "start_s", "end_s")
-TRAILING_COLUMNS = (
-    "attribution",
-    "video_ok",
-    "audio_ok",
-    "frames",
-    "audio_coverage",
-    "latency_ms",
-    "dropped_total",
-    "frames_dropped",
-    "samples_lost",
-    "samples_restamped",
-)
-LOSS_COLUMNS = ("frames_dropped", "samples_lost", "samples_restamped")  # what each window lost at the edges
 
 
 def latency_ms(estimate: Estimate) -> float | None:

@@ -169,12 +169,3 @@ def test_import_has_no_side_effects_and_no_monitor() -> None:
     code = "import sys, sec2sec.offline.plot; print(sorted(m for m in ('matplotlib', 'monitor') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
-
-
-def test_the_plot_knows_the_recorder_columns() -> None:
-    """sec2sec may not import monitor, so plot.py keeps its own list of the recorder's columns: it must stay
-    the recorder's list, or a new column would be drawn as a model output."""
-    from monitor.recorders import LEADING_COLUMNS, TRAILING_COLUMNS
-    from sec2sec.offline.plot import RECORDER_COLUMNS
-
-    assert set(RECORDER_COLUMNS) == {*LEADING_COLUMNS, *TRAILING_COLUMNS}

@@ -22,23 +22,8 @@ from typing import Any
 
 import numpy as np
 
-# The recorder's own columns; every other column is one model output.
-RECORDER_COLUMNS = (
-    "window",
-    "start_s",
-    "end_s",
-    "attribution",
-    "video_ok",
-    "audio_ok",
-    "frames",
-    "audio_coverage",
-    "latency_ms",
-    "dropped_total",
-    "frames_dropped",
-    "samples_lost",
-    "samples_restamped",
-)
-LOSS_COLUMNS = ("frames_dropped", "samples_lost", "samples_restamped")  # optional: older CSVs lack them
+from sec2sec.rows import LOSS_COLUMNS, ROW_COLUMNS  # LOSS_COLUMNS are optional: older CSVs lack them
+
 REQUIRED_COLUMNS = ("window", "start_s", "end_s", "video_ok", "audio_ok", "latency_ms", "dropped_total")
 DEFAULT_SIZE = (1600, 900)  # pixels
 DPI = 100
@@ -140,7 +125,7 @@ def read_session(path: str | Path) -> Session:
     any other malformed row, a file that is not a session CSV, or one without rows is a ValueError."""
     path = Path(path)
     header, rows = _read_rows(path)
-    outputs = [name for name in header if name not in RECORDER_COLUMNS]
+    outputs = [name for name in header if name not in ROW_COLUMNS]
     if not outputs:
         raise ValueError(f"{str(path)!r} has no output columns (e.g. valence); {FIX}")
     parsed = []
