@@ -158,7 +158,8 @@ def _results(task: str, names: list[str]) -> list[VariantResult]:
     out = []
     for i, variant in enumerate(PAPER_VARIANTS):
         metrics = {"accuracy": 0.5 + i / 100, "f1": 0.6, "balanced_accuracy": 0.55, "macro_f1": 0.5}
-        metrics |= {"majority_accuracy": 0.5, "mean_accuracy": 0.88125 + i / 1000}
+        metrics |= {"majority_accuracy": 0.5, "mean_accuracy": 0.88125 + i / 1000, "pearson_r": 0.25 + i / 100}
+        metrics |= {"mse": 0.02, "baseline_mse": 0.03}
         evaluation = Evaluation("test", task, [], np.zeros(0), np.zeros(0), {n: dict(metrics) for n in names})
         out.append(VariantResult(variant, TrainResult(Path("best.pt"), 1, 0.5, 3, 12.345, 0), evaluation))
     return out
@@ -187,7 +188,7 @@ def test_a_narrow_console_gets_every_name_in_full(task: str, names: list[str]) -
     for method in ("audio only", "late fusion (pooled tokens, MLP)", "SA-CA, no temporal model", "SA-CA (Sec2Sec)"):
         assert set(method.split()) <= words, method
     if task == "regression":
-        assert {"0.8812", "0.8862", "12.35", "average"} <= words
+        assert {"0.8812", "0.8862", "12.35", "average", "0.3000", "train-mean", "0.0300"} <= words  # folded, whole
     else:
         assert {"0.5000", "0.5500", "12.35", "majority", "macro-F1"} <= words
         header = next(line for line in lines if line.startswith(" method"))
@@ -195,9 +196,11 @@ def test_a_narrow_console_gets_every_name_in_full(task: str, names: list[str]) -
 
 
 def test_a_wide_console_gets_the_full_headers() -> None:
-    text = _printed(_results("regression", TRAITS), 200)
+    text = _printed(_results("regression", TRAITS), 320)
     header = next(line for line in text.splitlines() if "method" in line)
-    assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == ["method", *TRAITS, "average", "s / epoch"]
+    per_trait = [h for t in TRAITS for h in (t, f"{t} r")]
+    tail = ["average", "mean r", "MSE", "train-mean MSE", "s / epoch"]
+    assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == ["method", *per_trait, *tail]
     assert "outputs:" not in text
 
 

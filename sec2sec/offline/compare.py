@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,37 +192,56 @@ def _cell(value: float, column: int, columns: int) -> str:
     return f"{value:.2f}" if column == columns - 1 else f"{value:.4f}"
 
 
-def comparison_table(results: list[VariantResult], short: dict[str, str] | None = None) -> Table:
+def comparison_table(
+    results: list[VariantResult], short: dict[str, str] | None = None, columns: Sequence[int] | None = None
+) -> Table:
     """The table as printed: numbers keep their width and every other cell folds instead of being cut.
 
     `short` (narrow consoles) maps output names onto the abbreviations used in the headers (see
-    `abbreviations`) and drops the vertical rules, so Table 1's nine columns fit 80 characters."""
+    `abbreviations`) and drops the vertical rules, so Table 1's nine columns fit 80 characters. `columns`: the
+    indices of the value columns to show (default all); the method column always comes first."""
     title, headers, rows = comparison_cells(results)
+    count = len(rows[0][1])
+    shown = list(range(count)) if columns is None else list(columns)
     table = Table(
         title=title, box=box.SIMPLE_HEAD if short else box.HEAVY_HEAD, pad_edge=not short, collapse_padding=bool(short)
     )
     words = [w for method, _ in rows for w in method.split()]
-    for i, header in enumerate(headers):
+    table.add_column(headers[0], justify="left", overflow="fold", min_width=max(len(w) for w in words))
+    for k in shown:
+        header = headers[k + 1]
         name = next((n for n in (short or {}) if header == n or header.startswith(n + " ")), None)
         header = short[name] + header[len(name) :] if short and name else header
-        header = header.replace(" / ", "/").replace(" ", "\n") if short and i else header  # a word a line
-        width = max(len(_cell(values[i - 1], i - 1, len(values))) for _, values in rows) if i else None
-        width = width or max(len(w) for w in words)
-        table.add_column(header, justify="right" if i else "left", overflow="fold", min_width=width)
+        header = header.replace(" / ", "/").replace(" ", "\n") if short else header  # a word a line
+        width = max(len(_cell(values[k], k, count)) for _, values in rows)
+        table.add_column(header, justify="right", overflow="fold", min_width=width)
     for method, values in rows:
-        table.add_row(method, *(_cell(v, i, len(values)) for i, v in enumerate(values)))
+        table.add_row(method, *(_cell(values[k], k, count) for k in shown))
     return table
+
+
+def _fits(console: Console, table: Table, folded: bool = False) -> bool:
+    """Whether `table` fits the console at its natural width, or (`folded`) with its text cells folded."""
+    measured = Measurement.get(console, console.options.update_width(1_000_000), table)
+    return (measured.minimum if folded else measured.maximum) <= console.width
 
 
 def print_comparison(results: list[VariantResult], console: Console) -> None:
     """The table at full names when it fits the console, else with abbreviated output names and a legend
-    line: nothing is cut (a piped or redirected console is 80 columns wide)."""
+    line, folded into as many tables (each with the method column) as it takes to fit: nothing is cut (a piped
+    or redirected console is 80 columns wide)."""
     table = comparison_table(results)
-    if Measurement.get(console, console.options.update_width(1_000_000), table).maximum <= console.width:
+    if _fits(console, table):
         console.print(table)
         return
     short = abbreviations(list(results[0].evaluation.scores))
-    console.print(comparison_table(results, short))
+    groups: list[list[int]] = [[]]
+    for k in range(len(comparison_cells(results)[2][0][1])):
+        if groups[-1] and not _fits(console, comparison_table(results, short, [*groups[-1], k]), folded=True):
+            groups.append([])
+        groups[-1].append(k)
+    for group in groups:
+        console.print(comparison_table(results, short, group))
     console.print("outputs: " + ", ".join(f"{a} = {n}" for n, a in short.items()))
 
 
