@@ -22,9 +22,9 @@ import torch
 from tables import cpu_name, print_table
 
 from sec2sec.config import AudioConfig, ModelConfig, VideoConfig
-from sec2sec.describe import count_flops
 from sec2sec.model import Sec2Sec
 from sec2sec.precision import bf16_native, set_precision
+from sec2sec.stages import count_flops
 
 PRECISIONS = ("float32", "bfloat16")
 

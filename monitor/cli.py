@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.api import Terminated, check_args, ended_by, open_pipeline
 from monitor.replay import CLOCKS
-from sec2sec.cli import show_warning
 from sec2sec.config import config_help
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.precision import PRECISION_HELP, PRECISIONS
+from sec2sec.warning_line import show_warning
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
     from monitor.pipeline import Pipeline

@@ -2,7 +2,7 @@
 
 import sys
 
-from sec2sec.cli import main
+from sec2sec.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

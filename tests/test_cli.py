@@ -276,7 +276,7 @@ def test_help_shows_defaults() -> None:
 
 def test_describe_prints_the_real_model(small: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sec2sec.cli", "describe", "--config", str(small)],
+        [sys.executable, "-m", "sec2sec", "describe", "--config", str(small)],
         capture_output=True,
         text=True,
         cwd=ROOT,

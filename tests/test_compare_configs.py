@@ -240,7 +240,7 @@ def test_the_table_is_written_as_csv_and_markdown(tmp_path: Path) -> None:
 def test_compare_piped_prints_every_trait_and_writes_its_tables(fi_cache: Path, tmp_path: Path) -> None:
     """`sec2sec compare` as a user pipes it (80 columns): no name is cut, and both tables land in --out."""
     out = tmp_path / "runs"
-    command = [sys.executable, "-m", "sec2sec.cli", "compare", "--base", "first_impressions", "--variants"]
+    command = [sys.executable, "-m", "sec2sec", "compare", "--base", "first_impressions", "--variants"]
     command += ["audio_only,default", "--cache", str(fi_cache), "--out", str(out), "--device", "cpu"]
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)

@@ -171,7 +171,7 @@ def test_every_command_defaults_to_the_built_in_config() -> None:
     import argparse
 
     from monitor.cli import build_parser as live_parser
-    from sec2sec.cli import build_parser
+    from sec2sec.commands import build_parser
 
     commands = {}
     for action in build_parser()._actions:

@@ -11,9 +11,9 @@ from torch import nn
 
 from sec2sec import folded_trunk
 from sec2sec.config import AudioConfig, VideoConfig
-from sec2sec.describe import count_flops
 from sec2sec.encoders import AudioEncoder, VideoEncoder
 from sec2sec.folded_trunk import FoldedConv, FoldedTrunk
+from sec2sec.stages import count_flops
 
 CASES_3D = [  # (in, out, kernel, stride, padding, input (B, C, T, H, W))
     (3, 45, (1, 7, 7), (1, 2, 2), (0, 3, 3), (2, 3, 5, 20, 18)),  # the stem's spatial conv, odd T

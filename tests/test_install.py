@@ -74,7 +74,7 @@ def test_installed_commands_and_configs_work_outside_the_source_tree(installed: 
     assert Path(config_file) == installed / "sec2sec" / "configs" / "first_impressions.toml"
     assert outputs == "('extraversion', 'neuroticism', 'agreeableness', 'conscientiousness', 'openness')"
 
-    extract = run(installed, "-m", "sec2sec.cli", "extract", "--help", cwd=tmp_path)
+    extract = run(installed, "-m", "sec2sec", "extract", "--help", cwd=tmp_path)
     assert extract.returncode == 0 and "--dataset {liris,fi}" in extract.stdout, extract.stderr
     assert "first_impressions" in " ".join(extract.stdout.split())
     live = run(installed, "-m", "monitor.cli", "--help", cwd=tmp_path)
@@ -82,7 +82,7 @@ def test_installed_commands_and_configs_work_outside_the_source_tree(installed: 
     for script in ("sec2sec", "sec2sec-live"):  # the console scripts pip wrote
         assert (installed / "bin" / script).is_file()
 
-    wrong = run(installed, "-m", "sec2sec.cli", "describe", "--config", "first_impression", cwd=tmp_path)
+    wrong = run(installed, "-m", "sec2sec", "describe", "--config", "first_impression", cwd=tmp_path)
     assert wrong.returncode == 2
     assert wrong.stderr.startswith("error: no shipped config is named 'first_impression'; use one of attention_lstm")
     assert len(wrong.stderr.splitlines()) == 1

@@ -18,7 +18,7 @@ from helpers.configs import TINY_ENCODERS_TOML, TINY_FUSION_TOML
 from helpers.hume_tree import write_hume_info
 from helpers.synthetic_clips import Second, render, write_mp4
 
-from sec2sec.cli import main
+from sec2sec.commands import main
 from sec2sec.config import Config, parse_config
 from sec2sec.offline.compare import compare, comparison_table
 from sec2sec.offline.evaluate import evaluate, results_table

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitor.recorders import CsvRecorder
-from sec2sec.cli import main as sec2sec_main
+from sec2sec.commands import main as sec2sec_main
 from sec2sec.offline.plot import attribution_grid, default_output, plot_session, read_session, title_of
 from sec2sec.stream import Estimate
 

@@ -307,7 +307,7 @@ def test_extract_falls_back_to_float32_when_the_check_fails(
 def test_extract_command_takes_and_reports_the_precision(
     tiny_dataset: tuple[Path, Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sec2sec.cli import main
+    from sec2sec.commands import main
 
     root, _ = tiny_dataset
     config = tmp_path / "tiny.toml"

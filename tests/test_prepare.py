@@ -13,7 +13,7 @@ from helpers.synthetic_clips import Second, python2_pickle, render, write_mp4
 from helpers.zipcrypto import write_encrypted_zip
 
 import sec2sec.offline.prepare as prepare_module
-from sec2sec.cli import main
+from sec2sec.commands import main
 from sec2sec.offline.datasets import read_first_impressions
 from sec2sec.offline.prepare import MARKER, prepare_first_impressions
 

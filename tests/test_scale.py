@@ -17,7 +17,7 @@ import torch
 from helpers.configs import TINY_ENCODERS_TOML, TINY_FUSION_TOML
 from helpers.synthetic_clips import FIRST_HALF_BEEP, MID_FLASH, Second, render, write_liris_tree, write_mp4
 
-from sec2sec.cli import main
+from sec2sec.commands import main
 from sec2sec.config import parse_config
 from sec2sec.offline.extract import extract, open_cache
 from sec2sec.offline.features import ClipReader, decode_clip, encode_clip, load_features, read_index

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers.synthetic_clips import Second, render, write_liris_tree, write_mp4
 
-from sec2sec.cli import main
+from sec2sec.commands import main
 from sec2sec.offline.datasets import ClipRecord
 from sec2sec.offline.splits import apply_split, clip_set_digest, pinned_split, split_file
 

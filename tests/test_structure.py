@@ -169,3 +169,22 @@ def test_the_check_sees_lazy_and_relative_imports_and_skips_type_checking(tmp_pa
     assert [(i.target, i.line) for i in b] == [("pkg.a", 1), ("pkg.c", 2)]
     assert circles(_graph(a + b)) == [["pkg.a", "pkg.b"]]
     assert circles({"x": {"y"}, "y": {"z"}, "z": set()}) == []
+
+
+def test_the_dispatcher_imports_every_command_and_only_the_commands_import_the_library_the_other_way() -> None:
+    """`sec2sec.commands` imports each command module plainly (arrows the circle check sees); no module of the
+    library imports a command, and `monitor` never loads the offline commands (`sec2sec-live` starts without them)."""
+    modules = project_modules()
+    commands = {m for m in modules if m.startswith("sec2sec.commands.")}
+    assert {"sec2sec.commands.extract", "sec2sec.commands.describe", "sec2sec.commands.weights"} <= commands
+    imports = all_imports()
+    dispatched = {i.target for i in imports if i.source == "sec2sec.commands"}
+    assert commands <= dispatched, f"not imported by the dispatcher: {sorted(commands - dispatched)}"
+    offending = [
+        f"{i.source} imports {i.target} (line {i.line})"
+        for i in imports
+        if i.target.startswith("sec2sec.commands")
+        and not i.source.startswith("sec2sec.commands")
+        and i.source != "sec2sec.__main__"
+    ]
+    assert not offending, "; ".join(offending)

@@ -32,7 +32,7 @@ from helpers.synthetic_clips import (
 )
 
 from sec2sec.checkpoint import load_model
-from sec2sec.cli import main
+from sec2sec.commands import main
 from sec2sec.config import parse_config
 from sec2sec.offline.compare import compare, comparison_table
 from sec2sec.offline.evaluate import evaluate

@@ -24,7 +24,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from sec2sec import weights
-from sec2sec.cli import main
+from sec2sec.commands import main
 from sec2sec.config import AudioConfig
 from sec2sec.encoders import AudioEncoder
 from sec2sec.weights import DownloadError, HubFile, PretrainedWeightsMissing, WeightsError, load_pretrained

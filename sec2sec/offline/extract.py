@@ -17,7 +17,6 @@ them into `index.json` (see `cache_writer`). A killed run resumes with any numbe
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,13 +25,12 @@ import torch
 from rich.console import Console
 
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
-from sec2sec.config import Config, ModelConfig, config_help, load_config
-from sec2sec.devices import DEVICE_HELP
+from sec2sec.config import Config, ModelConfig
 from sec2sec.model import Sec2Sec
-from sec2sec.offline.batching import AUTOCAST, WindowBatcher, check_autocast
+from sec2sec.offline.batching import WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
-from sec2sec.offline.datasets import DATASETS, ClipRecord, read_dataset
-from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Heartbeat, add_collective_timeout, context, session
+from sec2sec.offline.datasets import ClipRecord, read_dataset
+from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Heartbeat, context
 from sec2sec.offline.features import (
     DTYPES,
     ENCODE_BATCH,
@@ -45,7 +43,7 @@ from sec2sec.offline.features import (
     write_index,
 )
 from sec2sec.offline.progress import progress_bar
-from sec2sec.precision import PRECISION_HELP, PRECISIONS, check_parity, check_precision, resolve_precision
+from sec2sec.precision import check_parity, check_precision, resolve_precision
 from sec2sec.stream import check_input
 
 
@@ -258,59 +256,3 @@ def _encode_all(
 def _write_report(folder: Path, unreadable: dict[str, str]) -> None:
     lines = ["clip\treason", *(f"{k}\t{v}" for k, v in sorted(unreadable.items()))]
     (folder / "unreadable.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    with session(args.device, args.collective_timeout) as dist:
-        console = Console(quiet=not dist.main)
-        s = extract(
-            args.dataset,
-            args.root,
-            args.out,
-            config,
-            dtype=args.dtype,
-            workers=args.workers,
-            shard_size=args.shard_size,
-            batch=args.batch,
-            device=dist.device,
-            autocast=args.autocast,
-            precision=args.precision,
-            console=console,
-            collective_timeout_min=args.collective_timeout,
-        )
-    console.print(
-        f"[bold]extract done[/]: {s.encoded} clips encoded ({s.windows} windows, {s.precision} encoders) "
-        f"in {s.seconds:.1f} s, "
-        f"{s.skipped} already in the cache, {len(s.unreadable)} unreadable "
-        f"(listed in {Path(args.out) / 'unreadable.tsv'}); {s.trimmed} clips trimmed and {s.padded} padded "
-        f"(masked) to model.clip_seconds = {config.model.clip_seconds} s"
-    )
-    for clip, reason in list(s.unreadable.items())[:10]:
-        console.print(f"  unreadable {clip}: {reason}")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("extract", help="encode a dataset's clips into a feature cache (resumable)")
-    p.add_argument(
-        "--dataset",
-        required=True,
-        choices=DATASETS,
-        help="liris (LIRIS-ACCEDE), fi (First Impressions), hume (Hume-Reaction, ABAW5 ERI) or manifest (your "
-        "own clips listed in a CSV: --root names it)",
-    )
-    p.add_argument("--root", required=True, help="the dataset folder, as downloaded (manifest: the CSV file)")
-    p.add_argument("--out", required=True, help="cache folder (created; a second run resumes it)")
-    p.add_argument("--config", help=config_help(" (model.video/audio, clip_seconds)"))
-    p.add_argument("--dtype", default="float16", choices=tuple(DTYPES), help="storage precision of the tokens")
-    p.add_argument("--workers", type=int, default=1, help="decoding processes running ahead (0: decode inline)")
-    p.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
-    p.add_argument("--batch", type=int, default=ENCODE_BATCH, help="windows per encoder call (gathered across clips)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument(
-        "--autocast", default="off", choices=tuple(AUTOCAST), help="CUDA only: encoders under torch.autocast"
-    )
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    add_collective_timeout(p)
-    p.set_defaults(func=_run)
