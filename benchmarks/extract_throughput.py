@@ -125,7 +125,7 @@ def run_extract(root: Path, out: Path, config: Path, processes: int, args: argpa
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:
         raise SystemExit(f"extract failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
-    found = re.search(r"\((\d+) windows\) in ([\d.]+) s", result.stdout.replace("\n", " "))
+    found = re.search(r"\((\d+) windows[^)]*\) in ([\d.]+) s", result.stdout.replace("\n", " "))
     if found is None:
         raise SystemExit(f"no summary line in the output of extract:\n{result.stdout[-2000:]}")
     return int(found.group(1)) / max(float(found.group(2)), 1e-9)
