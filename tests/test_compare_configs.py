@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 import subprocess
@@ -253,9 +254,11 @@ def test_compare_piped_prints_every_trait_and_writes_its_tables(fi_cache: Path, 
     )
     with open(out / "comparison.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["variant", "method", *TRAITS, "average", "s / epoch"]
+    headers = [h for t in TRAITS for h in (t, f"{t} r")] + ["average", "mean r", "MSE", "train-mean MSE"]
+    assert rows[0] == ["variant", "method", *headers, "s / epoch"]
     assert [r[:2] for r in rows[1:]] == [["audio_only", "audio only"], ["default", "SA-CA (Sec2Sec)"]]
-    assert all(0.0 <= float(v) <= 1.0 for r in rows[1:] for v in r[2:-1])
+    # accuracies and MSEs in [0, 1], Pearson r in [-1, 1] (NaN where a variant predicts a constant)
+    assert all(math.isnan(float(v)) or -1.0 <= float(v) <= 1.0 for r in rows[1:] for v in r[2:-1])
     md = (out / "comparison.md").read_text()
-    assert f"| method | {' | '.join(TRAITS)} | average | s / epoch |" in md and "| SA-CA (Sec2Sec) | " in md
+    assert f"| method | {' | '.join(headers)} | s / epoch |" in md and "| SA-CA (Sec2Sec) | " in md
     assert f"table written to {out / 'comparison.csv'} and {out / 'comparison.md'}\n" in text

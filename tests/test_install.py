@@ -75,7 +75,7 @@ def test_installed_commands_and_configs_work_outside_the_source_tree(installed: 
     assert outputs == "('extraversion', 'neuroticism', 'agreeableness', 'conscientiousness', 'openness')"
 
     extract = run(installed, "-m", "sec2sec", "extract", "--help", cwd=tmp_path)
-    assert extract.returncode == 0 and "--dataset {liris,fi}" in extract.stdout, extract.stderr
+    assert extract.returncode == 0 and "--dataset {liris,fi,hume,manifest}" in extract.stdout, extract.stderr
     assert "first_impressions" in " ".join(extract.stdout.split())
     live = run(installed, "-m", "monitor.cli", "--help", cwd=tmp_path)
     assert live.returncode == 0 and "--replay" in live.stdout, live.stderr

@@ -155,7 +155,7 @@ def test_torchrun_per_second_training_equals_one_process(traced, traced_cache: P
     config = _toml(tmp_path / "short.toml", kind="gru_transformer", epochs=3)
     common = ["--dataset", "manifest", "--root", str(manifest), "--config", str(config), "--dtype", "float32"]
     out = _sec2sec(["extract", *common, "--out", str(tmp_path / "cache2")], 2, tmp_path).stdout
-    assert "36 clips encoded (144 windows)" in out and "1 unreadable" in out
+    assert "36 clips encoded (144 windows, " in out and "1 unreadable" in out
     one, two = read_index(traced_cache), read_index(tmp_path / "cache2")
     assert (
         list(one.clips) == list(two.clips)
@@ -211,7 +211,7 @@ def test_hume_reaction_extract_train_evaluate_compare(hume: tuple[Path, Path], t
     cache = tmp_path / "cache"
     args = ["extract", "--dataset", "hume", "--root", str(root), "--config", str(config), "--out", str(cache)]
     assert main([*args, "--workers", "0", "--dtype", "float32"]) == 0
-    assert "17 clips encoded (68 windows)" in capsys.readouterr().out
+    assert "17 clips encoded (68 windows, " in capsys.readouterr().out
     index = read_index(cache)
     assert [c["split"] for c in index.clips.values()].count("test") == 3
     assert index.clips["00015"]["targets"] == {} and list(index.unreadable) == ["00099"]

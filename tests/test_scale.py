@@ -144,6 +144,7 @@ def test_torchrun_two_processes_equal_one(dataset: tuple[Path, Path], one_proces
     root, config = dataset
     cache1, _ = one_process_cache
     common = ["--dataset", "liris", "--root", str(root), "--config", str(config), "--dtype", "float32"]
+    common += ["--precision", "float32"]  # as the 1-process cache (the library's default; the command's is auto)
     _sec2sec(["extract", *common, "--out", str(tmp_path / "cache2"), "--batch", "3", "--shard-size", "2"], 2, tmp_path)
     one, two = read_index(cache1), read_index(tmp_path / "cache2")
     assert list(one.clips) == list(two.clips) and len(one.clips) == 8 and one.encoders == two.encoders
