@@ -145,7 +145,8 @@ def test_lsl_regular_stream_marks_missing_windows_with_nan(tmp_path: Path) -> No
 
 
 def test_an_lsl_inlet_that_never_reads_changes_nothing(small: Path, tmp_path: Path) -> None:
-    base = ("--replay", DEMO, "--config", small, "--clock", "offline", "--duration", "4", "--no-ui")
+    # realtime: the stream lives ~4 s, long enough to be resolved (offline, 4 windows end in a blink)
+    base = ("--replay", DEMO, "--config", small, "--clock", "realtime", "--duration", "4", "--no-ui")
     alone, idle = tmp_path / "alone.csv", tmp_path / "idle.csv"
     done = subprocess.run(live_cmd(*base, "--csv", alone), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -216,7 +217,8 @@ def test_zmq_subscriber_gets_every_window_as_the_jsonl_line(small: Path, tmp_pat
 def test_a_zmq_subscriber_that_never_reads_changes_nothing(small: Path, tmp_path: Path) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     thread, marker = subscribe(endpoint, read=False)
-    base = ("--replay", DEMO, "--config", small, "--clock", "offline", "--duration", "4", "--no-ui")
+    # realtime: the stream lives ~4 s, long enough to be resolved (offline, 4 windows end in a blink)
+    base = ("--replay", DEMO, "--config", small, "--clock", "realtime", "--duration", "4", "--no-ui")
     alone, idle = tmp_path / "alone.csv", tmp_path / "idle.csv"
     for csv, extra in ((alone, ()), (idle, ("--zmq", endpoint))):
         done = subprocess.run(live_cmd(*base, "--csv", csv, *extra), capture_output=True, text=True, timeout=300)

@@ -185,7 +185,7 @@ class Heartbeat:
         """Say this rank is alive and where it is (`note` changes with each step: e.g. clips done)."""
         if self.world > 1:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self._path(self.rank).with_suffix(".tmp")
+            tmp = self.folder / f".progress.rank{self.rank}.tmp"  # one per rank: ranks write at once
             tmp.write_text(note, encoding="utf-8")
             tmp.replace(self._path(self.rank))
 
