@@ -28,13 +28,15 @@ from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.precision import check_precision
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
+    import torch
+
     from monitor.outlets import QueuedOutlet
     from monitor.pipeline import Pipeline
     from monitor.queues import BoundedQueue
     from monitor.sinks import Sink
     from monitor.sources import Source
     from sec2sec.model import Sec2Sec
-    from sec2sec.stream import Estimate
+    from sec2sec.stream import AffectStream, Estimate
 
 INPUT_COUNTERS = (  # (sidecar key, source attribute) of the input report, where a source has them
     ("overflows", "overflows"),
@@ -295,25 +297,18 @@ def build_pipeline(
     from monitor.pipeline import Pipeline
     from sec2sec.devices import resolve_device, torch_threads
     from sec2sec.precision import resolve_precision
-    from sec2sec.stream import AffectStream
     from sec2sec.windows import Windower
 
     torch.set_num_threads(torch_threads(args.threads))
     device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)  # bfloat16 on a device without it: usage error, now
+    resolve_precision(args.precision, device)  # bfloat16 on a device without it: a usage error, before the model
     loaded = getattr(args, "model", None)
     model, trained, info = (loaded.model, loaded.trained, dict(loaded.info)) if loaded else build_model(args)
     warning = check_streams(model, has_video, has_audio, what)
     cfg = model.config
     for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
         source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
-    stream = AffectStream(model, horizon=args.horizon, device=device, precision=precision)
-    stream.warm_up()  # checks the precision against float32; first forward of every stage before any timing
-    info["precision"] = stream.precision_used
-    info["precision_check"] = {
-        "requested": args.precision,
-        **{k: {"relative_error": v.relative_error, "min_cosine": v.min_cosine} for k, v in stream.parity.items()},
-    }
+    stream = warmed_stream(model, args.horizon, device, args.precision, info)
     windower = Windower(
         cfg.video.frames_per_window, cfg.audio.sample_rate, expect_video=has_video, expect_audio=has_audio
     )
@@ -343,6 +338,25 @@ def build_pipeline(
     for outlet in outlets:
         outlet.capture_end_ns = capture_clock(args, pipeline)
     return pipeline
+
+
+def warmed_stream(
+    model: Sec2Sec, horizon: int | None, device: torch.device, precision: str, info: dict[str, Any]
+) -> AffectStream:
+    """The model's stream on `device`, warmed up: the warm-up checks the encoders' precision against float32
+    (a bfloat16 that disagrees falls back to float32) and runs every stage once before any window is timed.
+    What was used and the check's figures go into `info` (the sidecar's)."""
+    from sec2sec.precision import resolve_precision
+    from sec2sec.stream import AffectStream
+
+    stream = AffectStream(model, horizon=horizon, device=device, precision=resolve_precision(precision, device))
+    stream.warm_up()
+    info["precision"] = stream.precision_used
+    info["precision_check"] = {
+        "requested": precision,
+        **{k: {"relative_error": v.relative_error, "min_cosine": v.min_cosine} for k, v in stream.parity.items()},
+    }
+    return stream
 
 
 def open_outlets(args: RunArgs) -> list[QueuedOutlet]:

@@ -4,16 +4,13 @@ brightness is learned per second with per-second labels, and not from clip label
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.commands import read_metrics, run_sec2sec
 from helpers.configs import TINY_ENCODERS_TOML, TINY_FUSION_TOML
 from helpers.hume_tree import write_hume_info
 from helpers.synthetic_clips import Second, render, write_mp4
@@ -133,20 +130,6 @@ def test_per_second_labels_teach_each_second(traced: tuple[Path, Path], traced_c
     assert results["clip"]["ccc"] < 0.3 and results["clip"]["mse"] > 0.06, results  # 0.09: always 0.5
 
 
-def _sec2sec(args: list[str], processes: int, cwd: Path) -> subprocess.CompletedProcess:
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = [sys.executable, *(launcher if processes > 1 else []), "-m", "sec2sec", *args, "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def _metrics(run: Path) -> list[dict[str, str]]:
-    with open(run / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.mark.slow
 def test_torchrun_per_second_training_equals_one_process(traced, traced_cache: Path, tmp_path: Path) -> None:
     """torchrun with 2 gloo processes: the manifest extracts to the 1-process cache (the bad row listed once),
@@ -154,7 +137,7 @@ def test_torchrun_per_second_training_equals_one_process(traced, traced_cache: P
     manifest, _ = traced
     config = _toml(tmp_path / "short.toml", kind="gru_transformer", epochs=3)
     common = ["--dataset", "manifest", "--root", str(manifest), "--config", str(config), "--dtype", "float32"]
-    out = _sec2sec(["extract", *common, "--out", str(tmp_path / "cache2")], 2, tmp_path).stdout
+    out = run_sec2sec(["extract", *common, "--out", str(tmp_path / "cache2")], 2, tmp_path).stdout
     assert "36 clips encoded (144 windows, " in out and "1 unreadable" in out
     one, two = read_index(traced_cache), read_index(tmp_path / "cache2")
     assert (
@@ -163,17 +146,17 @@ def test_torchrun_per_second_training_equals_one_process(traced, traced_cache: P
     )
     assert list(two.unreadable) == ["clips/c99.mp4"]
     fit(traced_cache, _config(config), tmp_path / "run1")
-    _sec2sec(
+    run_sec2sec(
         ["train", "--config", str(config), "--cache", str(traced_cache), "--out", str(tmp_path / "run2")], 2, tmp_path
     )
-    rows = [_metrics(tmp_path / f"run{n}") for n in (1, 2)]
+    rows = [read_metrics(tmp_path / f"run{n}") for n in (1, 2)]
     assert len(rows[0]) == len(rows[1]) == 3
     for r1, r2 in zip(*rows, strict=True):
         for key in ("train_loss", "val_loss", "val_accuracy", "val_metric"):
             assert float(r1[key]) == pytest.approx(float(r2[key]), abs=1e-5), key
     checkpoint = str(tmp_path / "run2" / "best.pt")
     args = ["evaluate", "--checkpoint", checkpoint, "--cache", str(traced_cache), "--out", str(tmp_path / "e.json")]
-    out = _sec2sec(args, 2, tmp_path).stdout
+    out = run_sec2sec(args, 2, tmp_path).stdout
     assert out.count("per second, every labelled second of the test split") == 1 and "CCC" in out
     payload = json.loads((tmp_path / "e.json").read_text())
     assert set(payload["second_scores"]["brightness"]) == {"pearson_r", "ccc", "mse", "mean_accuracy"}

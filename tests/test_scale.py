@@ -3,7 +3,6 @@ torchrun (2 processes, gloo on the CPU) giving the numbers of 1 process for extr
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.commands import read_metrics, run_sec2sec
 from helpers.configs import TINY_ENCODERS_TOML, TINY_FUSION_TOML
 from helpers.synthetic_clips import FIRST_HALF_BEEP, MID_FLASH, Second, render, write_liris_tree, write_mp4
 
@@ -121,21 +121,6 @@ def test_batched_extraction_equals_per_clip(dataset: tuple[Path, Path], one_proc
             assert torch.equal(cached.video_ok[k], clip.video_ok) and int(cached.lengths[k]) == clip.length
 
 
-def _sec2sec(args: list[str], processes: int, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m sec2sec ARGS`, or the same under torchrun with `processes` CPU processes (gloo)."""
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = [sys.executable, *(launcher if processes > 1 else []), "-m", "sec2sec", *args, "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def _metrics(run: Path) -> list[dict[str, str]]:
-    with open(run / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(dataset: tuple[Path, Path], one_process_cache, tmp_path: Path) -> None:
     """torchrun with 2 gloo processes: extraction gives the 1-process cache (ranks' shards merged into one
@@ -145,7 +130,9 @@ def test_torchrun_two_processes_equal_one(dataset: tuple[Path, Path], one_proces
     cache1, _ = one_process_cache
     common = ["--dataset", "liris", "--root", str(root), "--config", str(config), "--dtype", "float32"]
     common += ["--precision", "float32"]  # as the 1-process cache (the library's default; the command's is auto)
-    _sec2sec(["extract", *common, "--out", str(tmp_path / "cache2"), "--batch", "3", "--shard-size", "2"], 2, tmp_path)
+    run_sec2sec(
+        ["extract", *common, "--out", str(tmp_path / "cache2"), "--batch", "3", "--shard-size", "2"], 2, tmp_path
+    )
     one, two = read_index(cache1), read_index(tmp_path / "cache2")
     assert list(one.clips) == list(two.clips) and len(one.clips) == 8 and one.encoders == two.encoders
     assert sorted(two.shards) == [f"shard-{k:05d}.pt" for k in range(4)]  # rank 0: 0, 2; rank 1: 1, 3
@@ -160,9 +147,9 @@ def test_torchrun_two_processes_equal_one(dataset: tuple[Path, Path], one_proces
     short.write_text(config.read_text().replace("epochs = 4", "epochs = 2"))
     for path in (short, config):  # 2 epochs, then resumed from last.pt to 4
         args = ["train", "--config", str(path), "--cache", str(cache1), "--out", str(tmp_path / "run2")]
-        out = _sec2sec(args, 2, tmp_path).stdout
+        out = run_sec2sec(args, 2, tmp_path).stdout
     assert out.count("resuming") == 1 and "after epoch 2" in out
-    rows = [_metrics(tmp_path / f"run{n}") for n in (1, 2)]
+    rows = [read_metrics(tmp_path / f"run{n}") for n in (1, 2)]
     assert len(rows[0]) == len(rows[1]) == 4
     for r1, r2 in zip(*rows, strict=True):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_metric"):
@@ -175,7 +162,7 @@ def test_torchrun_two_processes_equal_one(dataset: tuple[Path, Path], one_proces
 
     checkpoint = str(tmp_path / "run2" / "best.pt")
     args = ["evaluate", "--checkpoint", checkpoint, "--cache", str(cache1), "--split", "validation"]
-    out = _sec2sec([*args, "--out", str(tmp_path / "eval.json")], 2, tmp_path).stdout
+    out = run_sec2sec([*args, "--out", str(tmp_path / "eval.json")], 2, tmp_path).stdout
     assert out.count("on the validation split (2 clips)") == 1
     assert len(json.loads((tmp_path / "eval.json").read_text())["predictions"]) == 2
 
