@@ -23,29 +23,31 @@ def phase(name: str) -> None:
     print(f"PHASE {name}", file=sys.stderr, flush=True)
 
 
+def hold(owner: Any, attribute: str, name: str) -> None:
+    """Replace `owner.attribute` (a function) by one that reports phase `name`, then blocks for ever: a signal
+    sent once the phase is reported lands inside it."""
+    original = getattr(owner, attribute)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        phase(name)
+        time.sleep(FOREVER_S)
+        return original(*args, **kwargs)
+
+    setattr(owner, attribute, held)
+
+
 def slow_open(n: int) -> None:
     """Opening the replay file takes for ever."""
     from monitor import replay
 
-    original = replay.FileReplay.__init__
-
-    def opening(self: Any, *args: Any, **kwargs: Any) -> None:
-        phase("opening")
-        time.sleep(FOREVER_S)
-        original(self, *args, **kwargs)
-
-    replay.FileReplay.__init__ = opening
+    hold(replay.FileReplay, "__init__", "opening")
 
 
 def slow_warm_up(n: int) -> None:
     """The model's warm-up takes for ever."""
     from sec2sec.stream import AffectStream
 
-    def warm_up(self: Any) -> None:
-        phase("warm-up")
-        time.sleep(FOREVER_S)
-
-    AffectStream.warm_up = warm_up
+    hold(AffectStream, "warm_up", "warm-up")
 
 
 def slow_drain(n: int) -> None:
@@ -188,28 +190,14 @@ def hold_after_sinks(n: int) -> None:
     owns them and before its signal handlers are installed): a signal lands here."""
     from monitor import pipeline
 
-    init = pipeline.Pipeline.__init__
-
-    def building(self: Any, *args: Any, **kwargs: Any) -> None:
-        phase("sinks-open")
-        time.sleep(FOREVER_S)
-        init(self, *args, **kwargs)
-
-    pipeline.Pipeline.__init__ = building
+    hold(pipeline.Pipeline, "__init__", "sinks-open")
 
 
 def hold_before_handlers(n: int) -> None:
     """Hold the phase after the pipeline was built, before its signal handlers are installed."""
     from monitor import cli
 
-    run_pipeline = cli._run_pipeline
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        phase("built")
-        time.sleep(FOREVER_S)
-        return run_pipeline(*args, **kwargs)
-
-    cli._run_pipeline = held
+    hold(cli, "_run_pipeline", "built")
 
 
 def sink_timeout(n: int) -> None:
