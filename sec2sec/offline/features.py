@@ -115,7 +115,8 @@ def decode_clip(
     audio_ok = np.zeros(seconds, dtype=bool)
     for w in kept:
         if w.frames is not None:  # a clip whose resolution changed: every window at the first one's size
-            frames[w.index], video_ok[w.index] = same_size(list(w.frames), shape[1:3]), True
+            same = w.frames.shape[1:3] == shape[1:3]  # the usual case: copied once, not rescaled into a copy first
+            frames[w.index], video_ok[w.index] = w.frames if same else same_size(list(w.frames), shape[1:3]), True
         if w.audio_ok:
             audio[w.index], audio_ok[w.index] = w.audio, True
     if short_side is not None and crop is not None:
