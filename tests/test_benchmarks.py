@@ -16,6 +16,15 @@ from sec2sec.devices import DEVICE_HELP
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _ratio_agrees(numerator: float, denominator: float, printed: str, half_step: float) -> bool:
+    """Whether a printed ratio ("0.63x") can come from the unrounded values behind two printed figures, each within
+    `half_step` of what was printed (the benchmark divides before rounding, so the printed figures' own quotient may
+    round the other way)."""
+    low = (numerator - half_step) / (denominator + half_step)
+    high = (numerator + half_step) / (denominator - half_step)
+    return printed.endswith("x") and low - 0.005 <= float(printed.removesuffix("x")) <= high + 0.005
+
+
 @pytest.mark.slow
 def test_soak_prints_every_figure_beside_its_goal(small: Path, tmp_path: Path) -> None:
     args = ["--minutes", "0.05", "--sizes", "160x90", "320x180", "--fps", "10", "--sample-s", "0.5"]
@@ -139,11 +148,11 @@ def test_window_compute_prints_both_precisions_against_the_matmul_peaks() -> Non
     assert len(rows) == 6, rows
     video = next(row for row in rows if "video encoder" in row).split()
     fp32, bf16, ratio, gflop = float(video[-6]), float(video[-5]), video[-4], float(video[-3])
-    assert fp32 > 0 and bf16 > 0 and ratio == f"{bf16 / fp32:.2f}x" and 30 < gflop < 60  # ~40.5 GFLOP
+    assert fp32 > 0 and bf16 > 0 and _ratio_agrees(bf16, fp32, ratio, 0.05) and 30 < gflop < 60  # ~40.5 GFLOP
     assert video[-2].endswith("%") and video[-1].endswith("%")
     final = lines[-2].split()
     assert lines[-2].startswith("default video encoder: bfloat16 takes ") and final[-1] in ("yes", "NO")
-    assert float(final[5].removesuffix("x")) == pytest.approx(bf16 / fp32, abs=0.01)
+    assert _ratio_agrees(bf16, fp32, final[5], 0.05)
     assert lines[-1].startswith("default audio encoder: bfloat16 takes ")
 
 
@@ -164,7 +173,8 @@ def test_pipeline_latency_prints_cpu_per_second_and_latency(small: Path) -> None
     assert header[1:4] == ["default", "(auto:", header[3]] and header[3] in ("float32)", "bfloat16)")
     cpu = next(line for line in lines if line.startswith("160x90")).split()
     default, fp32, ratio = float(cpu[1]), float(cpu[2]), cpu[3]
-    assert default > 0 and fp32 > 0 and ratio == f"{default / fp32:.2f}x" and int(cpu[4]) >= 3 and cpu[5] == "-"
+    assert default > 0 and fp32 > 0 and _ratio_agrees(default, fp32, ratio, 0.0005)
+    assert int(cpu[4]) >= 3 and cpu[5] == "-"
     row = next(line for line in lines if line.split()[:2] == ["1", "offline"]).split()
     assert int(row[2]) >= 3 and int(row[3]) == 0 and float(row[4]) > 0 and float(row[6]) > 0
     assert lines[-1].startswith("peak RSS of the largest sec2sec-live run")
