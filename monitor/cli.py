@@ -19,8 +19,9 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from monitor.api import Terminated, check_args, ended_by, open_pipeline
+from monitor.assembly import open_pipeline
 from monitor.replay import CLOCKS
+from monitor.run_options import Terminated, check_args, ended_by
 from sec2sec.config import config_help
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.precision import PRECISION_HELP, PRECISIONS

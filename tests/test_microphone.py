@@ -318,7 +318,7 @@ def test_a_microphone_with_missing_blocks_shows_them_in_the_rows_and_the_summary
     from helpers.pipeline_fakes import FakeStream as FakeModel
     from helpers.pipeline_fakes import run_bounded
 
-    from monitor.api import open_sinks
+    from monitor.assembly import open_sinks
     from monitor.pipeline import Pipeline
     from monitor.recorders import CsvRecorder
     from sec2sec.windows import Windower

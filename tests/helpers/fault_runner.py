@@ -70,9 +70,9 @@ def slow_drain(n: int) -> None:
 
 def stuck_stdout(n: int) -> None:
     """From window n on, printing the plain line blocks for ever (a pipe nobody reads)."""
-    from monitor import api
+    from monitor import assembly
 
-    write = api.PlainPrinter.write
+    write = assembly.PlainPrinter.write
 
     def blocking(self: Any, estimate: Any) -> None:
         if estimate.index >= n:
@@ -80,7 +80,7 @@ def stuck_stdout(n: int) -> None:
             threading.Event().wait()
         write(self, estimate)
 
-    api.PlainPrinter.write = blocking
+    assembly.PlainPrinter.write = blocking
 
 
 def disk_full(n: int) -> None:
