@@ -13,13 +13,13 @@ import collections
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from monitor.losses import LossLedger
 from monitor.queues import BoundedQueue, Closed, call_with_deadline
 from monitor.replay import CLOCKS as REPLAY_CLOCKS
-from monitor.sinks import Sink, SinkFailed, sink_name
-from monitor.snapshot import HISTORY_SECONDS, Snapshot, percentile
+from monitor.sinks import SINK_CLOSE_TIMEOUT_S, Sink, SinkFailed, SinkSet
+from monitor.snapshot import Progress, Snapshot
 from monitor.sources import Source, SourceEnd
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, VideoFrame
@@ -28,7 +28,6 @@ from sec2sec.windows import Window, Windower
 
 CLOCKS = ("live", *REPLAY_CLOCKS)  # live capture, or one of the replay clocks
 IN_FLIGHT_TIMEOUT_S = 3.0  # shutdown waits this long for the window being computed (one window: ~0.5 s here)
-SINK_CLOSE_TIMEOUT_S = 1.0  # per sink; a sink stuck in the OS (a pipe nobody reads) is abandoned, not waited on
 SINK_WRITE_TIMEOUT_S = 10.0  # one write to a sink this long is stuck (a pipe or FIFO nobody reads, a stalled disk)
 SOURCE_STOP_TIMEOUT_S = 3.0  # per source; a device whose stop blocks in its driver (an unplugged USB mic) is abandoned
 STALL_TIMEOUT_S = 30.0  # a replay decoder that makes no progress this long ends the run (exit 1)
@@ -38,17 +37,6 @@ POLL_S = 0.05  # how often a waiting loop looks at the stop event
 
 def _first_line(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
-
-
-@dataclass
-class _Progress:
-    """What the worker has produced so far (read by `snapshot()` under the pipeline's lock)."""
-
-    latest: Estimate | None = None
-    done: int = 0
-    virtual_dropped: int = 0
-    history: dict[str, collections.deque[float]] | None = None
-    latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=2000))
 
 
 class Pipeline:
@@ -87,7 +75,7 @@ class Pipeline:
                 f"sink_timeout_s = {sink_timeout_s}; give positive numbers of seconds"
             )
         self.stream, self.sources, self.inputs, self.windower = stream, list(sources), inputs, windower
-        self.sinks, self.clock, self.max_windows = list(sinks), clock, max_windows
+        self.outputs, self.clock, self.max_windows = SinkSet(sinks), clock, max_windows
         self.origin_ns = 0  # live: the monotonic time at which run() starts the sources; replay: media time
         self.title, self.untrained = title, untrained
         self.stall_ns = int(stall_timeout_s * NANOS_PER_SECOND)
@@ -95,21 +83,17 @@ class Pipeline:
         self.sink_ns = int(sink_timeout_s * NANOS_PER_SECOND)
         self.windows: BoundedQueue[Window] = BoundedQueue(window_queue)
         self.names = tuple(stream.config.heads.outputs)
-        self._progress = _Progress(history={n: collections.deque(maxlen=HISTORY_SECONDS) for n in self.names})
+        self._progress = Progress(self.names)
         self._lock = threading.Lock()
-        self._sink_lock = threading.Lock()  # held while the worker writes; shutdown closes sinks under it
-        self._sinks_closed = False
         self._stop = threading.Event()
         self._stopped = False
         self._shut_down = threading.Event()  # set once stop() has closed everything
         self._ended_by = ""
         self.message = ""
         self.abandoned: list[str] = []  # threads still running after shutdown gave up on them
-        self.unwritten = 0  # estimates computed after the sinks were closed (only when a thread was abandoned)
         self.close_error = ""  # the first sink that could not be closed, one line
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._busy: tuple[int, int] | None = None  # (window index, monotonic start) of the step in progress
-        self._writing: tuple[str, int] | None = None  # (sink name, monotonic start) of the write in progress
         self._virtual_free_ns = 0
         self._frames = collections.deque(maxlen=256)  # monotonic arrival times of recent video frames
         self._started_ns = time.monotonic_ns()
@@ -182,7 +166,7 @@ class Pipeline:
         if busy is not None and now - busy[1] > self.inference_ns:
             self._fail(f"inference stalled: window {busy[0]} has run for {self.inference_ns / NANOS_PER_SECOND:g} s")
             return True
-        writing = self._writing
+        writing = self.outputs.writing
         if writing is not None and now - writing[1] > self.sink_ns:
             self._fail(
                 f"{writing[0]}: a write has not returned for {self.sink_ns / NANOS_PER_SECOND:g} s "
@@ -304,26 +288,11 @@ class Pipeline:
     def _publish(self, estimate: Estimate) -> None:
         """Write the estimate to every sink (all of them, even after one failed), then count it as done;
         a failed sink is raised as SinkFailed naming it."""
-        failure = ""
-        with self._sink_lock:
-            if self._sinks_closed:
-                self.unwritten += 1
-                return
-            for sink in self.sinks:
-                self._writing = (sink_name(sink), time.monotonic_ns())
-                try:
-                    sink.write(estimate)
-                except Exception as exc:  # noqa: BLE001 - named and reported as the reason the run ended
-                    failure = failure or f"{sink_name(sink)} failed at window {estimate.index}: {_first_line(exc)}"
-                finally:
-                    self._writing = None
+        failure = self.outputs.write(estimate)
+        if failure is None:  # shutdown closed the sinks (the worker had been given up on)
+            return
         with self._lock:
-            p = self._progress
-            p.latest, p.done = estimate, p.done + 1
-            for name, value in estimate.outputs.items():
-                p.history[name].append(value)
-            if estimate.latency_ns is not None:
-                p.latencies.append(estimate.latency_ns / 1e6)
+            self._progress.record(estimate)
         if failure:
             raise SinkFailed(failure)
         if self.on_estimate is not None:
@@ -380,21 +349,11 @@ class Pipeline:
                 self.message = self.message or f"{name} did not stop cleanly: {error}"
 
     def _close_sinks(self) -> None:
-        """Close each sink in a helper thread with a time limit, so a sink stuck in the OS cannot hold up the
-        others (the CSV summary is written even when stdout is a pipe nobody reads)."""
-        locked = self._sink_lock.acquire(timeout=SINK_CLOSE_TIMEOUT_S)
-        self._sinks_closed = True
-        if locked:
-            self._sink_lock.release()
-        ended_by = self._ended_by
-        for sink in self.sinks:
-            name = f"close {sink_name(sink)}"
-            returned, error = call_with_deadline(lambda sink=sink: sink.close(ended_by), SINK_CLOSE_TIMEOUT_S, name)
-            if not returned:
-                self.abandoned.append(name)
-                self._close_failed(f"{sink_name(sink)} did not close within {SINK_CLOSE_TIMEOUT_S:g} s")
-            elif error:
-                self._close_failed(f"{sink_name(sink)} could not be closed: {error}")
+        """Close every sink, each bounded (the CSV summary is written even when stdout is a pipe nobody reads)."""
+        for name, problem, left_behind in self.outputs.close(self._ended_by):
+            if left_behind:
+                self.abandoned.append(f"close {name}")
+            self._close_failed(f"{name} {problem}")
 
     def _close_failed(self, message: str) -> None:
         """A sink that cannot close (a full disk while writing the summary) turns a clean end into an error;
@@ -409,6 +368,16 @@ class Pipeline:
     def ended_by(self) -> str:
         return self._ended_by
 
+    @property
+    def sinks(self) -> list[Sink]:
+        """The sinks in writing order (the list itself: a caller may add one before `run()`)."""
+        return self.outputs.sinks
+
+    @property
+    def unwritten(self) -> int:
+        """Estimates computed after the sinks were closed (only when the worker was given up on)."""
+        return self.outputs.unwritten
+
     def _input_fps(self) -> float | None:
         times = list(self._frames)
         if len(times) < 2 or times[-1] == times[0]:
@@ -421,7 +390,7 @@ class Pipeline:
             p = self._progress
             latest, done = p.latest, p.done
             history = {name: tuple(values) for name, values in p.history.items()}
-            latencies = list(p.latencies)
+            p50, p99 = p.latency_percentiles()
         return Snapshot(
             output_names=self.names,
             latest=latest,
@@ -430,8 +399,8 @@ class Pipeline:
             sources=tuple(source.status for source in self.sources),
             windows_done=done,
             windows_dropped=self.dropped,
-            latency_p50_ms=percentile(latencies, 50),
-            latency_p99_ms=percentile(latencies, 99),
+            latency_p50_ms=p50,
+            latency_p99_ms=p99,
             input_fps=self._input_fps(),
             untrained=self.untrained,
             pretrained=self.stream.model.pretrained,
@@ -443,12 +412,12 @@ class Pipeline:
     def summary(self) -> dict[str, float | int | str | None]:
         """Totals for the closing line and the sidecar."""
         with self._lock:
-            latencies = list(self._progress.latencies)
+            p50, p99 = self._progress.latency_percentiles()
             done = self._progress.done
         return {
             "windows": done,
             "dropped": self.dropped,
-            "latency_p50_ms": percentile(latencies, 50),
-            "latency_p99_ms": percentile(latencies, 99),
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99,
             "ended_by": self._ended_by,
         }
