@@ -27,6 +27,7 @@ from sec2sec.offline.datasets import SPLITS, labelled, labels, second_labels
 from sec2sec.offline.distributed import features_to, resolve_device
 from sec2sec.offline.features import CacheIndex, encoder_identity, load_features, read_index
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs, score_seconds
+from sec2sec.offline.records import ClipRecord
 from sec2sec.offline.seconds import labelled_seconds, predict_seconds
 from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split
 from sec2sec.offline.train import predict
@@ -95,17 +96,8 @@ def evaluate(
         cache, index.dataset, index.records(), meta.get("split", "official"), int(meta.get("split_seed", 0))
     )
     check_trained_split(assignment, meta.get("split_digest", ""), checkpoint)
-    records = apply_split(index.records(), assignment)
     heads = model.config.heads
-    in_split = [r for r in records if r.split == split]
-    chosen = [r for r in in_split if labelled(r, heads.outputs)]
-    if not in_split:
-        raise ValueError(f"the {split} split of cache {cache} is empty; choose another --split")
-    if not chosen:
-        raise ValueError(
-            f"the {split} split of cache {cache} has no labels ({len(in_split)} clips whose labels were withheld, "
-            "as Hume-Reaction's test set); score --split validation"
-        )
+    in_split, chosen = _scored_clips(apply_split(index.records(), assignment), split, heads.outputs, cache)
     thresholds = meta.get("label_thresholds") if heads.task == "binary" else None
     if heads.task == "binary" and not thresholds:
         raise ValueError(f"checkpoint {checkpoint} has no label thresholds in its meta; it was not made by train")
@@ -129,6 +121,23 @@ def evaluate(
         seconds = score_seconds(heads.outputs, heads.task, targets.numpy(), predict_seconds(model, features))
     ids = [r.clip_id for r in chosen]
     return Evaluation(split, heads.task, ids, truth, probabilities, scores, seconds, len(in_split) - len(chosen))
+
+
+def _scored_clips(
+    records: list[ClipRecord], split: str, outputs: tuple[str, ...], cache: str | Path
+) -> tuple[list[ClipRecord], list[ClipRecord]]:
+    """The clips of `split`, and those of them that carry labels (the ones scored); refuses a split that is
+    empty or has no labels at all, naming what to do."""
+    in_split = [r for r in records if r.split == split]
+    chosen = [r for r in in_split if labelled(r, outputs)]
+    if not in_split:
+        raise ValueError(f"the {split} split of cache {cache} is empty; choose another --split")
+    if not chosen:
+        raise ValueError(
+            f"the {split} split of cache {cache} has no labels ({len(in_split)} clips whose labels were withheld, "
+            "as Hume-Reaction's test set); score --split validation"
+        )
+    return in_split, chosen
 
 
 def _positive_rate(ckpt: Checkpoint, task: str) -> np.ndarray | None:

@@ -30,7 +30,7 @@ from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
 from sec2sec.offline.datasets import ClipRecord, read_dataset
-from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Heartbeat, context
+from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Dist, Heartbeat, context
 from sec2sec.offline.features import (
     DTYPES,
     ENCODE_BATCH,
@@ -149,19 +149,10 @@ def extract(
     folder, root = Path(out), Path(root)
     wanted = _precision_for(folder, precision, autocast, dist.device)
     records = read_dataset(dataset, root, config.model.heads)
-
-    def opened() -> tuple[Sec2Sec, CacheIndex]:
-        model, index = open_cache(folder, dataset, root, config, dtype, autocast, wanted)
-        if dist.main:
-            merge_parts(folder, index, records)  # shards a killed run finished
-        return model, index
-
     heartbeat = Heartbeat(folder, dist.rank, dist.world, collective_timeout_min * 60)
     heartbeat.beat("starting")  # before the barrier in in_turn: no rank reads another's file from an older run
-    model, index = dist.in_turn(opened)
-    todo = [r for r in records if r.clip_id not in index.clips]
-    bad_rows = [r for r in todo if r.problem]  # listed with the unreadable clips; the other rows go on
-    todo = [r for r in todo if not r.problem]
+    model, index = dist.in_turn(lambda: _opened(folder, dataset, root, config, dtype, autocast, wanted, records, dist))
+    todo, bad_rows = _pending(records, index)
     mine = todo[dist.rank :: dist.world]
     model = model.to(dist.device)
     if mine:
@@ -181,8 +172,34 @@ def extract(
         _write_report(folder, index.unreadable)
     encoded, windows, trimmed, padded = (sum(c[k] for c in dist.gather(counts)) for k in range(4))
     seconds = time.perf_counter() - started
-    skipped = len(records) - len(todo) - len(bad_rows)
+    skipped = len(records) - len(todo) - len(bad_rows)  # already in the cache
     return ExtractSummary(encoded, skipped, dict(index.unreadable), windows, seconds, trimmed, padded, index.precision)
+
+
+def _opened(
+    folder: Path,
+    dataset: str,
+    root: Path,
+    config: Config,
+    dtype: str,
+    autocast: str,
+    precision: str,
+    records: list[ClipRecord],
+    dist: Dist,
+) -> tuple[Sec2Sec, CacheIndex]:
+    """The cache opened (or created) with the model that fills it; rank 0 first merges the shards a killed run
+    finished. Called by one rank at a time."""
+    model, index = open_cache(folder, dataset, root, config, dtype, autocast, precision)
+    if dist.main:
+        merge_parts(folder, index, records)
+    return model, index
+
+
+def _pending(records: list[ClipRecord], index: CacheIndex) -> tuple[list[ClipRecord], list[ClipRecord]]:
+    """The clips not yet in the cache that can be encoded, and those whose dataset row is unusable (they are
+    listed with the unreadable clips; the other rows go on)."""
+    todo = [r for r in records if r.clip_id not in index.clips]
+    return [r for r in todo if not r.problem], [r for r in todo if r.problem]
 
 
 def _precision_for(folder: Path, precision: str, autocast: str, device: torch.device) -> str:
