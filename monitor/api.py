@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.session_csv import LOSS_COLUMNS
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.precision import check_precision
 
@@ -452,8 +453,6 @@ def load_model(checkpoint: str | Path | None = None, config: str | Path | None =
 
 def record_of(estimate: Estimate, outputs: tuple[str, ...]) -> dict[str, Any]:
     """One estimate as the CSV row's fields, in the CSV's column order, as numbers (attribution as a list)."""
-    from sec2sec.rows import LOSS_COLUMNS
-
     return {
         "window": estimate.index,
         "start_s": estimate.start_s,
