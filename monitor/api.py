@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.assembly import build_model, open_pipeline
 from monitor.run_options import PATH_FIELDS, LoadedModel, Options, check_args
+from monitor.session_csv import LOSS_COLUMNS
 
 if TYPE_CHECKING:
     from monitor.pipeline import Pipeline
@@ -41,8 +42,6 @@ def load_model(checkpoint: str | Path | None = None, config: str | Path | None =
 
 def record_of(estimate: Estimate, outputs: tuple[str, ...]) -> dict[str, Any]:
     """One estimate as the CSV row's fields, in the CSV's column order, as numbers (attribution as a list)."""
-    from sec2sec.rows import LOSS_COLUMNS
-
     return {
         "window": estimate.index,
         "start_s": estimate.start_s,

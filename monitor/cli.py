@@ -6,6 +6,13 @@ warm-up: files, output paths and devices are opened first), 1 a failure while ru
 a recorder; one line on stderr naming it; every row recorded so far is kept, the sidecar summary written).
 Signals: before the run, SIGINT/SIGTERM abort at once; during it they ask the pipeline to stop, which finishes
 the window in flight and closes the recorders (bounded, a few seconds); a second signal changes nothing.
+
+`sec2sec-live plot SESSION.csv [-o PNG] [--size WxH]` draws a recorded session as a PNG ("wrote PATH" on
+stdout; a file that is not a session CSV is one line `error: ...` on stderr and exit code 2). The plot reads
+the monitor's own files (the CSV and sidecar that `--csv` writes; their format lives in `monitor/session_csv.py`,
+beside the recorder), so it is the monitor's command, not `sec2sec`'s: the model library never imports
+`monitor`. `main` hands an argv that starts with `plot` to that command's own small parser; any other argv is a
+run.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 import os
 import signal
 import sys
+import textwrap
 import threading
 import warnings
 from collections.abc import Callable
@@ -22,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from monitor.assembly import open_pipeline
 from monitor.replay import CLOCKS
 from monitor.run_options import Terminated, check_args, ended_by
+from monitor.session_csv import read_session
+from monitor.session_plot import DEFAULT_SIZE, default_output, plot_session
 from sec2sec.config import config_help
 from sec2sec.devices import DEVICE_HELP
 from sec2sec.precision import PRECISION_HELP, PRECISIONS
@@ -31,6 +41,7 @@ if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run need
     from monitor.pipeline import Pipeline
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+PLOT_EPILOG = "sec2sec-live plot SESSION.csv: draw a recorded session as a PNG (see sec2sec-live plot --help)"
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -39,7 +50,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: X)" only where it says something: not for None, not for a flag's False, and not
-    where the help already states its default (argparse's own would print "(default: None)" after it)."""
+    where the help already states its default (argparse's own would print "(default: None)" after it). Wraps
+    the description and epilog at spaces only."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -47,11 +59,17 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return text
         return super()._get_help_string(action) or text
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """The description and epilog wrapped at spaces only, so "sec2sec-live" is never split at its hyphen."""
+        words = " ".join(text.split())
+        return textwrap.fill(words, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sec2sec-live",
         description="Real-time apparent-affect monitor: one estimate per second from video and audio.",
+        epilog=PLOT_EPILOG,
         formatter_class=DefaultsFormatter,
     )
     src = p.add_argument_group("input (one of --camera, --mic/--no-camera, --replay, --list-devices)")
@@ -93,6 +111,49 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-ui", action="store_true", help="print one plain line per window instead of the dashboard")
     out.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of input")
     return p
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1600x900' -> (1600, 900)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT in pixels, e.g. 1600x900") from None
+    return width, height
+
+
+def build_plot_parser() -> argparse.ArgumentParser:
+    """The parser of `sec2sec-live plot`."""
+    p = argparse.ArgumentParser(
+        prog="sec2sec-live plot", description="Draw a session CSV from `sec2sec-live --csv` as a PNG."
+    )
+    p.add_argument("session", metavar="SESSION.csv", help="the CSV (its SESSION.csv.json sidecar is read too)")
+    p.add_argument("-o", "--output", metavar="PNG", help="where to write the picture (default: SESSION.png beside it)")
+    width, height = DEFAULT_SIZE
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        default=DEFAULT_SIZE,
+        metavar="WxH",
+        help=f"picture size in pixels (default: {width}x{height})",
+    )
+    return p
+
+
+def plot_main(argv: list[str]) -> int:
+    """`sec2sec-live plot ...` (argv without "plot"): read the session, write the PNG, say where; the exit code."""
+    args = build_plot_parser().parse_args(argv)
+    warnings.showwarning = show_warning
+    try:
+        out = plot_session(read_session(args.session), args.output or default_output(args.session), size=args.size)
+    except ValueError as exc:
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"wrote {out}")
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,6 +229,9 @@ def _restore_signals(previous: dict[int, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plot"]:
+        return plot_main(argv[1:])
     args = build_parser().parse_args(argv)
     warnings.showwarning = show_warning
     previous = _on_signals(signal.default_int_handler)  # SIGINT -> KeyboardInterrupt

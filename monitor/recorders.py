@@ -9,7 +9,8 @@ operating system in one `write` call right after it is made, so a process that i
 keeps every completed line and never leaves half of one; a write that fails part-way (a full disk) is cut back
 to the last whole line before the error is raised. There is no fsync per line, so a power cut may lose the last
 few. The sidecar is replaced atomically (temporary file + `os.replace`), so it is always either the old or the
-new version, never half of one, and it gets the CSV's permissions.
+new version, never half of one, and it gets the CSV's permissions. The CSV's columns and the sidecar's name
+come from `monitor/session_csv.py`, which also reads a recorded session back.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.session_csv import LEADING_COLUMNS, LOSS_COLUMNS, TRAILING_COLUMNS, sidecar_path
 from monitor.snapshot import percentile
-from sec2sec.rows import LEADING_COLUMNS, LOSS_COLUMNS, TRAILING_COLUMNS
 
 if TYPE_CHECKING:
     from sec2sec.stream import Estimate
@@ -38,12 +39,6 @@ if TYPE_CHECKING:
 def latency_ms(estimate: Estimate) -> float | None:
     """The estimate's latency (window close -> estimate) in milliseconds; None when the pipeline did not set it."""
     return None if estimate.latency_ns is None else estimate.latency_ns / 1e6
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """Where the sidecar of a CSV file lives: the same name with `.json` appended (talk.csv -> talk.csv.json)."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
 
 
 def check_output_path(path: str | Path) -> Path:

@@ -272,6 +272,7 @@ def test_help_shows_defaults() -> None:
     text = " ".join(result.stdout.split())  # argparse wraps lines
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "default: the training clip length)" in text and "clip length) (default" not in text
+    assert "sec2sec-live plot SESSION.csv: draw a recorded session as a PNG (see sec2sec-live plot --help)" in text
 
 
 def test_describe_prints_the_real_model(small: Path) -> None:

@@ -90,7 +90,8 @@ def test_installed_commands_and_configs_work_outside_the_source_tree(installed: 
 
 @pytest.mark.slow
 def test_installed_demo_clip_replays(installed: Path, tmp_path: Path) -> None:
-    """The demo clip's generator ships in the wheel: write a 2-second clip and replay it offline into a CSV."""
+    """The demo clip's generator ships in the wheel: write a 2-second clip, replay it offline into a CSV and
+    plot that CSV with the installed `sec2sec-live plot`."""
     made = run(installed, "-m", "monitor.demo_clip", "clips/demo.mp4", "--seconds", "2", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "clips" / "demo.mp4").stat().st_size > 10_000
@@ -102,3 +103,6 @@ def test_installed_demo_clip_replays(installed: Path, tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert [row["window"] for row in rows] == ["0", "1"]
     assert all(row["video_ok"] == "1" and row["audio_ok"] == "1" for row in rows)
+    plot = run(installed, "-m", "monitor.cli", "plot", "a.csv", "--size", "640x400", cwd=tmp_path)
+    assert plot.returncode == 0 and plot.stdout.strip() == "wrote a.png", plot.stderr
+    assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")

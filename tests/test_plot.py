@@ -1,7 +1,8 @@
-"""`sec2sec plot`: a session recorded by the real CsvRecorder comes back as the right arrays and one PNG."""
+"""`sec2sec-live plot`: a session recorded by the real CsvRecorder comes back as the right arrays and one PNG."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from monitor.cli import main as live_main
 from monitor.recorders import CsvRecorder
-from sec2sec.commands import main as sec2sec_main
-from sec2sec.offline.plot import attribution_grid, default_output, plot_session, read_session, title_of
+from monitor.session_csv import read_session
+from monitor.session_plot import attribution_grid, default_output, plot_session, title_of
+from sec2sec.commands import build_parser as offline_parser
 from sec2sec.stream import Estimate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,11 +113,30 @@ def test_plot_writes_a_picture_of_the_requested_size(session_csv: Path, tmp_path
 
 
 def test_cli_writes_png_beside_the_csv(session_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert sec2sec_main(["plot", str(session_csv)]) == 0
+    assert live_main(["plot", str(session_csv)]) == 0
     out = default_output(session_csv)
     assert out == session_csv.with_name("talk.png")
     assert pixels(out).shape[:2] == (900, 1600)
     assert capsys.readouterr().out.strip() == f"wrote {out}"
+
+
+def test_cli_takes_output_and_size(session_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "small.png"
+    assert live_main(["plot", str(session_csv), "-o", str(out), "--size", "800x500"]) == 0
+    assert pixels(out).shape[:2] == (500, 800)
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+
+
+def test_plot_is_the_monitors_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """`sec2sec-live plot` has its own parser and help; `sec2sec` has no plot (it reads the monitor's files)."""
+    with pytest.raises(SystemExit) as done:
+        live_main(["plot", "--help"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: sec2sec-live plot [-h] [-o PNG]")
+    with pytest.raises(SystemExit) as done:
+        live_main(["plot", "talk.csv", "--size", "big"])
+    assert done.value.code == 2 and "size 'big' is not WIDTHxHEIGHT" in capsys.readouterr().err
+    subparsers = next(a for a in offline_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert "plot" not in subparsers.choices and "describe" in subparsers.choices
 
 
 def test_cut_short_last_row_is_skipped(session_csv: Path, tmp_path: Path) -> None:
@@ -154,7 +176,7 @@ def test_bad_input_is_one_line_and_exit_2(
     with pytest.raises(ValueError) as error:
         read_session(path)
     assert message in str(error.value) and "\n" not in str(error.value)
-    assert sec2sec_main(["plot", str(path)]) == 2
+    assert live_main(["plot", str(path)]) == 2
     stderr = capsys.readouterr().err.strip().splitlines()
     assert len(stderr) == 1 and stderr[0].startswith("error:") and message in stderr[0]
     assert not default_output(path).exists()
@@ -165,7 +187,11 @@ def test_output_directory_must_exist(session_csv: Path, tmp_path: Path) -> None:
         plot_session(read_session(session_csv), tmp_path / "nowhere" / "talk.png")
 
 
-def test_import_has_no_side_effects_and_no_monitor() -> None:
-    code = "import sys, sec2sec.offline.plot; print(sorted(m for m in ('matplotlib', 'monitor') if m in sys.modules))"
+def test_import_loads_neither_matplotlib_nor_torch() -> None:
+    """The reader, the plot and the CLI are light to import: matplotlib waits for a drawing, torch for a run."""
+    code = (
+        "import sys, monitor.session_csv, monitor.session_plot, monitor.cli\n"
+        "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"

@@ -4,6 +4,7 @@ One module per command, each exposing `register(subparsers)`, which adds its par
 and sets `func(args) -> int`, the run function that calls the library (`sec2sec.stages`, `sec2sec.weights`,
 `sec2sec.offline.*`). User errors (ValueError and subclasses) become one line on stderr and exit code 2; a rank
 or decoder that stalled (`RankStalled`) one line and exit code 1.
+The session plot is not here: it reads the monitor's own files, so it is `sec2sec-live plot`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import argparse
 import sys
 import warnings
 
-from sec2sec.commands import compare, describe, evaluate, extract, plot, prepare, split, train, weights
+from sec2sec.commands import compare, describe, evaluate, extract, prepare, split, train, weights
 from sec2sec.warning_line import show_warning
 
-COMMANDS = (describe, prepare, extract, train, evaluate, compare, split, plot, weights)
+COMMANDS = (describe, prepare, extract, train, evaluate, compare, split, weights)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,158 +1,34 @@
-"""`sec2sec plot`: a session CSV written by `sec2sec-live --csv` (and its `<csv>.json` sidecar) -> one PNG.
+"""The session plot: a session CSV written by `sec2sec-live --csv` (and its `<csv>.json` sidecar) -> one PNG,
+drawn by `sec2sec-live plot SESSION.csv`.
 
 Panels, top to bottom: every output over time, with the seconds where video or audio was missing shaded and
 windows that got no estimate (dropped) greyed; the attention-LSTM's per-second attribution as a heat strip
 (only when the CSV has it); latency per window and cumulative drops. The title says where the numbers came
 from: the source, the checkpoint (or UNTRAINED) and whether the encoders were pretrained.
 
-The CSV is read by its column names (the layout `monitor.recorders.CsvRecorder` writes): this module does not
-import `monitor` (imports go monitor -> sec2sec only).
+The CSV is read by `monitor.session_csv` (the format's one home, beside the recorder that writes it); this
+module only draws. matplotlib is imported inside the functions that draw, so importing this module is light.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sec2sec.rows import LOSS_COLUMNS, ROW_COLUMNS  # LOSS_COLUMNS are optional: older CSVs lack them
+from monitor.session_csv import Session, sidecar_path
 
-REQUIRED_COLUMNS = ("window", "start_s", "end_s", "video_ok", "audio_ok", "latency_ms", "dropped_total")
 DEFAULT_SIZE = (1600, 900)  # pixels
 DPI = 100
 MIN_PIXELS = 320
 ATTRIBUTION_TITLE = "attention weight on each earlier second / an even split (1 = even; grey: not yet seen)"
-FIX = "give the CSV that `sec2sec-live --csv PATH` wrote"
-
-
-@dataclass(frozen=True)
-class Session:
-    """A recorded session, one entry per CSV row (n rows, in file order)."""
-
-    path: Path
-    window: np.ndarray  # (n,) int64
-    start_s: np.ndarray  # (n,) float64
-    end_s: np.ndarray  # (n,) float64
-    outputs: dict[str, np.ndarray]  # name -> (n,) float64, in column order
-    video_ok: np.ndarray  # (n,) bool
-    audio_ok: np.ndarray  # (n,) bool
-    latency_ms: np.ndarray  # (n,) float64, NaN where the pipeline did not set it
-    dropped_total: np.ndarray  # (n,) int64
-    lost: dict[str, np.ndarray]  # LOSS_COLUMNS -> (n,) int64 input each window lost (zeros when not recorded)
-    attribution: list[tuple[float, ...]] | None  # per row, oldest second first; None when the CSV has none
-    sidecar: dict[str, Any] | None  # None when `<csv>.json` is missing or unreadable
-
-
-def sidecar_of(path: Path) -> Path:
-    """talk.csv -> talk.csv.json (the recorder's naming)."""
-    return path.with_name(path.name + ".json")
 
 
 def default_output(path: str | Path) -> Path:
     """SESSION.csv -> SESSION.png beside it."""
     path = Path(path)
     return path.with_suffix(".png")
-
-
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line number, cells) rows; a CSV that cannot be read is a one-line ValueError."""
-    if not path.exists():
-        raise ValueError(f"session CSV {str(path)!r} does not exist; check the path ({FIX})")
-    if not path.is_file():
-        raise ValueError(f"session CSV {str(path)!r} is not a file; {FIX}")
-    try:
-        with path.open(encoding="utf-8", newline="") as file:
-            lines = list(csv.reader(file))
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"{str(path)!r} is not a session CSV ({type(error).__name__}); {FIX}") from error
-    if not lines:
-        raise ValueError(f"{str(path)!r} is empty, not a session CSV; {FIX}")
-    header = lines[0]
-    missing = [name for name in REQUIRED_COLUMNS if name not in header]
-    if missing:
-        raise ValueError(f"{str(path)!r} is not a session CSV: no column(s) {', '.join(missing)}; {FIX}")
-    rows = [(number, cells) for number, cells in enumerate(lines[1:], start=2) if cells]
-    if not rows:
-        raise ValueError(
-            f"{str(path)!r} has a header but no rows (the run ended before its first window closed); "
-            "record at least one second and plot again"
-        )
-    return header, rows
-
-
-def _parse_row(header: list[str], cells: list[str], outputs: list[str]) -> dict[str, Any]:
-    """One row's cells -> typed values (KeyError/ValueError on a malformed row)."""
-    if len(cells) != len(header):
-        raise ValueError(f"{len(cells)} cells for {len(header)} columns")
-    cell = dict(zip(header, cells, strict=True))
-    attribution = cell.get("attribution", "")
-    return {
-        "window": int(cell["window"]),
-        "start_s": float(cell["start_s"]),
-        "end_s": float(cell["end_s"]),
-        "outputs": [float(cell[name]) for name in outputs],
-        "video_ok": cell["video_ok"] == "1",
-        "audio_ok": cell["audio_ok"] == "1",
-        "latency_ms": float(cell["latency_ms"]) if cell["latency_ms"] else math.nan,
-        "dropped_total": int(cell["dropped_total"]),
-        "lost": [int(cell[name]) if cell.get(name) else 0 for name in LOSS_COLUMNS],
-        "attribution": tuple(float(w) for w in attribution.split(";")) if attribution else (),
-    }
-
-
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    """The sidecar dict, or None (with a warning when it exists but cannot be read)."""
-    side = sidecar_of(path)
-    if not side.is_file():
-        return None
-    try:
-        content = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        warnings.warn(f"sidecar {str(side)!r} is unreadable ({error}); the title will lack its details", stacklevel=2)
-        return None
-    return content if isinstance(content, dict) else None
-
-
-def read_session(path: str | Path) -> Session:
-    """Read a session CSV and its sidecar. A last row cut short (a killed run) is skipped with a warning;
-    any other malformed row, a file that is not a session CSV, or one without rows is a ValueError."""
-    path = Path(path)
-    header, rows = _read_rows(path)
-    outputs = [name for name in header if name not in ROW_COLUMNS]
-    if not outputs:
-        raise ValueError(f"{str(path)!r} has no output columns (e.g. valence); {FIX}")
-    parsed = []
-    for position, (number, cells) in enumerate(rows):
-        try:
-            parsed.append(_parse_row(header, cells, outputs))
-        except (KeyError, ValueError) as error:
-            if position == len(rows) - 1 and position > 0:
-                warnings.warn(f"{path.name} line {number} is cut short ({error}); skipped", stacklevel=2)
-                continue
-            raise ValueError(f"{str(path)!r} line {number} is malformed ({error}); {FIX}") from error
-    has_attribution = any(row["attribution"] for row in parsed)
-    return Session(
-        path=path,
-        window=np.array([row["window"] for row in parsed], dtype=np.int64),
-        start_s=np.array([row["start_s"] for row in parsed], dtype=np.float64),
-        end_s=np.array([row["end_s"] for row in parsed], dtype=np.float64),
-        outputs={name: np.array([row["outputs"][k] for row in parsed]) for k, name in enumerate(outputs)},
-        video_ok=np.array([row["video_ok"] for row in parsed], dtype=bool),
-        audio_ok=np.array([row["audio_ok"] for row in parsed], dtype=bool),
-        latency_ms=np.array([row["latency_ms"] for row in parsed], dtype=np.float64),
-        dropped_total=np.array([row["dropped_total"] for row in parsed], dtype=np.int64),
-        lost={
-            name: np.array([row["lost"][k] for row in parsed], dtype=np.int64) for k, name in enumerate(LOSS_COLUMNS)
-        },
-        attribution=[row["attribution"] for row in parsed] if has_attribution else None,
-        sidecar=_read_sidecar(path),
-    )
 
 
 def describe_source(source: Any) -> str:
@@ -174,7 +50,7 @@ def title_of(session: Session) -> str:
     side = session.sidecar
     first = f"{session.path.name}: "
     if side is None:
-        return first + f"no sidecar {sidecar_of(session.path).name}: source and model unknown"
+        return first + f"no sidecar {sidecar_path(session.path).name}: source and model unknown"
     first += describe_source(side.get("source"))
     if side.get("untrained", side.get("checkpoint") is None):
         model = "UNTRAINED model (random heads): not affect estimates"
