@@ -346,6 +346,6 @@ def open_pipeline(args: RunArgs) -> Pipeline:
 def check_outputs(args: RunArgs) -> None:
     """Every output file is checked before anything slow: writable (the CSV's sidecar too) and no two naming one
     file. Raises ValueError (one line)."""
-    from monitor.recorders import check_outputs as check_paths
+    from monitor.output_paths import check_outputs as check_paths
 
     check_paths([("--csv", args.csv), ("--jsonl", args.jsonl)])

@@ -332,7 +332,7 @@ def test_a_write_that_fails_part_way_is_cut_back_to_whole_lines(
 
 @pytest.mark.parametrize("target", ["/dev/full", "{tmp}/exists.csv"])
 def test_check_writable_probes_without_harm(tmp_path: Path, target: str) -> None:
-    from monitor.recorders import check_writable
+    from monitor.output_paths import check_writable
 
     path = Path(target.format(tmp=tmp_path))
     if target == "/dev/full":
