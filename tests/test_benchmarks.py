@@ -207,6 +207,7 @@ def test_output_latency_prints_each_output_beside_the_csv() -> None:
         assert 0 < write_p50 <= write_p99 and 0 < delivered_p50 <= delivered_p99 and rows[name][4] == "20/20"
 
 
+@pytest.mark.slow
 def test_extract_throughput_prints_rates_and_projected_hours(small: Path) -> None:
     args = ["--clips", "2", "--seconds", "2", "--size", "160x120", "--config", str(small), "--processes", "1"]
     out = "\n".join(_run_benchmark("extract_throughput.py", *args))

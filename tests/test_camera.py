@@ -288,6 +288,7 @@ def test_camera_note_mentions_the_option() -> None:
 # ---- time that lies: a backlog at start, capture clocks (monitor/camera.py CaptureClock) ----
 
 
+@pytest.mark.slow
 def test_a_network_camera_backlog_is_dropped_after_a_slow_warm_up() -> None:
     """An MJPEG stream on 127.0.0.1 at 20 fps, opened, then left unread for 2.5 s (the model warming up): the
     ~50 frames buffered meanwhile are dropped and counted, not stamped "now" in a burst; every frame kept was

@@ -126,7 +126,11 @@ def test_damaged_files_keep_every_row_and_report_the_skip(
     ("device", "message"),
     [
         ("tpu", "error: --device 'tpu' is not allowed; use auto (a CUDA GPU when there is one, else the CPU)"),
-        ("cuda:1", "error: --device cuda:1: no CUDA GPU is available here; use --device cpu (or auto)"),
+        pytest.param(
+            "cuda:1",
+            "error: --device cuda:1: no CUDA GPU is available here; use --device cpu (or auto)",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_bad_device_is_one_error_line(media: Path, small: Path, device: str, message: str) -> None:

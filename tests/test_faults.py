@@ -39,6 +39,11 @@ RUNNER = Path(__file__).resolve().parent / "helpers" / "fault_runner.py"
 HANG_S = 60  # only a hang takes this long
 
 
+def slow(*values: object) -> Any:
+    """One more case of a check whose first case the fast tier already makes."""
+    return pytest.param(*values, marks=pytest.mark.slow)
+
+
 @pytest.fixture(scope="module")
 def model() -> Sec2Sec:
     torch.manual_seed(0)
@@ -150,6 +155,7 @@ def hanging_reader(monkeypatch: pytest.MonkeyPatch, after: int) -> threading.Eve
     return gate
 
 
+@pytest.mark.slow
 def test_a_decoder_that_hangs_ends_an_offline_replay(model: Sec2Sec, monkeypatch: pytest.MonkeyPatch) -> None:
     gate = hanging_reader(monkeypatch, after=200)
     sink = ListSink()
@@ -207,6 +213,7 @@ def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:
     assert windower.skipped_windows >= 2  # seconds 1 and 2 (AffectStream turns them into the estimate's gap)
 
 
+@pytest.mark.slow
 def test_a_stuck_sink_cannot_hold_the_shutdown(tmp_path: Path) -> None:
     """The worker blocks for ever in one sink; a stop request still ends the run, and the CSV recorder (the
     other sink) closes with its summary. The stuck thread is reported as abandoned."""
@@ -454,7 +461,7 @@ def fifo_nobody_reads(path: Path) -> int:
     return reader
 
 
-@pytest.mark.parametrize("how", ["timeout", "sigterm"])
+@pytest.mark.parametrize("how", ["timeout", pytest.param("sigterm", marks=pytest.mark.slow)])
 def test_a_jsonl_fifo_nobody_reads_ends_the_run(small: Path, tmp_path: Path, how: str) -> None:
     """JSON lines into a FIFO whose reader stopped reading: the stuck write ends the run after the bound
     (exit 1, one line naming the sink), or SIGTERM ends it (exit 143); the CSV keeps its rows and summary."""
@@ -514,8 +521,10 @@ def test_kill_9_loses_at_most_the_row_in_flight(small: Path, tmp_path: Path) -> 
     ("outputs", "message"),
     [
         (("--csv", "{tmp}/a.csv", "--jsonl", "{tmp}/a.csv"), "--jsonl {tmp}/a.csv and --csv {tmp}/a.csv are the same"),
-        (("--csv", "{tmp}/a.csv", "--jsonl", "{tmp}/a.csv.json"), "--jsonl {tmp}/a.csv.json and the sidecar of --csv"),
-        (("--csv", "{tmp}/a.csv", "--jsonl", "{tmp}/link.csv"), "--jsonl {tmp}/link.csv and --csv {tmp}/a.csv are"),
+        slow(
+            ("--csv", "{tmp}/a.csv", "--jsonl", "{tmp}/a.csv.json"), "--jsonl {tmp}/a.csv.json and the sidecar of --csv"
+        ),
+        slow(("--csv", "{tmp}/a.csv", "--jsonl", "{tmp}/link.csv"), "--jsonl {tmp}/link.csv and --csv {tmp}/a.csv are"),
     ],
 )
 def test_outputs_that_collide_are_refused_and_left_untouched(
@@ -548,9 +557,9 @@ def test_a_sidecar_that_cannot_be_written_is_refused_before_the_csv_is_touched(s
     ("target", "message"),
     [
         ("/dev/full", "cannot record to '/dev/full': the disk is full; free some space or record somewhere else"),
-        ("/sys/session.csv", "cannot record to '/sys/session.csv': permission denied"),
-        ("{tmp}", "it is a directory; give a file name inside it"),
-        ("{tmp}/missing/x.csv", "does not exist; create it first"),
+        slow("/sys/session.csv", "cannot record to '/sys/session.csv': permission denied"),
+        slow("{tmp}", "it is a directory; give a file name inside it"),
+        slow("{tmp}/missing/x.csv", "does not exist; create it first"),
     ],
 )
 def test_unwritable_output_is_refused_before_the_model_loads(
@@ -562,7 +571,7 @@ def test_unwritable_output_is_refused_before_the_model_loads(
     assert returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_a_terminal_that_stops_reading_cannot_hold_the_signals(
     small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: int
 ) -> None:

@@ -580,6 +580,7 @@ def test_a_microphone_that_exists_but_cannot_be_opened_fails_before_the_warm_up(
     assert not csv.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.audio_device
 def test_a_microphone_whose_stop_blocks_cannot_hold_the_end_of_the_run(
     pulse_server: PulseServer,  # noqa: F811

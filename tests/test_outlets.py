@@ -106,6 +106,7 @@ def test_lsl_inlet_gets_every_window_with_the_csv_values(small: Path, tmp_path: 
     assert outputs == {"lsl": {"sent": 4, "send_queue_dropped": 0, "error": None}}
 
 
+@pytest.mark.slow
 @pytest.mark.audio_device
 def test_lsl_live_microphone_samples_are_stamped_on_the_capture_clock(
     pulse_server: PulseServer,  # noqa: F811
@@ -144,6 +145,7 @@ def test_lsl_regular_stream_marks_missing_windows_with_nan(tmp_path: Path) -> No
     assert [s["ts"] for s in samples] == pytest.approx(ends, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_an_lsl_inlet_that_never_reads_changes_nothing(small: Path, tmp_path: Path) -> None:
     # realtime: the stream lives ~4 s, long enough to be resolved (offline, 4 windows end in a blink)
     base = ("--replay", DEMO, "--config", small, "--clock", "realtime", "--duration", "4", "--no-ui")
@@ -214,6 +216,7 @@ def test_zmq_subscriber_gets_every_window_as_the_jsonl_line(small: Path, tmp_pat
     assert sidecar["outputs"] == {"zmq": {"sent": 4, "send_queue_dropped": 0, "error": None}}
 
 
+@pytest.mark.slow
 def test_a_zmq_subscriber_that_never_reads_changes_nothing(small: Path, tmp_path: Path) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     thread, marker = subscribe(endpoint, read=False)
@@ -302,6 +305,7 @@ def test_a_missing_library_is_one_line_before_the_model_loads(
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
 
 
+@pytest.mark.slow
 def test_the_documented_subscriber_prints_every_window(small: Path, tmp_path: Path) -> None:
     """docs/live-outputs.md's ten-line subscriber, as written but for the port, against a replay."""
     page = (ROOT / "docs" / "live-outputs.md").read_text()

@@ -254,6 +254,7 @@ except RankStalled as exc:
 """
 
 
+@pytest.mark.slow
 def test_a_hung_rank_fails_the_collective_within_the_timeout(tmp_path: Path) -> None:
     """2 gloo processes, rank 1 hangs before a collective: rank 0 gives up after --collective-timeout (3 s here)
     with one line naming the bound, instead of waiting for a day."""
@@ -284,6 +285,7 @@ def test_a_hung_rank_fails_the_collective_within_the_timeout(tmp_path: Path) -> 
     assert "rank 0 of 2: another rank did not answer within --collective-timeout 0.05 min" in lines[0]
 
 
+@pytest.mark.slow
 def test_ranks_that_finished_wait_on_progress_not_on_a_collective(tmp_path: Path) -> None:
     """Heartbeat: a rank that keeps making progress is waited for however long it takes; one whose progress
     stops fails the wait after the bound."""
@@ -314,6 +316,7 @@ def test_ranks_that_finished_wait_on_progress_not_on_a_collective(tmp_path: Path
     assert not (tmp_path / ".progress.rank0").exists()
 
 
+@pytest.mark.slow
 def test_a_hung_decoder_worker_ends_extraction_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: tuple[Path, Path]
 ) -> None:
