@@ -140,18 +140,9 @@ def build_plot_parser() -> argparse.ArgumentParser:
     return p
 
 
-def plot_main(argv: list[str]) -> int:
-    """`sec2sec-live plot ...` (argv without "plot"): read the session, write the PNG, say where; the exit code."""
-    args = build_plot_parser().parse_args(argv)
-    warnings.showwarning = show_warning
-    try:
-        out = plot_session(read_session(args.session), args.output or default_output(args.session), size=args.size)
-    except ValueError as exc:
-        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+def plot(args: argparse.Namespace) -> int:
+    """`sec2sec-live plot ...`: read the session, write the PNG, say where."""
+    out = plot_session(read_session(args.session), args.output or default_output(args.session), size=args.size)
     print(f"wrote {out}")
     return EXIT_OK
 
@@ -230,14 +221,15 @@ def _restore_signals(previous: dict[int, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["plot"]:
-        return plot_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    plotting = argv[:1] == ["plot"]
+    args = build_plot_parser().parse_args(argv[1:]) if plotting else build_parser().parse_args(argv)
     warnings.showwarning = show_warning
     previous = _on_signals(signal.default_int_handler)  # SIGINT -> KeyboardInterrupt
     if previous:
         signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        if plotting:
+            return plot(args)
         if args.list_devices:
             from monitor.microphone import list_devices
 
