@@ -83,16 +83,16 @@ def stuck_stdout(n: int) -> None:
     assembly.PlainPrinter.write = blocking
 
 
-def disk_full(n: int) -> None:
-    """The CSV's disk fills up in the middle of row n: the OS takes the first half of that row's bytes, then
-    says ENOSPC (the recorder must cut the half row back)."""
+def on_csv_rows(row: Callable[[int, int, bytes, Callable[[int, Any], int]], int]) -> None:
+    """Route every `os.write` to a CSV recorder's file through `row(k, fd, data, real_write)`, where k counts the
+    CSV's writes after its header (window k's row is write k); other writes go to the OS untouched."""
     import os
 
     from monitor import recorders
 
     init, real_write = recorders.CsvRecorder.__init__, os.write
     csv_fds: list[int] = []
-    rows = {"n": -1}  # the header is written before `opening` learns the fd; window k's row is write k
+    rows = {"n": -1}  # the header is written before `opening` learns the fd
 
     def opening(self: Any, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
@@ -102,45 +102,41 @@ def disk_full(n: int) -> None:
         if fd not in csv_fds:
             return real_write(fd, data)
         rows["n"] += 1
-        if rows["n"] == n:
-            done = real_write(fd, bytes(data)[: len(data) // 2])
-            phase(f"half-row {done}")
-            return done
-        if rows["n"] > n:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
+        return row(rows["n"], fd, bytes(data), real_write)
 
     recorders.CsvRecorder.__init__ = opening
     os.write = write
+
+
+def disk_full(n: int) -> None:
+    """The CSV's disk fills up in the middle of row n: the OS takes the first half of that row's bytes, then
+    says ENOSPC (the recorder must cut the half row back)."""
+
+    def row(k: int, fd: int, data: bytes, real_write: Callable[[int, Any], int]) -> int:
+        if k == n:
+            done = real_write(fd, data[: len(data) // 2])
+            phase(f"half-row {done}")
+            return done
+        if k > n:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    on_csv_rows(row)
 
 
 def slow_row(n: int) -> None:
     """Each CSV row is checked to reach the OS in one write call; row n's call waits 60 s before it writes,
     so that a kill lands inside the recorder's write."""
-    import os
 
-    from monitor import recorders
-
-    init, real_write = recorders.CsvRecorder.__init__, os.write
-    csv_fds: list[int] = []
-    rows = {"n": -1}  # the header is written before `opening` learns the fd; window k's row is write k
-
-    def opening(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        csv_fds.append(self._fd)
-
-    def write(fd: int, data: Any) -> int:
-        if fd in csv_fds:
-            rows["n"] += 1
-            if bytes(data).count(b"\n") != 1 or not bytes(data).endswith(b"\n"):
-                phase("not-one-line-per-write")
-            if rows["n"] == n:
-                phase("writing")
-                time.sleep(60)
+    def row(k: int, fd: int, data: bytes, real_write: Callable[[int, Any], int]) -> int:
+        if data.count(b"\n") != 1 or not data.endswith(b"\n"):
+            phase("not-one-line-per-write")
+        if k == n:
+            phase("writing")
+            time.sleep(60)
         return real_write(fd, data)
 
-    recorders.CsvRecorder.__init__ = opening
-    os.write = write
+    on_csv_rows(row)
 
 
 def decoder_fails(n: int) -> None:
