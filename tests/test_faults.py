@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers.configs import small_config
+from helpers.fault_process import HANG_S, finish, start, wait_for_phase
 from helpers.pipeline_fakes import FakeStream, ListSink, pipeline_threads, replay_pipeline, run_bounded, scripted
 from helpers.synthetic_clips import FPS, SAMPLE_RATE, write_mp4
 
@@ -35,8 +35,6 @@ from sec2sec.windows import Windower
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
-RUNNER = Path(__file__).resolve().parent / "helpers" / "fault_runner.py"
-HANG_S = 60  # only a hang takes this long
 
 
 def slow(*values: object) -> Any:
@@ -328,31 +326,6 @@ def test_a_stream_that_ends_early_in_a_long_replay(model: Sec2Sec, tmp_path: Pat
 
 
 # ---- subprocesses: sec2sec-live as a user runs it, with one planted fault -------------------------------------
-
-
-def start(fault: str, n: int, *args: str | Path, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
-    cmd = [sys.executable, str(RUNNER), fault, str(n), "--", *map(str, args)]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-
-
-def wait_for_phase(proc: subprocess.Popen[str], name: str) -> list[str]:
-    """Read stderr until the runner says `PHASE name`; the lines read so far."""
-    lines: list[str] = []
-    deadline = time.monotonic() + HANG_S
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if line.strip() == f"PHASE {name}":
-            return lines
-    raise AssertionError(f"never reached phase {name}: {lines}")
-
-
-def finish(proc: subprocess.Popen[str]) -> tuple[int, list[str]]:
-    _, stderr = proc.communicate(timeout=HANG_S)
-    return proc.returncode, stderr.splitlines()
 
 
 @pytest.mark.parametrize(

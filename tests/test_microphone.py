@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers.configs import small_toml
+from helpers.fault_process import finish, start
 from helpers.pulse_fixture import RATE, TONE_HZ, PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
 from monitor import microphone
@@ -563,18 +564,8 @@ def test_a_microphone_that_exists_but_cannot_be_opened_fails_before_the_warm_up(
     does: one line naming the device and the fix, exit 2, before the model's warm-up, nothing recorded."""
     config, csv = tmp_path / "model.toml", tmp_path / "mic.csv"
     config.write_text(small_toml("audio"))
-    runner = Path(__file__).resolve().parent / "helpers" / "fault_runner.py"
-    args = ["mic-refuses", "0", "--", "--mic", "pulse", "--config", config, "--no-ui", "--csv", csv]
-    result = subprocess.run(
-        [sys.executable, str(runner), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    lines = result.stderr.splitlines()
-    assert result.returncode == 2 and len(lines) == 1, lines
+    returncode, lines = finish(start("mic-refuses", 0, "--mic", "pulse", "--config", config, "--no-ui", "--csv", csv))
+    assert returncode == 2 and len(lines) == 1, lines
     assert lines[0].startswith("error: microphone ") and "'pulse' (ALSA) could not be opened at " in lines[0]
     assert " Hz (Device unavailable" in lines[0] and lines[0].endswith("or run video-only with --no-mic")
     assert not csv.exists()
@@ -590,18 +581,9 @@ def test_a_microphone_whose_stop_blocks_cannot_hold_the_end_of_the_run(
     every row and the sidecar summary are on disk, and the closing line came out."""
     config, csv = tmp_path / "model.toml", tmp_path / "mic.csv"
     config.write_text(small_toml("audio"))
-    runner = Path(__file__).resolve().parent / "helpers" / "fault_runner.py"
-    args = ["mic-stop-blocks", "0", "--", "--mic", "pulse", "--config", config, "--duration", "2", "--no-ui"]
-    result = subprocess.run(
-        [sys.executable, str(runner), *map(str, args), "--csv", str(csv)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    lines = result.stderr.splitlines()
-    assert result.returncode == 0 and "PHASE stop-blocks" in lines, lines
+    args = ("--mic", "pulse", "--config", config, "--duration", "2", "--no-ui", "--csv", csv)
+    returncode, lines = finish(start("mic-stop-blocks", 0, *args))
+    assert returncode == 0 and "PHASE stop-blocks" in lines, lines
     assert lines[-1].startswith("2 windows") and lines[-1].endswith("ended by duration")
     assert list(pd.read_csv(csv)["window"]) == [0, 1]
     summary = json.loads(Path(f"{csv}.json").read_text())["summary"]
