@@ -160,7 +160,6 @@ def _holds(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
 
 def test_the_real_table_names_torchvision_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.delenv("SEC2SEC_OFFLINE", raising=False)  # the suite sets it; these tests download
     video, audio = weights.HUB["r2plus1d_18"], weights.HUB["resnet18"]
     assert (video.label, video.sha256_prefix) == ("R2Plus1D_18_Weights.KINETICS400_V1", "91a641e6")
     assert (audio.label, audio.sha256_prefix) == ("ResNet18_Weights.IMAGENET1K_V1", "f37072fd")
