@@ -21,6 +21,7 @@ untouched, and in float32 outputs equal the unfolded trunk's to float32 rounding
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -34,14 +35,18 @@ _BLOCKS = (BasicBlock2d, BasicBlockVideo)
 _BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
 
 
+@functools.cache
+def mkldnn_bf16_native() -> bool:
+    """Whether oneDNN computes bfloat16 natively on this CPU (AVX-512 BF16 or AMX); asked once per process,
+    since every folded convolution's forward needs the answer."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def _packed_conv_available(x: torch.Tensor) -> bool:
     """oneDNN's fused kernel: float32 on the CPU (bfloat16 where oneDNN computes it natively), run eagerly.
     Traced, or under a dispatch mode (FlopCounterMode for `sec2sec describe` and the benchmarks, fake
     tensors), the plain conv2d form runs."""
-    if x.dtype == torch.bfloat16:
-        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    else:
-        native = x.dtype == torch.float32
+    native = mkldnn_bf16_native() if x.dtype == torch.bfloat16 else x.dtype == torch.float32
     return (
         native
         and x.device.type == "cpu"

@@ -67,8 +67,10 @@ def bf16_native(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 natively (its convolutions at least as fast as float32's)."""
     import torch
 
+    from sec2sec.folded_trunk import mkldnn_bf16_native
+
     if device.type == "cpu":
-        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return mkldnn_bf16_native()
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     return False
@@ -98,14 +100,6 @@ def set_precision(model: Sec2Sec, precision: str) -> None:
         encoder = getattr(model, name)
         if encoder is not None:
             encoder.compute_dtype = dtype
-
-
-def model_precision(model: Sec2Sec) -> str:
-    """The precision the model's encoders run in ("float32" for a model without encoders)."""
-    import torch
-
-    dtypes = {getattr(model, n).compute_dtype for n in ENCODERS if getattr(model, n) is not None}
-    return "bfloat16" if torch.bfloat16 in dtypes else "float32"
 
 
 @dataclass(frozen=True)

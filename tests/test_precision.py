@@ -17,7 +17,7 @@ from helpers.synthetic_clips import FIRST_HALF_BEEP, MID_FLASH, Second, render, 
 
 from sec2sec import precision
 from sec2sec.config import AudioConfig, Config, ModelConfig, VideoConfig
-from sec2sec.folded_trunk import FoldedConv
+from sec2sec.folded_trunk import FoldedConv, mkldnn_bf16_native
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.extract import extract
 from sec2sec.offline.features import load_features, read_index
@@ -62,12 +62,16 @@ def test_auto_resolves_by_capability(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_capability_is_asked_of_onednn_and_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    for answer in (True, False):
-        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda a=answer: a)
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, a=answer, **kw: a)
-        assert bf16_native(CPU) is answer
-        assert bf16_native(torch.device("cuda", 0)) is answer
-    assert bf16_native(torch.device("meta")) is False
+    try:
+        for answer in (True, False):
+            mkldnn_bf16_native.cache_clear()  # oneDNN's answer is kept for the process
+            monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda a=answer: a)
+            monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, a=answer, **kw: a)
+            assert bf16_native(CPU) is answer
+            assert bf16_native(torch.device("cuda", 0)) is answer
+        assert bf16_native(torch.device("meta")) is False
+    finally:
+        mkldnn_bf16_native.cache_clear()
 
 
 @pytest.mark.parametrize("packed", [True, False], ids=["onednn", "conv2d"])
