@@ -81,11 +81,12 @@ def write_dataset(root: Path, clips: int, seconds: int, width: int, height: int)
     return root
 
 
-@torch.inference_mode()
 def compute_and_decode(
     root: Path, config_path: Path, batch: int, device: str, precision: str = "float32"
 ) -> tuple[float, float, int]:
-    """(encoder ms per window, decode ms per window, windows) measured in this process."""
+    """(encoder ms per window, decode ms per window, windows) measured in this process. The model is built
+    outside inference_mode, as extraction builds it: weights made inside have no version counter, so the
+    folded trunk would be folded and packed again on every call."""
     from sec2sec.config import load_config
     from sec2sec.model import Sec2Sec
     from sec2sec.offline.datasets import read_dataset
@@ -109,7 +110,8 @@ def compute_and_decode(
         if device == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        model.encode(frames, audio)
+        with torch.inference_mode():
+            model.encode(frames, audio)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - started) / len(frames))

@@ -112,19 +112,22 @@ def alternating_ms(calls: list[Callable[[], object]], reps: int) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-@torch.inference_mode()
 def variant_rows(config: ModelConfig, reps: int, peaks: dict[str, float]) -> tuple[list[list[str]], dict[str, float]]:
-    """Table rows of one config, and {stage: bfloat16 / float32 time}."""
+    """Table rows of one config, and {stage: bfloat16 / float32 time}. The models are built outside
+    inference_mode, as the live stream builds them (weights made inside have no version counter, so the folded
+    trunk would be folded and packed again on every call); only the timed calls run inside it."""
     models = {}
     for precision in PRECISIONS:
         torch.manual_seed(0)
         models[precision] = Sec2Sec(config).eval()
         set_precision(models[precision], precision)
-    gflop = stage_gflop(models["float32"])
-    calls = {p: stage_calls(m) for p, m in models.items()}
+    with torch.inference_mode():
+        gflop = stage_gflop(models["float32"])
+        calls = {p: stage_calls(m) for p, m in models.items()}
     rows, ratios = [], {}
     for stage in calls["float32"]:
-        fp32, bf16 = alternating_ms([calls[p][stage] for p in PRECISIONS], reps)
+        with torch.inference_mode():
+            fp32, bf16 = alternating_ms([calls[p][stage] for p in PRECISIONS], reps)
         ratios[stage] = bf16 / fp32
         g = gflop.get(stage, 0.0)
         times = zip(PRECISIONS, (fp32, bf16), strict=True)

@@ -22,6 +22,7 @@ untouched, and in float32 outputs equal the unfolded trunk's to float32 rounding
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -237,22 +238,31 @@ def _state_key(module: nn.Module) -> tuple:
 class FoldedCache:
     """The folded form of one trunk in one compute dtype, remade when any of its weights or statistics changed
     (storage, version counter, device or dtype) or another compute dtype is asked for; tensors made under
-    inference_mode have no version, so it is remade every call."""
+    inference_mode have no version, so it is remade every call, and a warning says so once."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._folded: FoldedTrunk | None = None
+        self._warned = False
 
     def __deepcopy__(self, memo: dict) -> FoldedCache:
         return FoldedCache()  # derived state (oneDNN's packed weights cannot be copied): made again on use
 
     def __getstate__(self) -> dict:
-        return {"_key": None, "_folded": None}
+        return {"_key": None, "_folded": None, "_warned": False}
 
     def get(self, trunk: nn.Sequential, dtype: torch.dtype = torch.float32) -> FoldedTrunk:
         """The folded trunk for activations of `dtype`, remade first if stale."""
         key = (dtype, _state_key(trunk))
-        if self._folded is None or key != self._key or any(k[1] is None for k in key[1]):
+        versionless = any(k[1] is None for k in key[1])
+        if versionless and not self._warned:
+            self._warned = True
+            warnings.warn(
+                "the encoder's weights were made under torch.inference_mode (no version counter), so its folded "
+                "trunk is folded again on every call; build the model outside inference_mode",
+                stacklevel=3,
+            )
+        if self._folded is None or key != self._key or versionless:
             self._folded, self._key = FoldedTrunk.of(trunk, dtype), key
         return self._folded
 

@@ -97,7 +97,10 @@ ENCODERS = {
 def _unfolded_tokens(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The same encoder's tokens through torchvision's own modules (folding switched off)."""
     plain = copy.deepcopy(encoder)
-    plain.run_trunk = plain.trunk  # type: ignore[method-assign]
+    # object.__setattr__: nn.Module's own would register the trunk as a submodule named run_trunk, and the
+    # class's method would still be found first (the folded path compared with itself)
+    object.__setattr__(plain, "run_trunk", plain.trunk)
+    assert plain.run_trunk is plain.trunk
     return plain(x)
 
 
@@ -112,7 +115,9 @@ def test_encoder_tokens_equal_the_torchvision_trunk(name: str) -> None:
     keys = list(encoder.state_dict())
     x = torch.randn(*shape)
     with torch.inference_mode():
-        tokens, expected = encoder(x), _unfolded_tokens(encoder, x)
+        tokens = encoder(x)
+    with torch.no_grad():  # the copy's weights must not be inference tensors (no version: folded every call)
+        expected = _unfolded_tokens(encoder, x)
     folded = encoder._folded.get(encoder.trunk)
     convs = sum(isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in encoder.trunk.modules())
     assert sum(isinstance(m, FoldedConv) for m in folded.modules()) == convs
@@ -169,3 +174,15 @@ def test_flop_counting_sees_the_folded_convolutions() -> None:
         unfolded, _ = count_flops(encoder.trunk, clip)
     assert folded == pytest.approx(unfolded, rel=1e-6)
     assert folded == pytest.approx(40.5, abs=0.1)  # R(2+1)D-18 at 8 x 112 x 112
+
+
+def test_weights_made_under_inference_mode_are_refolded_with_one_warning() -> None:
+    """Inference tensors have no version counter, so the cache cannot tell whether they changed: it folds again
+    on every call (correct, slow) and says so once, naming the fix."""
+    with torch.inference_mode():
+        encoder = AudioEncoder(AudioConfig(weights="none")).eval()
+        x = torch.randn(1, 3, 64, 101)
+        with pytest.warns(UserWarning, match="made under torch.inference_mode") as caught:
+            first, second = encoder._folded.get(encoder.trunk), encoder._folded.get(encoder.trunk)
+        assert first is not second and len(caught) == 1
+        torch.testing.assert_close(encoder(x), _unfolded_tokens(encoder, x), atol=1e-4, rtol=1e-4)
