@@ -90,19 +90,25 @@ def _report(args: argparse.Namespace, config: Config, dist: Dist, seconds: float
 
 
 def compare_autocast(args: argparse.Namespace, config: Config, device: torch.device) -> None:
-    """Alternating float32 / bfloat16-autocast epochs on one model and split: medians, ratio, final losses."""
+    """Alternating float32 / bfloat16-autocast epochs on one split: medians, ratio, final losses. Each mode trains
+    its own copy of one initial model with its own optimizer, and epoch k shuffles alike in both, so the two
+    final losses are the same training followed in two precisions."""
+    import copy
     import statistics
 
-    model, split = _setup(config, args.clips, args.seconds, device)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    initial, split = _setup(config, args.clips, args.seconds, device)
     times: dict[str, list[float]] = {"float32": [], "bfloat16 autocast": []}
+    models = {mode: copy.deepcopy(initial) for mode in times}
+    trainable = {mode: [p for p in model.parameters() if p.requires_grad] for mode, model in models.items()}
+    optimizers = {mode: make_optimizer(params, config) for mode, params in trainable.items()}
     losses: dict[str, float] = {}
-    for _ in range(args.compare_autocast):
+    for epoch in range(args.compare_autocast):
         for mode in times:
             amp = torch.autocast(device.type, torch.bfloat16) if mode != "float32" else nullcontext()
+            torch.manual_seed(epoch)  # the same batches and dropout draws in both modes
             started = time.perf_counter()
             with amp:
-                losses[mode] = train_epoch(model, optimizer, split, config, epoch=0)["loss"]
+                losses[mode] = train_epoch(models[mode], optimizers[mode], split, config, epoch=epoch)["loss"]
             times[mode].append(time.perf_counter() - started)
     fp32, bf16 = (statistics.median(t) for t in times.values())
     print(f"epochs of {args.clips} clips x {args.seconds} s on {device}, {torch.get_num_threads()} torch threads,")
