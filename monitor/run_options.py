@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sec2sec.precision import check_precision
+from sec2sec.precision import precision_name
 
 if TYPE_CHECKING:
     from sec2sec.model import Sec2Sec
@@ -87,7 +87,7 @@ def check_args(args: RunArgs) -> None:
         raise ValueError(f"--horizon {args.horizon} must be 0 (carry state forever) or a number of seconds")
     if args.threads < 0:
         raise ValueError(f"--threads {args.threads} must be >= 0 (0: one per core)")
-    check_precision(args.precision)
+    precision_name(args.precision)
 
 
 def ended_by(exc: BaseException) -> str:

@@ -56,7 +56,7 @@ class PrecisionFallbackWarning(UserWarning):
     """bfloat16 encoders disagreed with float32 beyond PARITY_BOUND; the model runs in float32."""
 
 
-def check_precision(name: str) -> str:
+def precision_name(name: str) -> str:
     """`name` if it is a precision (whether the device has it is resolve_precision's question), else ValueError."""
     if name not in PRECISIONS:
         raise ValueError(f"--precision {name!r} is not allowed; use one of {', '.join(PRECISIONS)}")
@@ -79,7 +79,7 @@ def bf16_native(device: torch.device) -> bool:
 def resolve_precision(name: str, device: torch.device) -> str:
     """auto -> "bfloat16" where `device` has native bfloat16, else "float32"; float32 -> "float32";
     bfloat16 -> "bfloat16", or a ValueError naming the fix where the device would only emulate it."""
-    check_precision(name)
+    precision_name(name)
     if name == "float32":
         return name
     native = bf16_native(device)

@@ -27,8 +27,8 @@ from sec2sec.precision import (
     PrecisionFallbackWarning,
     agreement,
     bf16_native,
-    check_precision,
     encoder_agreement,
+    precision_name,
     resolve_precision,
 )
 from sec2sec.stream import AffectStream, check_input
@@ -58,7 +58,7 @@ def test_auto_resolves_by_capability(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         resolve_precision("bfloat16", CPU)
     with pytest.raises(ValueError, match=r"--precision 'float16' is not allowed; use one of auto, float32, bfloat16"):
-        check_precision("float16")
+        precision_name("float16")
 
 
 def test_capability_is_asked_of_onednn_and_cuda(monkeypatch: pytest.MonkeyPatch) -> None:

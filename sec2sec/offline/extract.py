@@ -43,7 +43,7 @@ from sec2sec.offline.features import (
     write_index,
 )
 from sec2sec.offline.progress import progress_bar
-from sec2sec.precision import check_parity, check_precision, resolve_precision
+from sec2sec.precision import check_parity, precision_name, resolve_precision
 from sec2sec.stream import check_input
 
 
@@ -205,7 +205,7 @@ def _pending(records: list[ClipRecord], index: CacheIndex) -> tuple[list[ClipRec
 def _precision_for(folder: Path, precision: str, autocast: str, device: torch.device) -> str:
     """The precision to extract in: `precision` resolved for `device`; "auto" resumes a cache in its own
     precision; with CUDA autocast the trunks stay float32 (autocast decides their arithmetic)."""
-    check_precision(precision)
+    precision_name(precision)
     if autocast != "off":
         if precision == "bfloat16":
             raise ValueError(
