@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from helpers.configs import small_toml
 
+from sec2sec.config import shipped_config_names
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
 
@@ -264,8 +266,9 @@ def test_a_config_by_name_and_an_unknown_name(tmp_path: Path) -> None:
     result = live("--replay", DEMO, "--config", "first_impresions", "--no-ui", "--csv", tmp_path / "a.csv")
     assert result.returncode == 2 and not (tmp_path / "a.csv").exists()
     line = error_line(result)
-    assert line.startswith("error: no shipped config is named 'first_impresions'; use one of attention_lstm, ")
-    assert "first_impressions" in line and line.endswith("or pass the path of a TOML file")
+    names = ", ".join(shipped_config_names())
+    assert line.startswith(f"error: no shipped config is named 'first_impresions'; use one of {names}")
+    assert line.endswith("or pass the path of a TOML file")
 
 
 def test_help_shows_defaults() -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from helpers.configs import small_toml
 
+from sec2sec.config import shipped_config_names
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -84,7 +86,8 @@ def test_installed_commands_and_configs_work_outside_the_source_tree(installed: 
 
     wrong = run(installed, "-m", "sec2sec", "describe", "--config", "first_impression", cwd=tmp_path)
     assert wrong.returncode == 2
-    assert wrong.stderr.startswith("error: no shipped config is named 'first_impression'; use one of attention_lstm")
+    names = ", ".join(shipped_config_names())
+    assert wrong.stderr.startswith(f"error: no shipped config is named 'first_impression'; use one of {names}")
     assert len(wrong.stderr.splitlines()) == 1
 
 
