@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.configs import small_config
+from helpers.synthetic_windows import random_windows
 
 from sec2sec.config import FusionConfig, TemporalConfig
 from sec2sec.fusion import CoAttentionLayer, Dropout, Fusion, attend
@@ -141,26 +142,11 @@ def test_padding_does_not_change_a_sequence() -> None:
     assert torch.allclose(short, long, atol=1e-5)
 
 
-def _windows(n: int, m: int, seed: int = 0) -> list[Window]:
-    rng = np.random.default_rng(seed)
-    return [
-        Window(
-            index=i,
-            frames=rng.integers(0, 256, (m, 72, 96, 3), dtype=np.uint8),
-            audio=(0.1 * rng.standard_normal(16_000)).astype(np.float32),
-            sample_rate=16_000,
-            frames_seen=m,
-            samples_seen=16_000,
-        )
-        for i in range(n)
-    ]
-
-
 @pytest.mark.parametrize("kind", [k if k == "lstm" else pytest.param(k, marks=pytest.mark.slow) for k in KINDS])
 def test_stepping_a_clip_equals_the_batch_forward(kind: str) -> None:
     torch.manual_seed(0)
     model = Sec2Sec(small_config(kind)).eval()
-    windows = _windows(5, model.config.video.frames_per_window)
+    windows = random_windows(5, model.config.video.frames_per_window)
     frames = torch.from_numpy(np.stack([w.frames for w in windows]))[None]
     audio = torch.from_numpy(np.stack([w.audio for w in windows]))[None]
     with torch.inference_mode():
@@ -180,7 +166,7 @@ def test_stepping_a_clip_equals_the_batch_forward(kind: str) -> None:
 def test_horizon_limits_the_history() -> None:
     torch.manual_seed(0)
     model = Sec2Sec(small_config("lstm")).eval()
-    windows = _windows(5, model.config.video.frames_per_window)
+    windows = random_windows(5, model.config.video.frames_per_window)
     stream = AffectStream(model, horizon=2)
     last = [stream.step(w) for w in windows][-1]
     fresh = AffectStream(model, horizon=2)
@@ -193,7 +179,7 @@ def test_missing_video_is_masked_and_flagged() -> None:
     and each window of a batch is masked on its own."""
     torch.manual_seed(0)
     model = Sec2Sec(small_config("lstm")).eval()
-    (window,) = _windows(1, model.config.video.frames_per_window)
+    (window,) = random_windows(1, model.config.video.frames_per_window)
     blind = Window(0, None, window.audio, 16_000, frames_seen=0, samples_seen=16_000)
     stream = AffectStream(model, horizon=0)
     estimate = stream.step(blind)
@@ -222,7 +208,7 @@ def test_dropped_seconds_are_empty_steps_in_the_history(kind: str) -> None:
     (neither modality, as training sees such a second), for a horizon and for a carried state."""
     torch.manual_seed(0)
     model = Sec2Sec(small_config(kind)).eval()
-    windows = _windows(5, model.config.video.frames_per_window)
+    windows = random_windows(5, model.config.video.frames_per_window)
     frames = torch.from_numpy(np.stack([w.frames for w in windows]))[None]
     audio = torch.from_numpy(np.stack([w.audio for w in windows]))[None]
     present = torch.tensor([[True, True, False, False, True]])
@@ -245,7 +231,7 @@ def test_dropped_seconds_are_empty_steps_in_the_history(kind: str) -> None:
 def test_long_gaps_reset_the_carried_state_and_fill_the_horizon() -> None:
     torch.manual_seed(0)
     model = Sec2Sec(small_config("lstm")).eval()  # clip_seconds = 6
-    windows = _windows(3, model.config.video.frames_per_window)
+    windows = random_windows(3, model.config.video.frames_per_window)
     late = Window(**{**windows[2].__dict__, "index": 40})
     carried = AffectStream(model, horizon=0)
     carried.step(windows[0]), carried.step(windows[1])
@@ -265,7 +251,7 @@ def test_long_gaps_reset_the_carried_state_and_fill_the_horizon() -> None:
 def test_reset_forgets_and_gaps_are_counted() -> None:
     torch.manual_seed(0)
     model = Sec2Sec(small_config("lstm")).eval()
-    windows = _windows(4, model.config.video.frames_per_window)
+    windows = random_windows(4, model.config.video.frames_per_window)
     stream = AffectStream(model, horizon=0)
     first = stream.step(windows[0])
     jumped = stream.step(windows[3])
@@ -287,7 +273,7 @@ def test_reset_forgets_and_gaps_are_counted() -> None:
 )
 def test_bad_windows_are_refused(change: dict, message: str) -> None:
     model = Sec2Sec(small_config("lstm")).eval()
-    (window,) = _windows(1, 4)
+    (window,) = random_windows(1, 4)
     fields = {**window.__dict__, **change}
     with pytest.raises(ValueError) as err:
         AffectStream(model).step(Window(**fields))

@@ -14,6 +14,7 @@ import pytest
 import torch
 from helpers.configs import small_config
 from helpers.hume_tree import write_hume_info
+from helpers.synthetic_windows import random_windows
 
 from sec2sec.config import HeadsConfig
 from sec2sec.model import Sec2Sec
@@ -22,25 +23,9 @@ from sec2sec.offline.hume import HUME_EMOTIONS
 from sec2sec.offline.metrics import ccc, regression_metrics, score_seconds
 from sec2sec.offline.traces import read_trace, resample_to_seconds
 from sec2sec.stream import AffectStream
-from sec2sec.windows import Window
 
 KINDS = ("lstm", "attention_lstm", "gru_transformer", "none")
 HEADS = HeadsConfig(task="regression", outputs=("valence", "arousal"))
-
-
-def _windows(n: int, m: int) -> list[Window]:
-    rng = np.random.default_rng(1)
-    return [
-        Window(
-            index=i,
-            frames=rng.integers(0, 256, (m, 72, 96, 3), dtype=np.uint8),
-            audio=(0.1 * rng.standard_normal(16_000)).astype(np.float32),
-            sample_rate=16_000,
-            frames_seen=m,
-            samples_seen=16_000,
-        )
-        for i in range(n)
-    ]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -52,7 +37,7 @@ def test_every_seconds_batch_output_equals_the_live_step(kind: str) -> None:
     video = replace(config.video, resize=40, crop=32, token_grid=(1, 2, 2))
     audio = replace(config.audio, image_size=(32, 64), token_grid=(1, 2))
     model = Sec2Sec(replace(config, video=video, audio=audio, clip_seconds=4)).eval()
-    windows = _windows(6, model.config.video.frames_per_window)
+    windows = random_windows(6, model.config.video.frames_per_window, seed=1)
     with torch.inference_mode():
         frames = torch.from_numpy(np.stack([w.frames for w in windows]))
         audio = torch.from_numpy(np.stack([w.audio for w in windows]))
