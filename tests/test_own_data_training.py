@@ -163,6 +163,37 @@ def test_torchrun_per_second_training_equals_one_process(traced, traced_cache: P
 
 
 @pytest.fixture(scope="module")
+def mixed_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache of 6 four-second clips, two per split (pinned), one of each pair with a per-second trace and one
+    with only a clip label."""
+    base, lines = tmp_path_factory.mktemp("mixed"), ["path,brightness,group,split,trace"]
+    for i, split in enumerate(["train", "train", "validation", "validation", "test", "test"]):
+        bright = [i % 2 == 0, True, False, i % 3 == 0]
+        _brightness_clip(base / "clips" / f"m{i}.mp4", bright, seed=50 + i)
+        trace = ""
+        if i % 2 == 0:
+            trace = f"traces/m{i}.csv"
+            (base / "traces").mkdir(exist_ok=True)
+            (base / trace).write_text("brightness\n" + "\n".join("0.8" if b else "0.2" for b in bright) + "\n")
+        lines.append(f"clips/m{i}.mp4,{'' if trace else 0.3 + 0.1 * i},m{i},{split},{trace}")
+    (base / "own.csv").write_text("\n".join(lines) + "\n")
+    cache = base / "cache"
+    extract("manifest", base / "own.csv", cache, _config(_toml(base / "config.toml")), dtype="float32", workers=0)
+    return cache
+
+
+def test_finetune_is_refused_on_traces_supervised_per_second(mixed_cache: Path, tmp_path: Path, capsys) -> None:
+    """--finetune trains the clip outputs only: on a cache with traces under supervision = "second" (whose
+    validation early-stops on per-second scores) train refuses it before any work, naming the fix."""
+    config, out = _toml(tmp_path / "c.toml", epochs=1), tmp_path / "run"
+    args = ["train", "--config", str(config), "--cache", str(mixed_cache), "--out", str(out), "--finetune"]
+    assert main([*args, "--device", "cpu"]) == 2
+    message = '--finetune trains the clip outputs only; set [train] supervision = "clip" or train without --finetune'
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
 def hume(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A Hume-Reaction tree as downloaded: data_info.csv with bracketed ids, train/val/test with mp4/ and wav/,
     Test rows without intensities, one Train row whose video is missing. Amusement follows the number of

@@ -40,7 +40,7 @@ from sec2sec.offline.distributed import (
     share_batch,
     unwrap,
 )
-from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, stack_features
+from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, read_index, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
 from sec2sec.offline.progress import progress_bar
@@ -302,6 +302,17 @@ def _checkpoint_meta(
     }
 
 
+def _check_finetune(cache: str | Path, config: Config, finetune: bool) -> None:
+    """Refuse `--finetune` on a cache with per-second labels under `supervision = "second"`: finetune_epoch
+    trains the clip outputs only, while validation would early-stop on the per-second scores."""
+    if not finetune or config.train.supervision != "second":
+        return
+    if any(clip.get("seconds") for clip in read_index(cache).clips.values()):
+        raise ValueError(
+            '--finetune trains the clip outputs only; set [train] supervision = "clip" or train without --finetune'
+        )
+
+
 def fit(
     cache: str | Path,
     config: Config,
@@ -321,6 +332,7 @@ def fit(
     best.pt. With dropout 0 a run over N processes gives one process's numbers up to float summation order;
     with dropout each rank draws its own masks (seeded by seed, epoch and rank).
     """
+    _check_finetune(cache, config, finetune)
     dist = context(device)
     if finetune and dist.world > 1:
         raise ValueError("--finetune runs in one process; start it without torchrun (or with --nproc_per_node 1)")
