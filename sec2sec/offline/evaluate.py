@@ -30,9 +30,8 @@ from sec2sec.offline.features import CacheIndex, Features, encoder_identity, loa
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs, score_seconds
 from sec2sec.offline.prepared import per_second_targets
 from sec2sec.offline.records import ClipRecord
-from sec2sec.offline.seconds import labelled_seconds, predict_seconds
+from sec2sec.offline.seconds import labelled_seconds, predict
 from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split
-from sec2sec.offline.train import predict
 
 WITHOUT = ("", "video", "audio")
 
@@ -136,7 +135,7 @@ def _second_scores(
     cpu = replace(features, lengths=features.lengths.cpu())  # one sync, not one per clip
     targets = per_second_targets(chosen, heads.outputs, thresholds, torch.from_numpy(truth), cpu)
     targets[~labelled_seconds(targets, cpu.lengths)] = float("nan")
-    return score_seconds(heads.outputs, heads.task, targets.numpy(), predict_seconds(model, features))
+    return score_seconds(heads.outputs, heads.task, targets.numpy(), predict(model, features, per_second=True))
 
 
 def _scored_clips(
