@@ -119,6 +119,16 @@ def test_manifest_rows_groups_and_bad_rows(tmp_path: Path) -> None:
     assert regrouped["clips/c.mp4"].startswith(conflict)
 
 
+def test_manifest_bad_row_is_kept_beside_a_good_row_with_its_path(tmp_path: Path) -> None:
+    """A duplicate path is a problem whether the first row was good or bad: the later good row must not take
+    the bad row's clip id (extraction would then drop the bad row's message once the clip is encoded)."""
+    (tmp_path / "a.mp4").write_bytes(b"a clip")
+    (tmp_path / "manifest.csv").write_text("path,valence,arousal\na.mp4,1.7,0.2\na.mp4,0.1,0.2\n")
+    problems = {r.clip_id: r.problem for r in read_dataset("manifest", tmp_path, HEADS)}
+    assert problems["a.mp4"] == "manifest.csv row 2, column valence: 1.7 is outside [0, 1] (task = regression)"
+    assert problems["a.mp4 (row 3)"] == "manifest.csv row 3, column path: a.mp4 is listed twice"
+
+
 def test_manifest_header_errors(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("file,valence\nx.mp4,0.1\n")
     with pytest.raises(ValueError, match=r"has no `path` column"):

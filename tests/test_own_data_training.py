@@ -15,6 +15,7 @@ from helpers.configs import TINY_ENCODERS_TOML, TINY_FUSION_TOML
 from helpers.hume_tree import write_hume_info
 from helpers.synthetic_clips import Second, render, write_mp4
 
+from sec2sec.checkpoint import load_model
 from sec2sec.commands import main
 from sec2sec.config import Config, parse_config
 from sec2sec.offline.compare import compare, comparison_table
@@ -22,6 +23,8 @@ from sec2sec.offline.evaluate import evaluate, results_table
 from sec2sec.offline.extract import extract
 from sec2sec.offline.features import read_index
 from sec2sec.offline.hume import HUME_EMOTIONS
+from sec2sec.offline.prepared import prepare
+from sec2sec.offline.seconds import second_scores
 from sec2sec.offline.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +163,50 @@ def test_torchrun_per_second_training_equals_one_process(traced, traced_cache: P
     assert out.count("per second, every labelled second of the test split") == 1 and "CCC" in out
     payload = json.loads((tmp_path / "e.json").read_text())
     assert set(payload["second_scores"]["brightness"]) == {"pearson_r", "ccc", "mse", "mean_accuracy"}
+
+
+@pytest.fixture(scope="module")
+def mixed_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache of 6 four-second clips, two per split (pinned), one of each pair with a per-second trace and one
+    with only a clip label: the mix on which training gives untraced clips their clip label on their last second."""
+    base, lines = tmp_path_factory.mktemp("mixed"), ["path,brightness,group,split,trace"]
+    for i, split in enumerate(["train", "train", "validation", "validation", "test", "test"]):
+        bright = [i % 2 == 0, True, False, i % 3 == 0]
+        _brightness_clip(base / "clips" / f"m{i}.mp4", bright, seed=50 + i)
+        trace = ""
+        if i % 2 == 0:
+            trace = f"traces/m{i}.csv"
+            (base / "traces").mkdir(exist_ok=True)
+            (base / trace).write_text("brightness\n" + "\n".join("0.8" if b else "0.2" for b in bright) + "\n")
+        lines.append(f"clips/m{i}.mp4,{'' if trace else 0.3 + 0.1 * i},m{i},{split},{trace}")
+    (base / "own.csv").write_text("\n".join(lines) + "\n")
+    cache = base / "cache"
+    extract("manifest", base / "own.csv", cache, _config(_toml(base / "config.toml")), dtype="float32", workers=0)
+    return cache
+
+
+def test_evaluate_scores_seconds_on_the_targets_validation_uses(mixed_cache: Path, tmp_path: Path) -> None:
+    """On traced and untraced clips together, evaluate's per-second scores are the ones validation computes for
+    the same split and checkpoint (an untraced clip counts with its clip label on its last second in both)."""
+    config = _config(_toml(tmp_path / "c.toml", epochs=1))
+    trained = fit(mixed_cache, config, tmp_path / "run")
+    split = prepare(mixed_cache, config, "official", 0).splits["validation"]
+    assert int((~split.seconds.isnan()).sum()) == 5  # 4 traced seconds + the untraced clip's last second
+    model, _ = load_model(trained.best_path)
+    expected = second_scores(model, split, config.model.heads.outputs, "regression", 8)
+    got = evaluate(trained.best_path, mixed_cache, "validation").second_scores
+    assert got["brightness"] == pytest.approx(expected["brightness"])
+
+
+def test_finetune_is_refused_on_traces_supervised_per_second(mixed_cache: Path, tmp_path: Path, capsys) -> None:
+    """--finetune trains the clip outputs only: on a cache with traces under supervision = "second" (whose
+    validation early-stops on per-second scores) train refuses it before any work, naming the fix."""
+    config, out = _toml(tmp_path / "c.toml", epochs=1), tmp_path / "run"
+    args = ["train", "--config", str(config), "--cache", str(mixed_cache), "--out", str(out), "--finetune"]
+    assert main([*args, "--device", "cpu"]) == 2
+    message = '--finetune trains the clip outputs only; set [train] supervision = "clip" or train without --finetune'
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not out.exists()
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,9 @@
 Binary outputs: accuracy, F1, balanced accuracy, macro-F1, and the majority-class baseline beside them.
 Regression outputs: Pearson r per output and their mean (ABAW5 ERI's measure), mean accuracy 1 - |y - y_hat|,
 MSE, and the training-mean baseline's MSE and mean accuracy. With per-second labels, a second table pools
-every labelled second: Pearson r, CCC and MSE (regression) or the binary metrics. Clips whose labels were
-withheld (Hume-Reaction's test set) are never scored.
+every labelled second: Pearson r, CCC and MSE (regression) or the binary metrics, on the targets training
+validates on (`prepared.per_second_targets`: a clip without a trace counts with its clip label on its last
+second). Clips whose labels were withheld (Hume-Reaction's test set) are never scored.
 The split and the label thresholds are the ones the checkpoint was trained with (stored in its meta); the
 split is the one pinned in the cache folder, and a cache changed or re-split since training is refused.
 Under torchrun (e.g. as the last step of a multi-process job) rank 0 evaluates and prints; the other
@@ -23,14 +24,14 @@ from rich.table import Table
 from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import features_from_clips
-from sec2sec.offline.datasets import SPLITS, labelled, labels, second_labels
+from sec2sec.offline.datasets import SPLITS, labelled, labels
 from sec2sec.offline.distributed import features_to, resolve_device
-from sec2sec.offline.features import CacheIndex, encoder_identity, load_features, read_index
+from sec2sec.offline.features import CacheIndex, Features, encoder_identity, load_features, read_index
 from sec2sec.offline.metrics import BINARY_METRICS, score_outputs, score_seconds
+from sec2sec.offline.prepared import per_second_targets
 from sec2sec.offline.records import ClipRecord
-from sec2sec.offline.seconds import labelled_seconds, predict_seconds
+from sec2sec.offline.seconds import labelled_seconds, predict
 from sec2sec.offline.splits import apply_split, check_trained_split, pinned_split
-from sec2sec.offline.train import predict
 
 WITHOUT = ("", "video", "audio")
 
@@ -97,7 +98,8 @@ def evaluate(
     )
     check_trained_split(assignment, meta.get("split_digest", ""), checkpoint)
     heads = model.config.heads
-    in_split, chosen = _scored_clips(apply_split(index.records(), assignment), split, heads.outputs, cache)
+    records = apply_split(index.records(), assignment)
+    in_split, chosen = _scored_clips(records, split, heads.outputs, cache)
     thresholds = meta.get("label_thresholds") if heads.task == "binary" else None
     if heads.task == "binary" and not thresholds:
         raise ValueError(f"checkpoint {checkpoint} has no label thresholds in its meta; it was not made by train")
@@ -114,13 +116,26 @@ def evaluate(
     mean = np.asarray(meta["train_mean"], dtype=np.float64) if meta.get("train_mean") else None
     scores = score_outputs(heads.outputs, heads.task, truth, probabilities, rate, mean)
     seconds = {}
-    if any(r.seconds for r in chosen):
-        steps = features.video_ok.shape[1]
-        targets = torch.from_numpy(second_labels(chosen, heads.outputs, thresholds, steps))
-        targets[~labelled_seconds(targets, features.lengths.cpu())] = float("nan")
-        seconds = score_seconds(heads.outputs, heads.task, targets.numpy(), predict_seconds(model, features))
+    if any(r.seconds for r in records):  # as `prepare` decides it, so validation and evaluate agree
+        seconds = _second_scores(model, chosen, truth, thresholds, features)
     ids = [r.clip_id for r in chosen]
     return Evaluation(split, heads.task, ids, truth, probabilities, scores, seconds, len(in_split) - len(chosen))
+
+
+def _second_scores(
+    model: Sec2Sec,
+    chosen: list[ClipRecord],
+    truth: np.ndarray,
+    thresholds: dict[str, float] | None,
+    features: Features,
+) -> dict[str, dict[str, float]]:
+    """Per-second metrics of the clips `chosen` on the targets training validates on (`per_second_targets`:
+    a clip without a trace counts with its clip label on its last second)."""
+    heads = model.config.heads
+    cpu = replace(features, lengths=features.lengths.cpu())  # one sync, not one per clip
+    targets = per_second_targets(chosen, heads.outputs, thresholds, torch.from_numpy(truth), cpu)
+    targets[~labelled_seconds(targets, cpu.lengths)] = float("nan")
+    return score_seconds(heads.outputs, heads.task, targets.numpy(), predict(model, features, per_second=True))
 
 
 def _scored_clips(

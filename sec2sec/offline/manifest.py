@@ -12,8 +12,9 @@ Columns (header names; order free, extra columns ignored):
 - `trace` (optional): a per-second label CSV for the clip, relative to the manifest (see `traces`).
 
 A row with a problem (a missing file, a label that is no number or outside the range, an unknown split name,
-a group pinned to two splits, a bad trace) is returned with its `problem` set, naming the row and the
-column: extraction lists it beside the unreadable clips and goes on with the others.
+a group pinned to two splits, a bad trace, a path already listed on an earlier row, good or bad) is returned
+with its `problem` set, naming the row and the column: extraction lists it beside the unreadable clips and
+goes on with the others.
 """
 
 from __future__ import annotations
@@ -133,8 +134,9 @@ def read_manifest(root: str | Path, heads: HeadsConfig) -> list[ClipRecord]:
                 raise ValueError(f"{path.name} row {number}, column path: {record.clip_id} is listed twice")
             seen.add(record.clip_id)
         except ValueError as exc:
-            clip_id = row.get("path") or f"row {number}"
+            clip_id = Path(row["path"]).as_posix() if row.get("path") else f"row {number}"
             clip_id = clip_id if clip_id not in seen else f"{clip_id} (row {number})"
+            seen.add(clip_id)  # a later row with this path is listed twice too, so it never takes this id
             record = ClipRecord(clip_id, path.parent / (row.get("path") or ""), clip_id, "", {}, None, str(exc))
         records.append(record)
     if not records:

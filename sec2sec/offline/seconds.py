@@ -1,5 +1,5 @@
-"""Per-second outputs and labels: every second's logits from cached tokens, which seconds carry a label,
-and the per-second metrics of a split (the clip path's outputs are the last second's).
+"""Outputs from cached tokens, of the clip or of every second; which seconds carry a label; and the per-second
+metrics of a split (the clip path's outputs are the last second's).
 
 Row t of the per-second outputs is what the live stream reports after second t (`Sec2Sec.forward_per_second`).
 """
@@ -14,21 +14,22 @@ from sec2sec.offline.distributed import gather_rows
 from sec2sec.offline.features import Features
 from sec2sec.offline.metrics import score_seconds
 from sec2sec.offline.prepared import Split
+from sec2sec.temporal import valid_mask
 
 
-def second_logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor) -> torch.Tensor:
-    """Rows of cached clips -> logits (len(rows), T, n_outputs) of every second (`Sec2Sec.forward_per_second`)."""
+def logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor, per_second: bool = False) -> torch.Tensor:
+    """Rows of cached clips -> logits (len(rows), n_outputs), tokens upcast to float32; with `per_second`,
+    (len(rows), T, n_outputs) of every second (`Sec2Sec.forward_per_second`)."""
     video = features.video[rows].float() if model.fusion.use_video else None
     audio = features.audio[rows].float() if model.fusion.use_audio else None
-    video_ok, audio_ok = features.video_ok[rows], features.audio_ok[rows]
-    logits, _ = model.forward_tokens(video, audio, features.lengths[rows], video_ok, audio_ok, per_second=True)
+    video_ok, audio_ok, lengths = features.video_ok[rows], features.audio_ok[rows], features.lengths[rows]
+    logits, _ = model.forward_tokens(video, audio, lengths, video_ok, audio_ok, per_second=per_second)
     return logits
 
 
 def labelled_seconds(seconds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, n_outputs) per-second targets + (B,) lengths -> bool mask of the seconds that carry a label."""
-    inside = torch.arange(seconds.shape[1], device=seconds.device)[None, :] < lengths.to(seconds.device)[:, None]
-    return ~torch.isnan(seconds) & inside[:, :, None]
+    return ~torch.isnan(seconds) & valid_mask(lengths.to(seconds.device), seconds.shape[1])[:, :, None]
 
 
 def clip_logits(per_second: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -38,17 +39,19 @@ def clip_logits(per_second: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def predict_seconds(
-    model: Sec2Sec, features: Features, batch: int = 64, rows: torch.Tensor | None = None
+def predict(
+    model: Sec2Sec, features: Features, batch: int = 64, rows: torch.Tensor | None = None, per_second: bool = False
 ) -> np.ndarray:
-    """Sigmoid outputs of every second (len(rows), T, n_outputs) for the cached clips `rows`, in eval mode."""
+    """Sigmoid outputs (len(rows), n_outputs) for the cached clips `rows` (default: all), in eval mode; with
+    `per_second`, (len(rows), T, n_outputs) of every second."""
     model.eval()
     rows = torch.arange(features.lengths.shape[0]) if rows is None else rows
     out = [
-        torch.sigmoid(second_logits_of(model, features, rows[s : s + batch])).cpu() for s in range(0, len(rows), batch)
+        torch.sigmoid(logits_of(model, features, rows[s : s + batch], per_second)).cpu()
+        for s in range(0, len(rows), batch)
     ]
-    steps, width = features.video_ok.shape[1], len(model.config.heads.outputs)
-    return torch.cat(out).numpy() if out else np.zeros((0, steps, width), dtype=np.float32)
+    shape = (0, features.video_ok.shape[1]) if per_second else (0,)
+    return torch.cat(out).numpy() if out else np.zeros((*shape, len(model.config.heads.outputs)), dtype=np.float32)
 
 
 def second_scores(
@@ -58,7 +61,7 @@ def second_scores(
     steps, width = split.seconds.shape[1], len(outputs)
     flat = gather_rows(
         split.seconds.shape[0],
-        lambda rows: predict_seconds(model, split.features, batch, rows).reshape(len(rows), -1),
+        lambda rows: predict(model, split.features, batch, rows, per_second=True).reshape(len(rows), -1),
         steps * width,
     )
     truth = split.seconds.cpu().clone()

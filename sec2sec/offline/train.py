@@ -40,11 +40,11 @@ from sec2sec.offline.distributed import (
     share_batch,
     unwrap,
 )
-from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, stack_features
+from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, read_index, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
 from sec2sec.offline.progress import progress_bar
-from sec2sec.offline.seconds import clip_logits, labelled_seconds, second_logits_of, second_scores
+from sec2sec.offline.seconds import clip_logits, labelled_seconds, logits_of, predict, second_scores
 from sec2sec.offline.train_state import (
     History,
     identity,
@@ -53,15 +53,6 @@ from sec2sec.offline.train_state import (
     save_state,
     write_metrics,
 )
-
-
-def logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor) -> torch.Tensor:
-    """Rows of cached clips -> logits (len(rows), n_outputs), tokens upcast to float32."""
-    video = features.video[rows].float() if model.fusion.use_video else None
-    audio = features.audio[rows].float() if model.fusion.use_audio else None
-    video_ok, audio_ok = features.video_ok[rows], features.audio_ok[rows]
-    logits, _ = model.forward_tokens(video, audio, features.lengths[rows], video_ok, audio_ok)
-    return logits
 
 
 def with_modality_dropout(model: Sec2Sec, features: Features, config: Config, epoch: int) -> Features:
@@ -99,21 +90,12 @@ def per_second_loss(
     sum over its labelled seconds divided by their count in the whole batch, times the number of
     processes, which DDP's gradient average divides out again); the clip logits (len(rows), n); the loss
     summed over the labelled seconds of `rows` and their number (for the epoch's mean)."""
-    logits = second_logits_of(model, features, rows)
+    logits = logits_of(model, features, rows, per_second=True)
     lengths = features.lengths[rows]
     mask = labelled_seconds(split.seconds[rows], lengths)
     count = labelled_seconds(split.seconds[batch], features.lengths[batch]).sum().clamp_min(1)
     total = loss_of(logits[mask], split.seconds[rows][mask], loss, reduction="sum")
     return total * rank_and_world()[1] / count, clip_logits(logits, lengths), float(total.detach()), int(mask.sum())
-
-
-@torch.no_grad()
-def predict(model: Sec2Sec, features: Features, batch: int = 64, rows: torch.Tensor | None = None) -> np.ndarray:
-    """Sigmoid outputs (len(rows), n_outputs) for the cached clips `rows` (default: all), in eval mode."""
-    model.eval()
-    rows = torch.arange(features.lengths.shape[0]) if rows is None else rows
-    out = [torch.sigmoid(logits_of(model, features, rows[s : s + batch])).cpu() for s in range(0, len(rows), batch)]
-    return torch.cat(out).numpy() if out else np.zeros((0, len(model.config.heads.outputs)), dtype=np.float32)
 
 
 def _accuracy(task: str, scores: dict[str, dict[str, float]]) -> float:
@@ -302,6 +284,17 @@ def _checkpoint_meta(
     }
 
 
+def _check_finetune(cache: str | Path, config: Config, finetune: bool) -> None:
+    """Refuse `--finetune` on a cache with per-second labels under `supervision = "second"`: finetune_epoch
+    trains the clip outputs only, while validation would early-stop on the per-second scores."""
+    if not finetune or config.train.supervision != "second":
+        return
+    if any(clip.get("seconds") for clip in read_index(cache).clips.values()):
+        raise ValueError(
+            '--finetune trains the clip outputs only; set [train] supervision = "clip" or train without --finetune'
+        )
+
+
 def fit(
     cache: str | Path,
     config: Config,
@@ -321,6 +314,7 @@ def fit(
     best.pt. With dropout 0 a run over N processes gives one process's numbers up to float summation order;
     with dropout each rank draws its own masks (seeded by seed, epoch and rank).
     """
+    _check_finetune(cache, config, finetune)
     dist = context(device)
     if finetune and dist.world > 1:
         raise ValueError("--finetune runs in one process; start it without torchrun (or with --nproc_per_node 1)")
