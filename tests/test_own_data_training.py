@@ -277,3 +277,28 @@ def test_hume_reaction_extract_train_evaluate_compare(hume: tuple[Path, Path], t
     assert [c for c in table.columns[0].cells] == [*HUME_EMOTIONS, "mean"]
     mean_r = np.mean([row["pearson_r"] for row in evaluation.scores.values()])
     assert list(table.columns[1].cells)[-1] == f"{mean_r:.4f}"
+
+
+def test_new_clips_of_a_cached_group_join_its_split(tmp_path: Path) -> None:
+    """Unpinned groups are split over each run's rows, so adding a row can move a group: a group the cache
+    already holds keeps its split for its new clips (never one person in two splits)."""
+    from sec2sec.offline.manifest import read_manifest
+
+    config = _config(_toml(tmp_path / "config.toml"))
+    _brightness_clip(tmp_path / "c.mp4", [True, False, True, False], seed=7)
+    for name in [f"g{i}.mp4" for i in range(10)] + ["extra.mp4"]:
+        (tmp_path / name).write_bytes((tmp_path / "c.mp4").read_bytes())
+    rows = ["path,brightness,group"] + [f"g{i}.mp4,0.5,g{i}" for i in range(10)]
+
+    def split_of(lines: list[str], group: str) -> str:
+        (tmp_path / "own.csv").write_text("\n".join(lines) + "\n")
+        return next(r.split for r in read_manifest(tmp_path / "own.csv", config.model.heads) if r.group == group)
+
+    moved = [g for g in (f"g{i}" for i in range(10)) if split_of(rows, g) != split_of([*rows, f"extra.mp4,0.5,{g}"], g)]
+    assert moved, "no added row moves a group: the test needs another layout"
+    group, before = moved[0], split_of(rows, moved[0])
+    extract("manifest", tmp_path / "own.csv", tmp_path / "cache", config, dtype="float32", workers=0)
+    split_of([*rows, f"extra.mp4,0.5,{group}"], group)  # the manifest now has the added row
+    extract("manifest", tmp_path / "own.csv", tmp_path / "cache", config, dtype="float32", workers=0)
+    clips = read_index(tmp_path / "cache").clips
+    assert len(clips) == 11 and {e["split"] for e in clips.values() if e["group"] == group} == {before}

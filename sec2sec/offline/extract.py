@@ -152,6 +152,7 @@ def extract(
     heartbeat = Heartbeat(folder, dist.rank, dist.world, collective_timeout_min * 60)
     heartbeat.beat("starting")  # before the barrier in in_turn: no rank reads another's file from an older run
     model, index = dist.in_turn(lambda: _opened(folder, dataset, root, config, dtype, autocast, wanted, records, dist))
+    records = keep_cached_groups(records, index)
     todo, bad_rows = _pending(records, index)
     mine = todo[dist.rank :: dist.world]
     model = model.to(dist.device)
@@ -193,6 +194,19 @@ def _opened(
     if dist.main:
         merge_parts(folder, index, records)
     return model, index
+
+
+def keep_cached_groups(records: list[ClipRecord], index: CacheIndex) -> list[ClipRecord]:
+    """New clips of a group the cache already holds join that group's split. A group split made over the rows
+    of each run (a manifest's unpinned groups) can change when rows are added, and a group must never straddle
+    splits: its clips share one person or session."""
+    cached = {entry["group"]: entry["split"] for entry in index.clips.values() if entry.get("group")}
+    return [
+        replace(r, split=cached[r.group])
+        if r.clip_id not in index.clips and not r.problem and cached.get(r.group, r.split) != r.split
+        else r
+        for r in records
+    ]
 
 
 def _pending(records: list[ClipRecord], index: CacheIndex) -> tuple[list[ClipRecord], list[ClipRecord]]:
