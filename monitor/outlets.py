@@ -233,6 +233,7 @@ class LslOutlet(QueuedOutlet):
         self.stream_name, self.name, self.source_id, self.rate = name, f"lsl outlet {name!r}", source_id, rate
         self._lsl = import_pylsl()
         self._outlet: Any = None
+        self.gap_samples_not_sent = 0  # NaN samples of missed windows beyond liblsl's buffer, not pushed
         try:  # liblsl starts its servers (ports, discovery) here: a failure is bad input, before the model
             check = self._lsl.StreamInfo(f"{name} (start-up check)", "Check", 1, 0.0, source_id=f"{source_id}-check")
             probe = self._lsl.StreamOutlet(check)
@@ -264,12 +265,24 @@ class LslOutlet(QueuedOutlet):
         stamp = lsl.local_clock() - (time.monotonic_ns() - when_ns) / NANOS_PER_SECOND
         if self.rate > 0:  # a regular stream keeps one sample per window: NaN for the windows that were missed
             period = 1.0 / self.rate
-            for k in range(estimate.gap, 0, -1):
+            for k in range(self._gap_samples(estimate.gap), 0, -1):
                 gap_sample = [math.nan] * (len(self.names) + len(FLAG_CHANNELS) - 1) + [estimate.index - k]
                 self._outlet.push_sample(gap_sample, stamp - k * period)
         values = [float(estimate.outputs[name]) for name in self.names]
         flags = [float(estimate.video_ok), float(estimate.audio_ok), float(estimate.gap), float(estimate.index)]
         self._outlet.push_sample([*values, *flags], stamp)
+
+    def _gap_samples(self, gap: int) -> int:
+        """How many NaN samples stand for `gap` missed windows: at most what liblsl buffers for an inlet
+        (LSL_BUFFER_S at the stream's rate; older ones would be dropped anyway). The rest are counted as not
+        sent (on the sender thread, which alone writes the counter)."""
+        pushed = min(gap, max(1, int(LSL_BUFFER_S * self.rate)))
+        self.gap_samples_not_sent += gap - pushed
+        return pushed
+
+    def report(self) -> dict[str, Any]:
+        """The common report, plus the NaN samples of missed windows beyond liblsl's buffer (not pushed)."""
+        return {**super().report(), "gap_samples_not_sent": self.gap_samples_not_sent}
 
     def finish(self, ended_by: str) -> None:
         outlet, self._outlet = self._outlet, None
