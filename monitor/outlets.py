@@ -69,7 +69,8 @@ CaptureClock = Callable[["Estimate"], "int | None"]  # monotonic ns of the windo
 
 class QueuedOutlet:
     """A bounded send queue and one sender thread; subclasses define `send` (one estimate, on the sender
-    thread, with the monotonic time its sample stands for) and `finish` (after the last send)."""
+    thread, with the monotonic time its sample stands for; True when the transport took it) and `finish`
+    (after the last send)."""
 
     kind = "output"
 
@@ -120,14 +121,14 @@ class QueuedOutlet:
             if item is None:
                 continue
             try:
-                self.send(*item)
-                self.sent += 1
+                if self.send(*item):
+                    self.sent += 1
             except Exception as exc:  # noqa: BLE001 - reported by the next write(), which ends the run
                 self._error = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 self._queue.close()
                 return
 
-    def send(self, estimate: Estimate, when_ns: int) -> None:
+    def send(self, estimate: Estimate, when_ns: int) -> bool:
         raise NotImplementedError
 
     def finish(self, ended_by: str) -> None:
@@ -186,15 +187,21 @@ class ZmqPublisher(QueuedOutlet):
                 f"--zmq {endpoint}: cannot bind ({zmq.strerror(exc.errno)}); give a free endpoint such as tcp://127.0.0.1:5556"
             ) from None
         self._finished = False
+        self.high_water_dropped = 0  # windows ZeroMQ refused at its high-water mark (written by the sender thread)
 
-    def send(self, estimate: Estimate, when_ns: int) -> None:
+    def send(self, estimate: Estimate, when_ns: int) -> bool:
         values = [float(estimate.outputs[name]) for name in self.names]
         body = json.dumps(json_record(estimate, values, self.names), allow_nan=False).encode()
         try:
             self._socket.send_multipart([WINDOW_TOPIC, body], flags=self._zmq.NOBLOCK)
         except self._zmq.Again:  # PUB drops past the high-water mark itself; this is the same, counted
-            self._queue.dropped += 1
-            self.sent -= 1
+            self.high_water_dropped += 1
+            return False
+        return True
+
+    def report(self) -> dict[str, Any]:
+        """The common report, plus the windows dropped at ZeroMQ's high-water mark."""
+        return {**super().report(), "high_water_dropped": self.high_water_dropped}
 
     def finish(self, ended_by: str) -> None:
         if self._finished:
@@ -260,7 +267,7 @@ class LslOutlet(QueuedOutlet):
         except Exception as exc:  # noqa: BLE001 - as in __init__
             raise ValueError(f"--lsl {self.stream_name}: liblsl cannot create the outlet ({exc})") from None
 
-    def send(self, estimate: Estimate, when_ns: int) -> None:
+    def send(self, estimate: Estimate, when_ns: int) -> bool:
         lsl = self._lsl
         stamp = lsl.local_clock() - (time.monotonic_ns() - when_ns) / NANOS_PER_SECOND
         if self.rate > 0:  # a regular stream keeps one sample per window: NaN for the windows that were missed
@@ -271,6 +278,7 @@ class LslOutlet(QueuedOutlet):
         values = [float(estimate.outputs[name]) for name in self.names]
         flags = [float(estimate.video_ok), float(estimate.audio_ok), float(estimate.gap), float(estimate.index)]
         self._outlet.push_sample([*values, *flags], stamp)
+        return True
 
     def _gap_samples(self, gap: int) -> int:
         """How many NaN samples stand for `gap` missed windows: at most what liblsl buffers for an inlet

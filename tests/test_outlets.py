@@ -238,7 +238,33 @@ def test_zmq_subscriber_gets_every_window_as_the_jsonl_line(small: Path, tmp_pat
         0,
     )
     sidecar = json.loads(Path(f"{csv}.json").read_text())["summary"]
-    assert sidecar["outputs"] == {"zmq": {"sent": 4, "send_queue_dropped": 0, "error": None}}
+    assert sidecar["outputs"] == {"zmq": {"sent": 4, "send_queue_dropped": 0, "error": None, "high_water_dropped": 0}}
+
+
+def test_zmq_high_water_drops_are_counted_apart_from_the_send_queue() -> None:
+    """A window ZeroMQ refuses (zmq.Again at its high-water mark) is not sent and is counted by the sender
+    thread in high_water_dropped, not in the send queue's count."""
+    import zmq
+
+    from monitor import outlets
+    from sec2sec.stream import Estimate
+
+    publisher = outlets.ZmqPublisher(f"tcp://127.0.0.1:{free_port()}")
+    real = publisher._socket
+
+    class Full:
+        def send_multipart(self, parts: list[bytes], flags: int = 0) -> None:
+            raise zmq.Again()
+
+        def close(self, linger: int | None = None) -> None:
+            real.close(linger=linger)
+
+    publisher._socket = Full()
+    publisher.start(("valence",), {})
+    for window in range(3):
+        publisher.write(Estimate(window, {"valence": 0.5}, (), True, True, 8, 1.0, 1000))
+    publisher.close("end")
+    assert publisher.report() == {"sent": 0, "send_queue_dropped": 0, "error": None, "high_water_dropped": 3}
 
 
 @pytest.mark.slow
