@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from monitor.queues import BoundedQueue, Closed
+from monitor.queues import BoundedQueue, Closed, first_line
 from monitor.recorders import json_record
 from monitor.snapshot import percentile
 from sec2sec.config import NANOS_PER_SECOND
@@ -124,7 +124,7 @@ class QueuedOutlet:
                 if self.send(*item):
                     self.sent += 1
             except Exception as exc:  # noqa: BLE001 - reported by the next write(), which ends the run
-                self._error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                self._error = first_line(exc)
                 self._queue.close()
                 return
 
@@ -306,8 +306,8 @@ def import_pylsl() -> Any:
     except ImportError:
         raise ValueError("--lsl needs pylsl: pip install 'sec2sec-live[lsl]' (or pip install pylsl)") from None
     except RuntimeError as exc:  # pylsl found no liblsl
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"--lsl: pylsl cannot load liblsl ({first}); pip install pylsl brings one") from None
+        problem = first_line(exc, with_type=False)
+        raise ValueError(f"--lsl: pylsl cannot load liblsl ({problem}); pip install pylsl brings one") from None
     return pylsl
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from monitor.queues import BoundedQueue
+from monitor.queues import BoundedQueue, first_line
 from monitor.sources import SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, MediaReader, VideoFrame
@@ -95,7 +95,7 @@ class FileReplay:
                 self._items += 1
                 self._position_ns = max(self._position_ns, t_ns)
         except Exception as exc:  # noqa: BLE001 - any decoder failure ends the replay with its message
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            error = first_line(exc)
             self._error = error
         finally:
             self._decoding_since_ns = None
