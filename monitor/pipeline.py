@@ -308,16 +308,22 @@ class Pipeline:
         with self._lock:
             stopping_elsewhere, self._stopped = self._stopped, True
         if stopping_elsewhere:  # another thread is shutting down: wait (bounded) until it is done
-            self._shut_down.wait(
-                IN_FLIGHT_TIMEOUT_S
-                + SINK_CLOSE_TIMEOUT_S * (len(self.sinks) + 1)
-                + SOURCE_STOP_TIMEOUT_S * len(self.sources)
-            )
+            self._shut_down.wait(self.shutdown_bound_s)
             return
         try:
             self._shut_down_everything()
         finally:
             self._shut_down.set()
+
+    @property
+    def shutdown_bound_s(self) -> float:
+        """The longest `stop()` can take: the window in flight, each sink's close (and a write in progress),
+        each source's stop, every step at its deadline (e.g. 11 s with a camera, a microphone and a CSV)."""
+        return (
+            IN_FLIGHT_TIMEOUT_S
+            + SINK_CLOSE_TIMEOUT_S * (len(self.sinks) + 1)
+            + SOURCE_STOP_TIMEOUT_S * len(self.sources)
+        )
 
     def _shut_down_everything(self) -> None:
         """Sinks close before the sources stop: the summary is on disk even if a device's stop blocks."""
