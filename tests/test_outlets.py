@@ -304,11 +304,11 @@ def test_a_stuck_transport_never_blocks_the_writer(monkeypatch: pytest.MonkeyPat
     started = time.monotonic()
     for window in range(1, 200):
         publisher.write(Estimate(window, {"valence": 0.5}, (), True, True, 8, 1.0, 1000))
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2  # 199 queue puts; generous for a busy machine
     assert publisher.dropped == 199 - outlets.SEND_QUEUE and publisher.windows == 200
     started = time.monotonic()
     publisher.close("end")
-    assert time.monotonic() - started < outlets.SEND_JOIN_S + 0.3
+    assert time.monotonic() - started < outlets.SEND_JOIN_S + 2  # gave up on the stuck sender, did not wait
     release.set()
 
 
