@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["LiveRun", "LoadedModel", "Options", "RunFailed", "estimate_file", "live", "load_model", "record_of"]
 
 ESTIMATE_QUEUE = 64  # estimates waiting for a `for` loop that is busy (a live run drops windows meanwhile)
-STOP_TIMEOUT_S = 10.0  # leaving a live loop waits this long for the pipeline's bounded shutdown
+STOP_MARGIN_S = 2.0  # leaving a live loop waits the pipeline's shutdown bound plus this (noticing the request)
 
 
 def load_model(checkpoint: str | Path | None = None, config: str | Path | None = None) -> LoadedModel:
@@ -122,7 +122,7 @@ class LiveRun:
             self.pipeline.stop()
             self.ended_by = self.pipeline.ended_by
         else:
-            self._thread.join(STOP_TIMEOUT_S)
+            self._thread.join(self.pipeline.shutdown_bound_s + STOP_MARGIN_S)
 
     def summary(self) -> dict[str, Any]:
         """Windows, drops, latency p50/p99 (ms) and what ended the run."""

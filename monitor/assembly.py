@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.queues import first_line
 from monitor.run_options import LoadedModel, RunArgs, ended_by
+from monitor.sinks import SinkSet
 from sec2sec.config import NANOS_PER_SECOND
 
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
@@ -115,8 +117,15 @@ def open_sources(args: RunArgs, inputs: BoundedQueue) -> tuple[list[Source], boo
 
 
 def stop_all(sources: list[Source]) -> None:
+    """Stop sources that no pipeline owns yet (a failure or a signal while the run was being built). Each stop
+    is on its own: one that raises is a warning line on stderr and the others still stop, so the exception
+    that brought us here (a KeyboardInterrupt, Terminated) is the one that propagates."""
     for source in sources:
-        source.stop()
+        try:
+            source.stop()
+        except Exception as exc:  # noqa: BLE001 - reported; the original exception matters more
+            name = getattr(source, "name", "") or type(source).__name__
+            print(f"warning: {name} did not stop cleanly: {first_line(exc)}", file=sys.stderr)
 
 
 def open_sinks(
@@ -281,14 +290,16 @@ def open_outlets(args: RunArgs) -> list[QueuedOutlet]:
 
 
 def close_all(outlets: Sequence[QueuedOutlet]) -> None:
-    for outlet in outlets:
-        outlet.close("error")
+    """Close live outputs that no pipeline owns yet, as `close_sinks` does."""
+    close_sinks(outlets, "error")
 
 
 def close_sinks(sinks: Sequence[Sink], how: str) -> None:
-    """Close sinks that no pipeline owns yet (a signal or a failure while the run was being built)."""
-    for sink in sinks:
-        sink.close(how)
+    """Close sinks that no pipeline owns yet (a signal or a failure while the run was being built) as the
+    pipeline does (`SinkSet.close`): each bounded and on its own, one that fails or hangs a warning line on
+    stderr, so the others still close and the exception that brought us here is the one that propagates."""
+    for name, problem, _ in SinkSet(sinks).close(how):
+        print(f"warning: {name} {problem}", file=sys.stderr)
 
 
 def outlet_description(sidecar: dict[str, Any]) -> dict[str, Any]:

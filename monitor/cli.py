@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from monitor.assembly import open_pipeline
+from monitor.queues import first_line
 from monitor.replay import CLOCKS
 from monitor.run_options import Terminated, check_args, ended_by
 from monitor.session_csv import read_session
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         return run(args)
     except ValueError as exc:
-        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        print(f"error: {first_line(exc, with_type=False)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

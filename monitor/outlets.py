@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from monitor.queues import BoundedQueue, Closed
+from monitor.queues import BoundedQueue, Closed, first_line
 from monitor.recorders import json_record
 from monitor.snapshot import percentile
 from sec2sec.config import NANOS_PER_SECOND
@@ -69,7 +69,8 @@ CaptureClock = Callable[["Estimate"], "int | None"]  # monotonic ns of the windo
 
 class QueuedOutlet:
     """A bounded send queue and one sender thread; subclasses define `send` (one estimate, on the sender
-    thread, with the monotonic time its sample stands for) and `finish` (after the last send)."""
+    thread, with the monotonic time its sample stands for; True when the transport took it) and `finish`
+    (after the last send)."""
 
     kind = "output"
 
@@ -120,14 +121,14 @@ class QueuedOutlet:
             if item is None:
                 continue
             try:
-                self.send(*item)
-                self.sent += 1
+                if self.send(*item):
+                    self.sent += 1
             except Exception as exc:  # noqa: BLE001 - reported by the next write(), which ends the run
-                self._error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                self._error = first_line(exc)
                 self._queue.close()
                 return
 
-    def send(self, estimate: Estimate, when_ns: int) -> None:
+    def send(self, estimate: Estimate, when_ns: int) -> bool:
         raise NotImplementedError
 
     def finish(self, ended_by: str) -> None:
@@ -186,15 +187,21 @@ class ZmqPublisher(QueuedOutlet):
                 f"--zmq {endpoint}: cannot bind ({zmq.strerror(exc.errno)}); give a free endpoint such as tcp://127.0.0.1:5556"
             ) from None
         self._finished = False
+        self.high_water_dropped = 0  # windows ZeroMQ refused at its high-water mark (written by the sender thread)
 
-    def send(self, estimate: Estimate, when_ns: int) -> None:
+    def send(self, estimate: Estimate, when_ns: int) -> bool:
         values = [float(estimate.outputs[name]) for name in self.names]
         body = json.dumps(json_record(estimate, values, self.names), allow_nan=False).encode()
         try:
             self._socket.send_multipart([WINDOW_TOPIC, body], flags=self._zmq.NOBLOCK)
         except self._zmq.Again:  # PUB drops past the high-water mark itself; this is the same, counted
-            self._queue.dropped += 1
-            self.sent -= 1
+            self.high_water_dropped += 1
+            return False
+        return True
+
+    def report(self) -> dict[str, Any]:
+        """The common report, plus the windows dropped at ZeroMQ's high-water mark."""
+        return {**super().report(), "high_water_dropped": self.high_water_dropped}
 
     def finish(self, ended_by: str) -> None:
         if self._finished:
@@ -233,6 +240,7 @@ class LslOutlet(QueuedOutlet):
         self.stream_name, self.name, self.source_id, self.rate = name, f"lsl outlet {name!r}", source_id, rate
         self._lsl = import_pylsl()
         self._outlet: Any = None
+        self.gap_samples_not_sent = 0  # NaN samples of missed windows beyond liblsl's buffer, not pushed
         try:  # liblsl starts its servers (ports, discovery) here: a failure is bad input, before the model
             check = self._lsl.StreamInfo(f"{name} (start-up check)", "Check", 1, 0.0, source_id=f"{source_id}-check")
             probe = self._lsl.StreamOutlet(check)
@@ -259,17 +267,30 @@ class LslOutlet(QueuedOutlet):
         except Exception as exc:  # noqa: BLE001 - as in __init__
             raise ValueError(f"--lsl {self.stream_name}: liblsl cannot create the outlet ({exc})") from None
 
-    def send(self, estimate: Estimate, when_ns: int) -> None:
+    def send(self, estimate: Estimate, when_ns: int) -> bool:
         lsl = self._lsl
         stamp = lsl.local_clock() - (time.monotonic_ns() - when_ns) / NANOS_PER_SECOND
         if self.rate > 0:  # a regular stream keeps one sample per window: NaN for the windows that were missed
             period = 1.0 / self.rate
-            for k in range(estimate.gap, 0, -1):
+            for k in range(self._gap_samples(estimate.gap), 0, -1):
                 gap_sample = [math.nan] * (len(self.names) + len(FLAG_CHANNELS) - 1) + [estimate.index - k]
                 self._outlet.push_sample(gap_sample, stamp - k * period)
         values = [float(estimate.outputs[name]) for name in self.names]
         flags = [float(estimate.video_ok), float(estimate.audio_ok), float(estimate.gap), float(estimate.index)]
         self._outlet.push_sample([*values, *flags], stamp)
+        return True
+
+    def _gap_samples(self, gap: int) -> int:
+        """How many NaN samples stand for `gap` missed windows: at most what liblsl buffers for an inlet
+        (LSL_BUFFER_S at the stream's rate; older ones would be dropped anyway). The rest are counted as not
+        sent (on the sender thread, which alone writes the counter)."""
+        pushed = min(gap, max(1, int(LSL_BUFFER_S * self.rate)))
+        self.gap_samples_not_sent += gap - pushed
+        return pushed
+
+    def report(self) -> dict[str, Any]:
+        """The common report, plus the NaN samples of missed windows beyond liblsl's buffer (not pushed)."""
+        return {**super().report(), "gap_samples_not_sent": self.gap_samples_not_sent}
 
     def finish(self, ended_by: str) -> None:
         outlet, self._outlet = self._outlet, None
@@ -285,8 +306,8 @@ def import_pylsl() -> Any:
     except ImportError:
         raise ValueError("--lsl needs pylsl: pip install 'sec2sec-live[lsl]' (or pip install pylsl)") from None
     except RuntimeError as exc:  # pylsl found no liblsl
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"--lsl: pylsl cannot load liblsl ({first}); pip install pylsl brings one") from None
+        problem = first_line(exc, with_type=False)
+        raise ValueError(f"--lsl: pylsl cannot load liblsl ({problem}); pip install pylsl brings one") from None
     return pylsl
 
 

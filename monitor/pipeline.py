@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from monitor.losses import LossLedger
-from monitor.queues import BoundedQueue, Closed, call_with_deadline
+from monitor.queues import BoundedQueue, Closed, call_with_deadline, first_line
 from monitor.replay import CLOCKS as REPLAY_CLOCKS
 from monitor.sinks import SINK_CLOSE_TIMEOUT_S, Sink, SinkFailed, SinkSet
 from monitor.snapshot import Progress, Snapshot
@@ -33,10 +33,6 @@ SOURCE_STOP_TIMEOUT_S = 3.0  # per source; a device whose stop blocks in its dri
 STALL_TIMEOUT_S = 30.0  # a replay decoder that makes no progress this long ends the run (exit 1)
 INFERENCE_TIMEOUT_S = 120.0  # one model step this long is stuck, not slow (a window takes ~0.5 s here)
 POLL_S = 0.05  # how often a waiting loop looks at the stop event
-
-
-def _first_line(exc: BaseException) -> str:
-    return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
 
 
 class Pipeline:
@@ -127,7 +123,7 @@ class Pipeline:
         except KeyboardInterrupt:
             self._end("interrupted")
         except Exception as exc:  # noqa: BLE001 - any failure here ends the run with its message
-            self._fail(f"windowing failed: {_first_line(exc)}")
+            self._fail(f"windowing failed: {first_line(exc)}")
         finally:
             self.stop()
         return self._ended_by
@@ -256,7 +252,7 @@ class Pipeline:
             self._fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - reported as the reason the run ended
             where = f" at window {window.index}" if window is not None else ""
-            self._fail(f"inference failed{where}: {_first_line(exc)}")
+            self._fail(f"inference failed{where}: {first_line(exc)}")
         finally:
             self._busy = None
 
@@ -312,16 +308,22 @@ class Pipeline:
         with self._lock:
             stopping_elsewhere, self._stopped = self._stopped, True
         if stopping_elsewhere:  # another thread is shutting down: wait (bounded) until it is done
-            self._shut_down.wait(
-                IN_FLIGHT_TIMEOUT_S
-                + SINK_CLOSE_TIMEOUT_S * (len(self.sinks) + 1)
-                + SOURCE_STOP_TIMEOUT_S * len(self.sources)
-            )
+            self._shut_down.wait(self.shutdown_bound_s)
             return
         try:
             self._shut_down_everything()
         finally:
             self._shut_down.set()
+
+    @property
+    def shutdown_bound_s(self) -> float:
+        """The longest `stop()` can take: the window in flight, each sink's close (and a write in progress),
+        each source's stop, every step at its deadline (e.g. 11 s with a camera, a microphone and a CSV)."""
+        return (
+            IN_FLIGHT_TIMEOUT_S
+            + SINK_CLOSE_TIMEOUT_S * (len(self.sinks) + 1)
+            + SOURCE_STOP_TIMEOUT_S * len(self.sources)
+        )
 
     def _shut_down_everything(self) -> None:
         """Sinks close before the sources stop: the summary is on disk even if a device's stop blocks."""

@@ -12,6 +12,13 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+def first_line(exc: BaseException, *, with_type: bool = True) -> str:
+    """An exception as one line: "Type: first line of the message" (or, `with_type=False`, the message's first
+    line alone); the type's name where there is no message."""
+    text = f"{type(exc).__name__}: {exc}" if with_type else str(exc)
+    return (text.splitlines() or [""])[0] or type(exc).__name__
+
+
 def call_with_deadline(call: Callable[[], object], timeout_s: float, name: str) -> tuple[bool, str]:
     """Run `call` in a daemon helper thread named `name` and wait at most `timeout_s` for it. Returns
     (returned, error): returned is False when the deadline passed (the thread is abandoned: it runs on until
@@ -24,7 +31,7 @@ def call_with_deadline(call: Callable[[], object], timeout_s: float, name: str) 
         try:
             call()
         except Exception as exc:  # noqa: BLE001 - reported to the caller as one line
-            errors.append((f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0])
+            errors.append(first_line(exc))
 
     helper = threading.Thread(target=target, name=name, daemon=True)
     helper.start()

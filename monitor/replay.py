@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from monitor.queues import BoundedQueue
+from monitor.queues import BoundedQueue, first_line
 from monitor.sources import SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, MediaReader, VideoFrame
@@ -59,7 +59,8 @@ class FileReplay:
         self._done = False
         self._decoding_since_ns: int | None = None  # set while the thread is inside the decoder
         self.skipped_ns = 0  # realtime: media time not slept through (jumps in the file's clock)
-        self.origin_ns: int | None = None  # the monotonic time that media time 0 is paced to (set by start())
+        # the monotonic time that media time 0 is paced to: set by start(), moved back by each skipped jump
+        self.origin_ns: int | None = None
 
     def prepare(
         self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
@@ -69,12 +70,13 @@ class FileReplay:
         self.reader.set_output(short_side=short_side, sample_rate=sample_rate, frames_per_window=frames_per_window)
 
     def start(self, origin_ns: int | None = None) -> None:
-        """Start decoding; a replay's clock is the file's own media time, so `origin_ns` is not used."""
+        """Start decoding; a replay's clock is the file's own media time, so the `origin_ns` argument is not used:
+        `self.origin_ns` becomes now (realtime pacing starts here)."""
+        self.origin_ns = time.monotonic_ns()
         self._thread = threading.Thread(target=self._run, name="file-replay", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        started = self.origin_ns = time.monotonic_ns()
         error = ""
         items = iter(self.reader)
         try:
@@ -85,19 +87,15 @@ class FileReplay:
                 if item is None or self._stop.is_set():
                     break
                 t_ns = item_time_ns(item)
-                if self._paced:
-                    wait_ns = started + int(t_ns / self._speed) - time.monotonic_ns()
-                    if t_ns - self._position_ns > PACED_GAP_S * NANOS_PER_SECOND and wait_ns > 0:
-                        started, self.skipped_ns = started - wait_ns, self.skipped_ns + t_ns - self._position_ns
-                        wait_ns = 0
-                    if wait_ns > 0 and self._stop.wait(wait_ns / NANOS_PER_SECOND):
-                        return
+                wait_ns = self._pace(t_ns) if self._paced else 0
+                if wait_ns > 0 and self._stop.wait(wait_ns / NANOS_PER_SECOND):
+                    return
                 if not self._out.put_wait(item):
                     return
                 self._items += 1
                 self._position_ns = max(self._position_ns, t_ns)
         except Exception as exc:  # noqa: BLE001 - any decoder failure ends the replay with its message
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            error = first_line(exc)
             self._error = error
         finally:
             self._decoding_since_ns = None
@@ -106,6 +104,17 @@ class FileReplay:
             while not self._out.put_wait(SourceEnd(self.name, error=error), timeout=0.1):
                 if self._stop.is_set() or self._out.closed:
                     return
+
+    def _pace(self, t_ns: int) -> int:
+        """How long (ns) to wait before the item at media time `t_ns` leaves. A jump in the file's clock is not
+        waited for: the origin moves back by the wait instead, so that the capture clock
+        (`monitor.assembly.capture_clock`, origin + media time / speed) stays the wall time items are paced at."""
+        origin = self.origin_ns if self.origin_ns is not None else time.monotonic_ns()
+        wait_ns = origin + int(t_ns / self._speed) - time.monotonic_ns()
+        if t_ns - self._position_ns > PACED_GAP_S * NANOS_PER_SECOND and wait_ns > 0:
+            self.origin_ns, self.skipped_ns = origin - wait_ns, self.skipped_ns + t_ns - self._position_ns
+            return 0
+        return max(0, wait_ns)
 
     def stalled_ns(self, now_ns: int) -> int:
         """How long the decoder has been stuck inside one read (0 when it is not decoding)."""

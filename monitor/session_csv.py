@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 LEADING_COLUMNS = ("window", "start_s", "end_s")
+LOSS_COLUMNS = ("frames_dropped", "samples_lost", "samples_restamped")  # what each window lost at the edges
 TRAILING_COLUMNS = (
     "attribution",
     "video_ok",
@@ -29,11 +30,8 @@ TRAILING_COLUMNS = (
     "audio_coverage",
     "latency_ms",
     "dropped_total",
-    "frames_dropped",
-    "samples_lost",
-    "samples_restamped",
+    *LOSS_COLUMNS,
 )
-LOSS_COLUMNS = ("frames_dropped", "samples_lost", "samples_restamped")  # what each window lost at the edges
 ROW_COLUMNS = (*LEADING_COLUMNS, *TRAILING_COLUMNS)  # every column that is not a model output
 # What a CSV must have to be read as a session; LOSS_COLUMNS are optional (older CSVs lack them).
 REQUIRED_COLUMNS = ("window", "start_s", "end_s", "video_ok", "audio_ok", "latency_ms", "dropped_total")

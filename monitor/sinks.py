@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from monitor.queues import call_with_deadline
+from monitor.queues import call_with_deadline, first_line
 
 if TYPE_CHECKING:
     from sec2sec.stream import Estimate
@@ -32,10 +32,6 @@ class SinkFailed(Exception):
 
 def sink_name(sink: Sink) -> str:
     return str(getattr(sink, "name", type(sink).__name__))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
 
 
 class SinkSet:
@@ -63,7 +59,7 @@ class SinkSet:
                 try:
                     sink.write(estimate)
                 except Exception as exc:  # noqa: BLE001 - named and reported as the reason the run ended
-                    failure = failure or f"{sink_name(sink)} failed at window {estimate.index}: {_first_line(exc)}"
+                    failure = failure or f"{sink_name(sink)} failed at window {estimate.index}: {first_line(exc)}"
                 finally:
                     self.writing = None
         return failure

@@ -297,6 +297,59 @@ def test_a_sink_that_cannot_close_turns_the_end_into_an_error(tmp_path: Path) ->
     assert run_bounded(pipeline, HANG_S) == "terminated" and pipeline.close_error == line
 
 
+class ClosingFails(ListSink):
+    """A live output whose close() raises (after recording that it was asked)."""
+
+    name, kind = "failing outlet", "failing"
+
+    def close(self, ended_by: str = "end") -> None:
+        super().close(ended_by)
+        raise OSError("the network went away")
+
+    def report(self) -> dict[str, Any]:
+        return {}
+
+
+def test_a_sink_that_cannot_close_while_a_run_is_built_hides_no_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A KeyboardInterrupt while the sinks are opened closes every sink opened so far, even when one of them
+    raises in close(): the interrupt is what propagates, the failure a warning line."""
+    import argparse
+
+    from monitor import assembly, recorders
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recorders, "JsonlRecorder", interrupted)
+    csv, failing = tmp_path / "run.csv", ClosingFails()
+    args = argparse.Namespace(csv=str(csv), jsonl=str(tmp_path / "run.jsonl"), no_ui=False)
+    with pytest.raises(KeyboardInterrupt):
+        assembly.open_sinks(args, ("valence",), {}, [], [failing])  # type: ignore[list-item]
+    assert failing.closed_with == ["interrupted"] and summary(csv)["ended_by"] == "interrupted"
+    assert "warning: failing outlet could not be closed: OSError: the network went away" in capsys.readouterr().err
+
+
+def test_sources_that_no_pipeline_owns_all_stop_when_one_raises(capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.assembly import stop_all
+
+    stopped: list[str] = []
+
+    class Source:
+        def __init__(self, name: str, fails: bool) -> None:
+            self.name, self.fails = name, fails
+
+        def stop(self) -> None:
+            stopped.append(self.name)
+            if self.fails:
+                raise RuntimeError("device gone")
+
+    stop_all([Source("camera", True), Source("microphone", False)])  # type: ignore[list-item]
+    assert stopped == ["camera", "microphone"]
+    assert "warning: camera did not stop cleanly: RuntimeError: device gone" in capsys.readouterr().err
+
+
 def test_shutdown_finishes_the_window_in_flight(tmp_path: Path) -> None:
     """Stop while a window is being computed (1 s each): that estimate is still written, the CSV and the
     closing count agree."""

@@ -235,12 +235,17 @@ def test_realtime_replay_skips_a_clock_jump_instead_of_sleeping_through_it(tmp_p
     torch.manual_seed(0)
     sink = ListSink()
     pipeline = replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "realtime", sink)
-    started = time.monotonic()
+    started, started_ns = time.monotonic(), time.monotonic_ns()
     assert run_bounded(pipeline) == "end"
+    ended_ns = time.monotonic_ns()
     assert time.monotonic() - started < 30  # 1 s of media at real pace; before: 100000 s of sleeping
     assert [(r.index, r.gap) for r in sink.rows] == [(0, 0), (100_000, 99_999)]
     (replay,) = pipeline.sources
     assert replay.skipped_ns == 100_000 * 1_000_000_000 - 960_000_000  # from the frame at 0.96 s
+    # the pacing origin moved back by what was skipped (before: it stayed, and stamps were 100000 s ahead)
+    assert abs(started_ns - replay.origin_ns - replay.skipped_ns) < 5 * 1_000_000_000
+    last_end_ns = replay.origin_ns + 100_001 * 1_000_000_000  # what capture_clock stamps the last window with
+    assert started_ns < last_end_ns < ended_ns + 2 * 1_000_000_000
 
 
 def test_extraction_ends_a_clip_at_a_jump_longer_than_the_limit(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -103,7 +104,7 @@ def test_lsl_inlet_gets_every_window_with_the_csv_values(small: Path, tmp_path: 
     stamps = [sample["ts"] for sample in samples]
     assert [b - a for a, b in itertools.pairwise(stamps)] == pytest.approx([1.0] * 3, abs=1e-3)
     outputs = json.loads(Path(f"{csv}.json").read_text())["summary"]["outputs"]
-    assert outputs == {"lsl": {"sent": 4, "send_queue_dropped": 0, "error": None}}
+    assert outputs == {"lsl": {"sent": 4, "send_queue_dropped": 0, "error": None, "gap_samples_not_sent": 0}}
 
 
 @pytest.mark.slow
@@ -143,6 +144,30 @@ def test_lsl_regular_stream_marks_missing_windows_with_nan(tmp_path: Path) -> No
     assert all(math.isnan(v) for s in samples[2:4] for v in s["values"][:-1]) and samples[4]["values"][0] == 0.4
     ends = [result["origin_lsl"] + i + 1 for i in range(5)]
     assert [s["ts"] for s in samples] == pytest.approx(ends, abs=1e-3)
+
+
+def test_lsl_nan_samples_for_a_long_gap_stop_at_what_liblsl_buffers() -> None:
+    """A jump of 10^6 missed windows pushes only the newest LSL_BUFFER_S * rate NaN samples (an inlet's buffer);
+    the rest are counted in the report as not sent. A fake liblsl: no stream is created."""
+    from monitor import outlets
+    from sec2sec.stream import Estimate
+
+    pushed: list[tuple[list[float], float]] = []
+    lsl = outlets.LslOutlet.__new__(outlets.LslOutlet)  # __init__ would load pylsl and start liblsl
+    outlets.QueuedOutlet.__init__(lsl)
+    lsl._lsl = SimpleNamespace(local_clock=lambda: 5000.0)
+    lsl._outlet = SimpleNamespace(push_sample=lambda sample, stamp: pushed.append((sample, stamp)))
+    lsl.names, lsl.rate, lsl.gap_samples_not_sent = ("valence",), 2.0, 0
+    index, gap = 1_000_000, 999_999
+    lsl.send(Estimate(index, {"valence": 0.5}, (), True, True, 8, 1.0, 1000, gap=gap), time.monotonic_ns())
+    limit = int(outlets.LSL_BUFFER_S * 2.0)
+    assert len(pushed) == limit + 1 and pushed[-1][0] == [0.5, 1.0, 1.0, gap, index]
+    assert [sample[-1] for sample, _ in pushed[:-1]] == list(range(index - limit, index))  # the newest missed
+    assert all(math.isnan(v) for sample, _ in pushed[:-1] for v in sample[:-1])
+    assert lsl.report()["gap_samples_not_sent"] == gap - limit
+    pushed.clear()
+    lsl.send(Estimate(index + 3, {"valence": 0.5}, (), True, True, 8, 1.0, 1000, gap=2), time.monotonic_ns())
+    assert len(pushed) == 3 and lsl.report()["gap_samples_not_sent"] == gap - limit  # a short gap: all of it
 
 
 @pytest.mark.slow
@@ -213,7 +238,33 @@ def test_zmq_subscriber_gets_every_window_as_the_jsonl_line(small: Path, tmp_pat
         0,
     )
     sidecar = json.loads(Path(f"{csv}.json").read_text())["summary"]
-    assert sidecar["outputs"] == {"zmq": {"sent": 4, "send_queue_dropped": 0, "error": None}}
+    assert sidecar["outputs"] == {"zmq": {"sent": 4, "send_queue_dropped": 0, "error": None, "high_water_dropped": 0}}
+
+
+def test_zmq_high_water_drops_are_counted_apart_from_the_send_queue() -> None:
+    """A window ZeroMQ refuses (zmq.Again at its high-water mark) is not sent and is counted by the sender
+    thread in high_water_dropped, not in the send queue's count."""
+    import zmq
+
+    from monitor import outlets
+    from sec2sec.stream import Estimate
+
+    publisher = outlets.ZmqPublisher(f"tcp://127.0.0.1:{free_port()}")
+    real = publisher._socket
+
+    class Full:
+        def send_multipart(self, parts: list[bytes], flags: int = 0) -> None:
+            raise zmq.Again()
+
+        def close(self, linger: int | None = None) -> None:
+            real.close(linger=linger)
+
+    publisher._socket = Full()
+    publisher.start(("valence",), {})
+    for window in range(3):
+        publisher.write(Estimate(window, {"valence": 0.5}, (), True, True, 8, 1.0, 1000))
+    publisher.close("end")
+    assert publisher.report() == {"sent": 0, "send_queue_dropped": 0, "error": None, "high_water_dropped": 3}
 
 
 @pytest.mark.slow
@@ -253,11 +304,11 @@ def test_a_stuck_transport_never_blocks_the_writer(monkeypatch: pytest.MonkeyPat
     started = time.monotonic()
     for window in range(1, 200):
         publisher.write(Estimate(window, {"valence": 0.5}, (), True, True, 8, 1.0, 1000))
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2  # 199 queue puts; generous for a busy machine
     assert publisher.dropped == 199 - outlets.SEND_QUEUE and publisher.windows == 200
     started = time.monotonic()
     publisher.close("end")
-    assert time.monotonic() - started < outlets.SEND_JOIN_S + 0.3
+    assert time.monotonic() - started < outlets.SEND_JOIN_S + 2  # gave up on the stuck sender, did not wait
     release.set()
 
 

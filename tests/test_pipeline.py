@@ -176,6 +176,21 @@ def test_a_failing_camera_ends_the_run_with_its_message() -> None:
     assert pipeline.snapshot().message == "camera: read failed"
 
 
+def test_the_shutdown_bound_counts_every_step_at_its_deadline() -> None:
+    """`stop()`'s bound, which the API's LiveRun.close joins on: the window in flight, each sink's close (and a
+    write in progress), each source's stop; e.g. 11 s with a camera, a microphone and a CSV."""
+    from monitor.pipeline import IN_FLIGHT_TIMEOUT_S, SOURCE_STOP_TIMEOUT_S
+    from monitor.sinks import SINK_CLOSE_TIMEOUT_S
+
+    inputs: BoundedQueue = BoundedQueue(10)
+    sources, sinks = [ScriptedSource(inputs, 0), ScriptedSource(inputs, 0)], [ListSink()]
+    pipeline = Pipeline(FakeStream(), sources, inputs, Windower(4, 16_000), sinks, clock="live")
+    expected = IN_FLIGHT_TIMEOUT_S + 2 * SINK_CLOSE_TIMEOUT_S + 2 * SOURCE_STOP_TIMEOUT_S
+    assert pipeline.shutdown_bound_s == pytest.approx(expected)
+    pipeline.sinks.append(ListSink())  # a sink added before run() counts too
+    assert pipeline.shutdown_bound_s == pytest.approx(expected + SINK_CLOSE_TIMEOUT_S)
+
+
 def test_snapshot_reports_progress(model: Sec2Sec, media: Path) -> None:
     sink = ListSink()
     pipeline = replay_pipeline(media / "grid_speaker_mpeg1.mpg", AffectStream(model), "offline", sink)
