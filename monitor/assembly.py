@@ -39,23 +39,6 @@ INPUT_COUNTERS = (  # (sidecar key, source attribute) of the input report, where
 INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
 
 
-class PlainPrinter:
-    """`--no-ui`: one line per window on stdout."""
-
-    name = "stdout"
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-
-    def write(self, estimate: Estimate) -> None:
-        from monitor.dashboard import plain_line
-
-        print(plain_line(estimate, self.names), flush=True)
-
-    def close(self, ended_by: str = "end") -> None:
-        sys.stdout.flush()
-
-
 def build_model(args: RunArgs) -> LoadedModel:
     """The model from --checkpoint (trained) or --config (untrained), with what the sidecar records of it."""
     from sec2sec.checkpoint import load_model
@@ -164,6 +147,8 @@ def open_sinks(
         close_sinks(sinks, ended_by(exc))
         raise
     if args.no_ui:
+        from monitor.dashboard import PlainPrinter
+
         sinks.append(PlainPrinter(names))
     return sinks
 

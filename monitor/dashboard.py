@@ -9,6 +9,7 @@ renderable made of named regions (banner, header, outputs, attribution, status, 
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -294,6 +295,21 @@ def plain_line(estimate: Estimate, output_names: Sequence[str]) -> str:
     if estimate.gap:
         parts.append(f"gap {estimate.gap}")
     return " | ".join(parts)
+
+
+class PlainPrinter:
+    """`--no-ui`: one line per window on stdout."""
+
+    name = "stdout"
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+
+    def write(self, estimate: Estimate) -> None:
+        print(plain_line(estimate, self.names), flush=True)
+
+    def close(self, ended_by: str = "end") -> None:
+        sys.stdout.flush()
 
 
 class Dashboard:

@@ -29,6 +29,7 @@ from helpers.configs import small_toml
 from helpers.pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
 from monitor.outlets import machine_only_lsl_config
+from sec2sec import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
@@ -89,7 +90,7 @@ def test_lsl_inlet_gets_every_window_with_the_csv_values(small: Path, tmp_path: 
     assert info["name"] == "sec2sec-test" and info["type"] == "Affect" and info["rate"] == 1.0
     assert info["labels"] == ["valence", "arousal", *FLAGS]
     assert info["units"] == ["probability", "probability", "count", "count", "count", "count"]
-    assert info["desc"]["untrained"] == "true" and info["desc"]["software"] == "sec2sec-live 0.1.0"
+    assert info["desc"]["untrained"] == "true" and info["desc"]["software"] == f"sec2sec-live {__version__}"
     assert info["desc"]["model"] == "attention_lstm over both" and info["desc"]["window_s"] == "1"
     assert info["source_id"].startswith("sec2sec-") and len(info["source_id"]) == 24
     rows, samples = pd.read_csv(csv), seen["samples"]

@@ -70,9 +70,9 @@ def slow_drain(n: int) -> None:
 
 def stuck_stdout(n: int) -> None:
     """From window n on, printing the plain line blocks for ever (a pipe nobody reads)."""
-    from monitor import assembly
+    from monitor import dashboard
 
-    write = assembly.PlainPrinter.write
+    write = dashboard.PlainPrinter.write
 
     def blocking(self: Any, estimate: Any) -> None:
         if estimate.index >= n:
@@ -80,7 +80,7 @@ def stuck_stdout(n: int) -> None:
             threading.Event().wait()
         write(self, estimate)
 
-    assembly.PlainPrinter.write = blocking
+    dashboard.PlainPrinter.write = blocking
 
 
 def on_csv_rows(row: Callable[[int, int, bytes, Callable[[int, Any], int]], int]) -> None:
