@@ -249,7 +249,7 @@ def warmed_stream(
     info["precision"] = stream.precision_used
     info["precision_check"] = {
         "requested": precision,
-        **{k: {"relative_error": v.relative_error, "min_cosine": v.min_cosine} for k, v in stream.parity.items()},
+        **{k: v.figures() for k, v in stream.parity.items()},
     }
     return stream
 

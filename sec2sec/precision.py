@@ -17,6 +17,7 @@ torch is imported when it is needed, so the command-line parsers can use PRECISI
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -104,17 +105,42 @@ def set_precision(model: Sec2Sec, precision: str) -> None:
 
 @dataclass(frozen=True)
 class Agreement:
-    """How one encoder's tokens in a lower precision compare with float32's."""
+    """How one encoder's tokens in a lower precision compare with float32's. A figure is NaN when tokens were not
+    finite (`non_finite` counts such values among the lower precision's): such tokens never agree."""
 
     relative_error: float  # ||x - ref|| / ||ref|| over all tokens
     min_cosine: float  # the smallest cosine similarity of a token with its float32 counterpart
+    non_finite: int = 0  # NaN or infinite values among the lower precision's tokens
+    non_finite_reference: int = 0  # ... among float32's
 
     def within(self, bound: ParityBound | None = None) -> bool:
         bound = bound or PARITY_BOUND
-        return self.relative_error <= bound.relative_error and self.min_cosine >= bound.min_cosine
+        finite = not self.non_finite and not self.non_finite_reference
+        return finite and self.relative_error <= bound.relative_error and self.min_cosine >= bound.min_cosine
+
+    def reason(self) -> str:
+        """Why the figures are not numbers ("" when they are)."""
+        counts = [(self.non_finite, "the checked precision's"), (self.non_finite_reference, "float32's")]
+        parts = [f"{n} of {whose} token values are NaN or infinite" for n, whose in counts if n]
+        if not parts and not (math.isfinite(self.relative_error) and math.isfinite(self.min_cosine)):
+            parts = ["the comparison gave no finite number"]
+        return "; ".join(parts)
+
+    def figures(self) -> dict[str, float | int | str | None]:
+        """The figures as JSON takes them (the sidecar's `precision_check`): a figure that is not a finite
+        number is None, and `reason` says why."""
+        out: dict[str, float | int | str | None] = {
+            "relative_error": self.relative_error if math.isfinite(self.relative_error) else None,
+            "min_cosine": self.min_cosine if math.isfinite(self.min_cosine) else None,
+        }
+        if self.reason():
+            out["non_finite"] = self.non_finite
+            out["reason"] = self.reason()
+        return out
 
     def __str__(self) -> str:
-        return f"relative error {self.relative_error:.3g}, worst token cosine {self.min_cosine:.5f}"
+        text = f"relative error {self.relative_error:.3g}, worst token cosine {self.min_cosine:.5f}"
+        return f"{text} ({self.reason()})" if self.reason() else text
 
 
 def agreement(tokens: torch.Tensor, reference: torch.Tensor) -> Agreement:
@@ -124,7 +150,9 @@ def agreement(tokens: torch.Tensor, reference: torch.Tensor) -> Agreement:
     x, ref = tokens.double().flatten(0, -2), reference.double().flatten(0, -2)
     relative = float((x - ref).norm() / ref.norm().clamp_min(1e-12))
     cosine = torch.nn.functional.cosine_similarity(x, ref, dim=-1, eps=1e-12)
-    return Agreement(relative, float(cosine.min()))
+    bad, bad_reference = int((~torch.isfinite(x)).sum()), int((~torch.isfinite(ref)).sum())
+    worst = float(cosine.min()) if not bool(cosine.isnan().any()) else math.nan
+    return Agreement(relative, worst, bad, bad_reference)
 
 
 def encoder_agreement(

@@ -224,6 +224,44 @@ def test_sidecar_records_the_precision(small: Path, tmp_path: Path) -> None:
             assert check["min_cosine"] >= PARITY_BOUND.min_cosine
 
 
+def test_failed_check_with_non_finite_tokens_keeps_the_csv_run(
+    small: Path, tmp_path: Path, native: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bfloat16 check whose video tokens come out NaN (a broken kernel): the `--csv` run falls back to float32,
+    records its rows and exits 0; the sidecar is strict JSON whose video figures are null with the reason."""
+    from monitor import cli
+
+    real = Sec2Sec.encode
+
+    def broken_bfloat16(self: Sec2Sec, frames: torch.Tensor | None, audio: torch.Tensor | None) -> tuple:
+        video, sound = real(self, frames, audio)
+        if video is not None and self.video_encoder.compute_dtype == torch.bfloat16:
+            video = torch.full_like(video, float("nan"))
+        return video, sound
+
+    monkeypatch.setattr(Sec2Sec, "encode", broken_bfloat16)
+    csv = tmp_path / "out.csv"
+    clip = ROOT / "tests" / "data" / "grid_speaker_0.6s.mp4"
+    options = ["--config", str(small), "--clock", "offline", "--no-ui", "--csv", str(csv), "--precision", "bfloat16"]
+    assert cli.main(["--replay", str(clip), *options]) == 0, capsys.readouterr().err
+    warning = "warning: bfloat16 encoders disagree with float32 (video encoder relative error nan, worst token cosine"
+    assert warning in capsys.readouterr().err
+    refuse = {"parse_constant": lambda name: pytest.fail(f"the sidecar holds {name}, which is not JSON")}
+    sidecar = json.loads(Path(str(csv) + ".json").read_text(), **refuse)
+    assert sidecar["precision"] == "float32" and sidecar["precision_check"]["requested"] == "bfloat16"
+    video, audio = sidecar["precision_check"]["video"], sidecar["precision_check"]["audio"]
+    tokens = video["non_finite"]
+    assert tokens > 0 and tokens % 512 == 0  # every value of every 512-wide token
+    assert video == {
+        "relative_error": None,
+        "min_cosine": None,
+        "non_finite": tokens,
+        "reason": f"{tokens} of the checked precision's token values are NaN or infinite",
+    }
+    assert set(audio) == {"relative_error", "min_cosine"} and 0 < audio["relative_error"] < 0.25
+    assert len(csv.read_text().splitlines()) >= 2  # the header and the clip's window
+
+
 def test_bfloat16_without_native_support_is_a_usage_error(
     small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
