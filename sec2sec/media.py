@@ -352,6 +352,25 @@ class MediaReader:
                 next_sample = first + samples.size
 
 
+def file_duration_ns(path: str | Path) -> int:
+    """How long the file at `path` lasts, in ns: the container's stated duration, or, where the container states
+    none (a recording that was never finalised), the end of its last packet (demuxed, not decoded).
+    MediaError when the file cannot be opened; 0 when it holds no timed packet."""
+    av = _import_av()
+    with MediaReader(path) as reader:
+        if reader.info.duration_ns > 0:
+            return reader.info.duration_ns
+        streams = [s for s in (reader._video, reader._audio) if s is not None]
+        end = reader._origin
+        try:
+            for packet in reader._container.demux(*streams):
+                if packet.pts is not None and packet.time_base is not None:
+                    end = max(end, _seconds(packet.pts + (packet.duration or 0), packet.time_base))
+        except av.error.FFmpegError:
+            pass  # damaged data: the packets before it give the duration
+        return max(0, _to_ns(end - reader._origin))
+
+
 def sample_frame_times(index: int, m: int) -> list[int]:
     """Centres (ns) of the m equal sub-intervals of window `index`: where the m frames are sampled.
 

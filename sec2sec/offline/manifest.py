@@ -11,26 +11,35 @@ Columns (header names; order free, extra columns ignored):
   group is assigned by a seeded group-disjoint split (70 / 10 / 20 % of the clips, `--split official`);
 - `trace` (optional): a per-second label CSV for the clip, relative to the manifest (see `traces`).
 
-A row with a problem (a missing file, a label that is no number or outside the range, an unknown split name,
-a group pinned to two splits, a bad trace, a path already listed on an earlier row, good or bad) is returned
-with its `problem` set, naming the row and the column: extraction lists it beside the unreadable clips and
-goes on with the others.
+A row with a problem (more cells than the header has columns, a cell that is not UTF-8, a missing file, a
+path that runs into a loop of symbolic links, a label that is no number or outside the range, an unknown split
+name, a group pinned to two splits, a bad trace or one that runs far past its clip, a file already listed on an
+earlier row, good or bad, however its path is spelt) is returned with its `problem` set, naming the row and the
+column: extraction lists it beside the unreadable clips and goes on with the others. A file listed twice is
+found by what it is (device and inode: `sub/../a.mp4`, an absolute path and a link to it are one file); the
+later row is the problem, and the earlier one too when the two rows give other labels or pin other splits
+(which one is right cannot be told). A header that names a column twice is refused (see `csv_rows`).
 """
 
 from __future__ import annotations
 
-import csv
+import errno
 import math
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from sec2sec.config import HeadsConfig
+from sec2sec.media import file_duration_ns
+from sec2sec.offline.csv_rows import CsvRow, read_csv_rows
 from sec2sec.offline.records import ClipRecord, film_split
 from sec2sec.offline.traces import check_trace_range, read_trace, trace_mean
 
 MANIFEST = "manifest.csv"
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+FileId = tuple[int, int]  # (st_dev, st_ino): one file, however its path is spelt
 
 
 def _manifest_path(root: Path) -> Path:
@@ -40,14 +49,8 @@ def _manifest_path(root: Path) -> Path:
     return path
 
 
-def _read_rows(path: Path, outputs: Sequence[str]) -> tuple[list[dict[str, str]], list[str]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in reader.fieldnames or []]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{path} is not a UTF-8 CSV file ({exc}); save the manifest as CSV") from None
+def _read_rows(path: Path, outputs: Sequence[str]) -> list[CsvRow]:
+    header, rows = read_csv_rows(path, path.name)
     if "path" not in header:
         raise ValueError(f"{path}: the header {header} has no `path` column; add one (clip files relative to it)")
     missing = [c for c in outputs if c not in header]
@@ -56,7 +59,57 @@ def _read_rows(path: Path, outputs: Sequence[str]) -> tuple[list[dict[str, str]]
             f"{path}: the header lacks label column(s) {', '.join(missing)} named by [model.heads] outputs; "
             "add them, or set outputs to the manifest's label columns"
         )
-    return rows, header
+    return rows
+
+
+def _file(base: Path, given: str, here: str, column: str) -> tuple[Path, FileId]:
+    """The regular file a cell names (relative to the manifest's folder, or absolute) and its identity; a
+    ValueError naming the row and the column when it is missing, not a file, or cannot be reached."""
+    at = f"{here}, column {column}:"
+    loop = f"{at} {given} runs into a loop of symbolic links; link the file itself"
+    path = Path(given) if Path(given).is_absolute() else base / given
+    try:
+        path = path.resolve()
+        info = os.stat(path)
+    except RuntimeError:  # Path.resolve() on a loop of symbolic links (Python 3.11; 3.13 raises OSError)
+        raise ValueError(loop) from None
+    except ValueError:  # a NUL character
+        raise ValueError(f"{at} {given!r} holds a NUL character; give the file's path") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(loop) from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise ValueError(f"{at} {path} does not exist") from None
+        raise ValueError(f"{at} {given} cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{at} {path} is not a file (a folder or a device); give a clip's file")
+    return (path if not Path(given).is_absolute() else Path(given)), (info.st_dev, info.st_ino)
+
+
+def file_id(base: Path, given: str) -> FileId | None:
+    """The identity of the file a path cell names, None when it names none."""
+    try:
+        return _file(base, given, "", "path")[1] if given else None
+    except ValueError:
+        return None
+
+
+def _row_trace(base: Path, given: str, clip: Path, heads: HeadsConfig, here: str) -> dict[str, list[float]]:
+    """The row's trace, read against its clip's duration (see `traces`)."""
+    trace_path, _ = _file(base, given, here, "trace")
+    try:
+        clip_ns = file_duration_ns(clip)
+    except ValueError as exc:
+        raise ValueError(f"{here}, column path: {exc}") from None
+    if clip_ns <= 0:
+        raise ValueError(f"{here}, column path: {clip} has no timed frames or samples, so its trace cannot be placed")
+    try:
+        trace = read_trace(trace_path, heads.outputs, clip_ns)
+        if heads.task == "regression":
+            check_trace_range(trace_path, trace, 0.0, 1.0)
+    except ValueError as exc:
+        raise ValueError(f"{here}, column trace: {exc}") from None
+    return trace
 
 
 def _row_record(base: Path, number: int, row: dict[str, str], heads: HeadsConfig, where: str) -> ClipRecord:
@@ -65,20 +118,11 @@ def _row_record(base: Path, number: int, row: dict[str, str], heads: HeadsConfig
     relative = row.get("path", "")
     if not relative:
         raise ValueError(f"{here}, column path: empty; give the clip's file relative to the manifest")
-    path = (base / relative).resolve() if not Path(relative).is_absolute() else Path(relative)
-    if not path.is_file():
-        raise ValueError(f"{here}, column path: {path} does not exist")
+    path, _ = _file(base, relative, here, "path")
     split_text = row.get("split", "").lower()
     if split_text and split_text not in SPLIT_NAMES:
         raise ValueError(f"{here}, column split: {row['split']!r} is not a split; use train, validation or test")
-    trace = None
-    if row.get("trace"):
-        trace_path = base / row["trace"]
-        if not trace_path.is_file():
-            raise ValueError(f"{here}, column trace: {trace_path} does not exist")
-        trace = read_trace(trace_path, heads.outputs)
-        if heads.task == "regression":
-            check_trace_range(trace_path, trace, 0.0, 1.0)
+    trace = _row_trace(base, row["trace"], path, heads, here) if row.get("trace") else None
     targets = {}
     for name in heads.outputs:
         text = row.get(name, "")
@@ -121,26 +165,62 @@ def _assign_groups(records: list[ClipRecord], where: str, row_of: dict[str, int]
     return out + film_split(free, seed=0) if free else out
 
 
+def _same_files(records: list[ClipRecord], numbers: list[int], files: list[FileId | None], where: str) -> None:
+    """Mark (in place) every row whose file an earlier row lists (see the module docstring)."""
+    first: dict[FileId, int] = {}
+    for i, key in enumerate(files):
+        if key is None:
+            continue
+        j = first.setdefault(key, i)
+        if j == i or records[i].problem:
+            continue
+        a, b = records[j], records[i]
+        records[i] = replace(
+            b,
+            problem=f"{where} row {numbers[i]}, column path: {b.clip_id} is the file {a.clip_id} of row {numbers[j]}; "
+            "list each clip once",
+        )
+        if not a.problem and (a.targets != b.targets or (a.split and b.split and a.split != b.split)):
+            records[j] = replace(
+                a,
+                problem=f"{where} row {numbers[j]}, column path: {a.clip_id} is listed again on row {numbers[i]} "
+                f"(as {b.clip_id}) with other labels or split; keep the row that is right and remove the other",
+            )
+
+
+def _problem_record(base: Path, row: CsvRow, message: str, seen: set[str]) -> ClipRecord:
+    """The record of a row that cannot be used; its id never takes a later row's (a path listed twice)."""
+    given = row.cells.get("path", "")
+    clip_id = Path(given).as_posix() if given else f"row {row.number}"
+    clip_id = clip_id if clip_id not in seen else f"{clip_id} (row {row.number})"
+    return ClipRecord(clip_id, base / given, clip_id, "", {}, None, message)
+
+
 def read_manifest(root: str | Path, heads: HeadsConfig) -> list[ClipRecord]:
     """The manifest CSV `root` (or `root/manifest.csv`) -> one record per row, in file order; rows with a
     problem come back with `problem` set (see the module docstring)."""
     path = _manifest_path(Path(root))
-    rows, _ = _read_rows(path, heads.outputs)
-    records, seen = [], set()
-    for number, row in enumerate(rows, start=2):  # row 1 is the header
+    base = path.parent
+    records: list[ClipRecord] = []
+    numbers: list[int] = []
+    files: list[FileId | None] = []
+    seen: set[str] = set()
+    for row in _read_rows(path, heads.outputs):
         try:
-            record = _row_record(path.parent, number, row, heads, path.name)
+            if row.problem:
+                raise ValueError(row.problem)
+            record = _row_record(base, row.number, row.cells, heads, path.name)
             if record.clip_id in seen:
-                raise ValueError(f"{path.name} row {number}, column path: {record.clip_id} is listed twice")
-            seen.add(record.clip_id)
-        except ValueError as exc:
-            clip_id = Path(row["path"]).as_posix() if row.get("path") else f"row {number}"
-            clip_id = clip_id if clip_id not in seen else f"{clip_id} (row {number})"
-            seen.add(clip_id)  # a later row with this path is listed twice too, so it never takes this id
-            record = ClipRecord(clip_id, path.parent / (row.get("path") or ""), clip_id, "", {}, None, str(exc))
+                raise ValueError(f"{path.name} row {row.number}, column path: {record.clip_id} is listed twice")
+        except (ValueError, OSError, RuntimeError) as exc:  # whatever the row holds, it is that row's problem
+            record = _problem_record(base, row, str(exc), seen)
+        seen.add(record.clip_id)  # a later row with this path is listed twice too, so it never takes this id
         records.append(record)
+        numbers.append(row.number)
+        files.append(None if row.problem else file_id(base, row.cells.get("path", "")))
     if not records:
         raise ValueError(f"{path} lists no clips; add one row per clip under the header")
+    _same_files(records, numbers, files, path.name)
     order = {r.clip_id: i for i, r in enumerate(records)}
-    row_of = {r.clip_id: i + 2 for i, r in enumerate(records)}
+    row_of = {r.clip_id: n for r, n in zip(records, numbers, strict=True)}
     return sorted(_assign_groups(records, path.name, row_of), key=lambda r: order[r.clip_id])
