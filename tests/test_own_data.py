@@ -234,7 +234,7 @@ def test_extract_lists_each_bad_row_and_encodes_the_others(tmp_path: Path, capsy
     config.write_text(OWN_TOML)
     cache = tmp_path / "cache"
     args = ["extract", "--dataset", "manifest", "--root", str(own / "own.csv"), "--config", str(config)]
-    assert main([*args, "--out", str(cache), "--workers", "0", "--dtype", "float32"]) == 0
+    assert main([*args, "--out", str(cache), "--workers", "0", "--dtype", "float32", "--precision", "float32"]) == 0
     assert "1 clips encoded (2 windows, " in capsys.readouterr().out
     assert list(read_index(cache).clips) == ["clips/f.mp4"]
     report = dict(line.split("\t", 1) for line in (cache / "unreadable.tsv").read_text().splitlines()[1:])
@@ -388,3 +388,29 @@ def test_trace_within_the_slack_is_cut_to_its_clip(tmp_path: Path) -> None:
         f"trace {per_second} has 250 rows, one per second of clip without a time column, but the clip lasts 10.0 s "
         "(25 rows per second); add a time column (seconds from the clip's start) for samples at another rate"
     )
+
+
+def test_metrics_undefined_say_why_and_json_holds_no_nan(tmp_path: Path) -> None:
+    """What `evaluate --out` relies on: each undefined metric has a reason, and the JSON written holds null
+    where a number is not finite (strict readers refuse NaN and Infinity)."""
+    import json
+
+    from sec2sec.offline.metrics import why_undefined
+    from sec2sec.offline.output_files import replace_json
+
+    assert why_undefined("pearson_r", np.array([0.5, 0.5]), np.array([0.1, 0.2])) == (
+        "every label is 0.5; a correlation needs labels that vary"
+    )
+    assert why_undefined("pearson_r", np.array([0.1, 0.5]), np.array([0.3, 0.3])) == (
+        "every prediction is 0.3; a correlation needs predictions that vary"
+    )
+    assert why_undefined("ccc", np.array([0.4]), np.array([0.4])) == "1 labelled value(s); ccc needs at least 2"
+    assert why_undefined("mse", np.array([0.4, 0.2]), np.array([np.nan, 0.1])) == (
+        "1 of the predictions are not numbers (the model gave NaN)"
+    )
+    out = tmp_path / "e.json"
+    out.write_text("earlier")
+    replace_json(out, {"r": math.nan, "values": [math.inf, np.float32(1.5), np.float64("nan")], "pair": (1, -math.inf)})
+    refuse = {"parse_constant": lambda name: pytest.fail(f"{name} is not JSON")}
+    assert json.loads(out.read_text(), **refuse) == {"r": None, "values": [None, 1.5, None], "pair": [1, None]}
+    assert [p.name for p in tmp_path.iterdir()] == ["e.json"]  # no temporary file left

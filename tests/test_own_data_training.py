@@ -302,3 +302,76 @@ def test_new_clips_of_a_cached_group_join_its_split(tmp_path: Path) -> None:
     extract("manifest", tmp_path / "own.csv", tmp_path / "cache", config, dtype="float32", workers=0)
     clips = read_index(tmp_path / "cache").clips
     assert len(clips) == 11 and {e["split"] for e in clips.values() if e["group"] == group} == {before}
+
+
+def test_evaluate_out_is_checked_before_evaluating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sec2sec evaluate --out`: a folder that does not exist, a folder, or the checkpoint's own file is refused in
+    one line (exit 2) before anything is evaluated, and the checkpoint is left as it was."""
+    from sec2sec.commands import evaluate as evaluate_command
+
+    monkeypatch.setattr(evaluate_command, "evaluate", lambda *a: pytest.fail("evaluated before --out was checked"))
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"a checkpoint")
+    evaluate_args = ["evaluate", "--checkpoint", str(checkpoint), "--cache", str(tmp_path), "--device", "cpu"]
+    missing = tmp_path / "no"
+    refusals = {
+        missing / "e.json": f"--out {missing / 'e.json'}: the folder {missing} does not exist; create it "
+        f"(mkdir -p {missing}) or write the file somewhere else",
+        tmp_path: f"--out {tmp_path}: it is a folder; give a file name inside it",
+        checkpoint: f"--out {checkpoint} is the file given as --checkpoint, which it would replace; give another name",
+    }
+    for out, message in refusals.items():
+        assert main([*evaluate_args, "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert checkpoint.read_bytes() == b"a checkpoint"
+
+
+@pytest.mark.slow
+def test_evaluate_out_is_strict_json_written_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sec2sec evaluate --out` on a test split whose labels are all 0.5: a full disk while writing leaves the old
+    file whole and no temporary file; the file written is strict JSON, with null for the Pearson r, and why."""
+    import os
+
+    _brightness_clip(tmp_path / "c.mp4", [True, False], seed=3)
+    rows = ["path,brightness,split"]
+    for i, (split, label) in enumerate([("train", 0.2), ("train", 0.8), ("train", 0.4), ("validation", 0.6)]):
+        rows.append(f"c{i}.mp4,{label},{split}")
+    rows += ["c4.mp4,0.5,test", "c5.mp4,0.5,test"]
+    for i in range(6):
+        (tmp_path / f"c{i}.mp4").write_bytes((tmp_path / "c.mp4").read_bytes())
+    (tmp_path / "own.csv").write_text("\n".join(rows) + "\n")
+    config = _toml(tmp_path / "config.toml", epochs=1, sup="clip")
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    args = ["extract", "--dataset", "manifest", "--root", str(tmp_path / "own.csv"), "--config", str(config)]
+    assert main([*args, "--out", str(cache), "--workers", "0", "--dtype", "float32", "--precision", "float32"]) == 0
+    assert main(["train", "--config", str(config), "--cache", str(cache), "--out", str(run), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    evaluate_args = ["evaluate", "--checkpoint", str(run / "best.pt"), "--cache", str(cache), "--device", "cpu"]
+    out = tmp_path / "e.json"
+    out.write_text("the scores of an earlier evaluation\n")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as full:
+        full.setattr(os, "fsync", full_disk)
+        assert main([*evaluate_args, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --out {out}: cannot be written: the disk is full; free some space or write it somewhere else\n"
+    )
+    assert out.read_text() == "the scores of an earlier evaluation\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+    assert main([*evaluate_args, "--out", str(out)]) == 0
+    why = "every label is 0.5; a correlation needs labels that vary"
+    assert f"brightness pearson r: undefined ({why})" in capsys.readouterr().out
+    refuse = {"parse_constant": lambda name: pytest.fail(f"--out holds {name}, which is not JSON")}
+    written = json.loads(out.read_text(), **refuse)
+    assert written["split"] == "test" and sorted(written["predictions"]) == ["c4.mp4", "c5.mp4"]
+    assert written["scores"]["brightness"]["pearson_r"] is None
+    assert written["scores"]["brightness"]["mse"] >= 0
+    assert written["undefined"] == {"scores": {"brightness": {"pearson_r": why}}, "second_scores": {}}

@@ -1,9 +1,13 @@
-"""`sec2sec evaluate`: score a trained checkpoint on a split of a feature cache."""
+"""`sec2sec evaluate`: score a trained checkpoint on a split of a feature cache.
+
+`--out FILE` is checked before the evaluation starts (its folder exists and takes a new file; it is not the
+checkpoint or the cache's index) and written whole when it ends (a temporary file renamed over it), as strict
+JSON: a metric that is undefined (Pearson r of constant labels) is null, and `undefined` says why.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -12,9 +16,13 @@ from sec2sec.devices import DEVICE_HELP
 from sec2sec.offline.datasets import SPLITS
 from sec2sec.offline.distributed import add_collective_timeout, session
 from sec2sec.offline.evaluate import WITHOUT, Evaluation, evaluate, results_table, seconds_table
+from sec2sec.offline.output_files import check_output_file, replace_json
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        inputs = [("--checkpoint", args.checkpoint), ("--cache", Path(args.cache) / "index.json")]
+        check_output_file(args.out, "--out", keep=inputs)
     with session(args.device, args.collective_timeout) as dist:
         if dist.main:
             _report(args, evaluate(args.checkpoint, args.cache, args.split, args.from_clips, dist.device, args.without))
@@ -29,15 +37,27 @@ def _report(args: argparse.Namespace, result: Evaluation) -> None:
     console.print(results_table(result, title))
     if result.second_scores:
         console.print(seconds_table(result, f"per second, every labelled second of the {args.split} split"))
+    for per, undefined in (("", result.undefined), (" per second", result.second_undefined)):
+        for name, reasons in undefined.items():
+            for metric, why in reasons.items():
+                console.print(f"{name}{per} {metric.replace('_', ' ')}: undefined ({why})", soft_wrap=True)
     if args.out:
-        payload = {
-            "split": result.split,
-            "scores": result.scores,
-            "second_scores": result.second_scores,
-            "predictions": {cid: p.tolist() for cid, p in zip(result.ids, result.probabilities, strict=True)},
-        }
-        Path(args.out).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+        replace_json(args.out, evaluation_json(result), "--out")
         console.print(f"scores and per-clip predictions written to {args.out}")
+
+
+def evaluation_json(result: Evaluation) -> dict:
+    """What `--out` holds: the split, the scores (per clip, and per second with traces), each clip's
+    predictions, and, where a metric is undefined (null in the file), why."""
+    payload = {
+        "split": result.split,
+        "scores": result.scores,
+        "second_scores": result.second_scores,
+        "predictions": {cid: p.tolist() for cid, p in zip(result.ids, result.probabilities, strict=True)},
+    }
+    if result.undefined or result.second_undefined:
+        payload["undefined"] = {"scores": result.undefined, "second_scores": result.second_undefined}
+    return payload
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -27,7 +27,7 @@ from sec2sec.offline.batching import features_from_clips
 from sec2sec.offline.datasets import SPLITS, labelled, labels
 from sec2sec.offline.distributed import features_to, resolve_device
 from sec2sec.offline.features import CacheIndex, Features, encoder_identity, load_features, read_index
-from sec2sec.offline.metrics import BINARY_METRICS, score_outputs, score_seconds
+from sec2sec.offline.metrics import BINARY_METRICS, score_outputs, score_seconds, undefined_reasons
 from sec2sec.offline.prepared import per_second_targets
 from sec2sec.offline.records import ClipRecord
 from sec2sec.offline.seconds import labelled_seconds, predict
@@ -48,6 +48,9 @@ class Evaluation:
     scores: dict[str, dict[str, float]]
     second_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # per-second labels only
     unlabelled: int = 0  # clips of the split without labels (withheld), predicted by nobody, never scored
+    # per output, why a metric of `scores` / `second_scores` is undefined (NaN), e.g. Pearson r of constant labels
+    undefined: dict[str, dict[str, str]] = field(default_factory=dict)
+    second_undefined: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def average(self, metric: str) -> float:
         return float(np.mean([row[metric] for row in self.scores.values()]))
@@ -115,11 +118,16 @@ def evaluate(
     rate = _positive_rate(ckpt, heads.task)
     mean = np.asarray(meta["train_mean"], dtype=np.float64) if meta.get("train_mean") else None
     scores = score_outputs(heads.outputs, heads.task, truth, probabilities, rate, mean)
-    seconds = {}
+    seconds: dict[str, dict[str, float]] = {}
+    seconds_undefined: dict[str, dict[str, str]] = {}
     if any(r.seconds for r in records):  # as `prepare` decides it, so validation and evaluate agree
-        seconds = _second_scores(model, chosen, truth, thresholds, features)
+        seconds, seconds_undefined = _second_scores(model, chosen, truth, thresholds, features)
     ids = [r.clip_id for r in chosen]
-    return Evaluation(split, heads.task, ids, truth, probabilities, scores, seconds, len(in_split) - len(chosen))
+    undefined = undefined_reasons(heads.outputs, scores, truth, probabilities)
+    unlabelled = len(in_split) - len(chosen)
+    return Evaluation(
+        split, heads.task, ids, truth, probabilities, scores, seconds, unlabelled, undefined, seconds_undefined
+    )
 
 
 def _second_scores(
@@ -128,14 +136,16 @@ def _second_scores(
     truth: np.ndarray,
     thresholds: dict[str, float] | None,
     features: Features,
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str]]]:
     """Per-second metrics of the clips `chosen` on the targets training validates on (`per_second_targets`:
-    a clip without a trace counts with its clip label on its last second)."""
+    a clip without a trace counts with its clip label on its last second), and why any is undefined."""
     heads = model.config.heads
     cpu = replace(features, lengths=features.lengths.cpu())  # one sync, not one per clip
     targets = per_second_targets(chosen, heads.outputs, thresholds, torch.from_numpy(truth), cpu)
     targets[~labelled_seconds(targets, cpu.lengths)] = float("nan")
-    return score_seconds(heads.outputs, heads.task, targets.numpy(), predict(model, features, per_second=True))
+    predicted = predict(model, features, per_second=True)
+    scores = score_seconds(heads.outputs, heads.task, targets.numpy(), predicted)
+    return scores, undefined_reasons(heads.outputs, scores, targets.numpy(), predicted)
 
 
 def _scored_clips(

@@ -83,6 +83,41 @@ def mse(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean((x - y) ** 2))
 
 
+def why_undefined(metric: str, truth: np.ndarray, predicted: np.ndarray) -> str:
+    """Why `metric` of these (n,) labels and predictions is not a number (NaN): what a user reads beside the
+    null that stands for it in a JSON file."""
+    x, y = np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    name = metric.replace("_", " ")
+    if not np.isfinite(y).all():
+        return f"{int((~np.isfinite(y)).sum())} of the predictions are not numbers (the model gave NaN)"
+    if x.size < 2:
+        return f"{x.size} labelled value(s); {name} needs at least 2"
+    if metric == "pearson_r" and np.ptp(x) == 0:
+        return f"every label is {x[0]:.4g}; a correlation needs labels that vary"
+    if metric == "pearson_r" and np.ptp(y) == 0:
+        return f"every prediction is {y[0]:.4g}; a correlation needs predictions that vary"
+    if metric == "ccc":
+        return f"every label and every prediction is {x[0]:.4g}; a concordance needs values that vary or differ"
+    return f"{name} is not a number for these values"
+
+
+def undefined_reasons(
+    names: tuple[str, ...], scores: dict[str, dict[str, float]], truth: np.ndarray, probabilities: np.ndarray
+) -> dict[str, dict[str, str]]:
+    """Per output, why each of its metrics in `scores` that is not finite is undefined (outputs without
+    such a metric are left out). truth and probabilities (..., n_outputs), truth NaN where there is no label:
+    (N, n) for the clips, (N, T, n) for the seconds."""
+    out: dict[str, dict[str, str]] = {}
+    for k, name in enumerate(names):
+        row = scores.get(name, {})
+        x, y = truth[..., k], probabilities[..., k]
+        labelled = ~np.isnan(x)
+        reasons = {m: why_undefined(m, x[labelled], y[labelled]) for m, v in row.items() if not np.isfinite(v)}
+        if reasons:
+            out[name] = reasons
+    return out
+
+
 def regression_metrics(truth: np.ndarray, predicted: np.ndarray, baseline: float | None = None) -> dict[str, float]:
     """(n,) scores in [0, 1] -> mean accuracy, Pearson r, MSE (and, given the training mean `baseline`,
     the MSE and mean accuracy of always predicting it)."""
