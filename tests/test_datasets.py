@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -91,6 +92,27 @@ def test_liris_header_is_checked(liris_root: Path) -> None:
     ranking.write_text("id\tname\tvalence\n0\tACCEDE00000.mp4\t1.0\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"lacks column.*valenceValue, arousalValue"):
         read_liris(liris_root)
+
+
+def test_liris_value_that_is_no_finite_number_is_that_rows_problem(liris_root: Path) -> None:
+    """A ranking value that is not a finite number (NaN would reach index.json, which is JSON) is that row's
+    listed problem, line and column named; a set that is not 0, 1 or 2 refuses the file, naming the line."""
+    ranking = liris_root / "annotations" / "ACCEDEranking.txt"
+    text = ranking.read_text().replace("\t2.5\t3.9\t", "\tnan\t3.9\t").replace("\t3.5\t1.4\t", "\t3.5\thigh\t")
+    ranking.write_text(text)
+    records = read_liris(liris_root)
+    assert len(records) == len(LIRIS_ROWS)
+    assert {r.clip_id: r.problem for r in records if r.problem} == {
+        "ACCEDE00001": "ACCEDEranking.txt line 3, column valenceValue: 'nan' is not a finite number",
+        "ACCEDE00002": "ACCEDEranking.txt line 4, column arousalValue: 'high' is not a finite number",
+    }
+    sets = liris_root / "annotations" / "ACCEDEsets.txt"
+    sets.write_text(sets.read_text().replace("ACCEDE00004.mp4\t2", "ACCEDE00004.mp4\tval"))
+    with pytest.raises(ValueError) as refused:
+        read_liris(liris_root)
+    assert str(refused.value) == (
+        f"{sets} line 6, column set: 'val'; allowed: 0 (test), 1 (learning), 2 (validation); re-download ACCEDEsets.txt"
+    )
 
 
 TRAITS = ("extraversion", "neuroticism", "agreeableness", "conscientiousness", "openness", "interview")
@@ -196,3 +218,14 @@ def test_perfect_one_class_predictor_has_macro_f1_one() -> None:
     truth = np.zeros(6, dtype=bool)
     assert binary_metrics(truth, truth)["macro_f1"] == 1.0
     assert binary_metrics(truth, truth | (np.arange(6) == 0))["macro_f1"] == pytest.approx((2 * 5 / 11 + 0) / 2)
+
+
+def test_fi_score_that_is_no_finite_number_names_it(tmp_path: Path) -> None:
+    root = _fi_tree(tmp_path)
+    (root / "annotation_validation.pkl").write_bytes(python2_pickle({t: {"zz_9.000.mp4": math.nan} for t in TRAITS}))
+    with pytest.raises(ValueError) as refused:
+        read_first_impressions(root)
+    assert str(refused.value) == (
+        f"{root / 'annotation_validation.pkl'}: extraversion of zz_9.000.mp4 is nan, not a finite number; use the "
+        "original ChaLearn annotation file"
+    )

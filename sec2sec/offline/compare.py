@@ -15,6 +15,7 @@ names and a legend, never cut) and written to OUT/comparison.csv and OUT/compari
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sec2sec.config import Config, config_path, parse_config
 from sec2sec.offline.datasets import labelled
 from sec2sec.offline.evaluate import Evaluation, evaluate
 from sec2sec.offline.features import read_index
+from sec2sec.offline.output_files import replace_text
 from sec2sec.offline.splits import apply_split, pinned_split
 from sec2sec.offline.train import TrainResult, fit
 
@@ -247,11 +249,12 @@ def write_comparison(results: list[VariantResult], out: str | Path) -> tuple[Pat
     printed table at full names, 4 decimals) -> their paths."""
     title, headers, rows = comparison_cells(results)
     csv_path, md_path = Path(out) / "comparison.csv", Path(out) / "comparison.md"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["variant", *headers])
-        for r, (method, values) in zip(results, rows, strict=True):
-            writer.writerow([r.variant, method, *(repr(float(v)) for v in values)])
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["variant", *headers])
+    for r, (method, values) in zip(results, rows, strict=True):
+        writer.writerow([r.variant, method, *(repr(float(v)) for v in values)])
+    replace_text(csv_path, table.getvalue())
     lines = [
         f"{title}",
         "",
@@ -259,7 +262,7 @@ def write_comparison(results: list[VariantResult], out: str | Path) -> tuple[Pat
         "|" + "|".join([" --- "] + [" ---: "] * len(rows[0][1])) + "|",
     ]
     lines += ["| " + " | ".join([m, *(_cell(v, i, len(vs)) for i, v in enumerate(vs))]) + " |" for m, vs in rows]
-    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    replace_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
 

@@ -19,6 +19,7 @@ Pickles are read with a restricted unpickler that builds only dicts, strings and
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import statistics
 import xml.etree.ElementTree as ET
@@ -50,22 +51,52 @@ def _require(path: Path, fix: str) -> Path:
     return path
 
 
-def _tsv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
-    """A tab-separated file with a header line -> rows as dicts; the header must hold `columns`."""
-    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+def _tsv_rows(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """A tab-separated file with a header line -> (line number, row as a dict); the header must hold `columns`."""
+    numbered = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)]
+    lines = [(n, line) for n, line in numbered if line.strip()]
     if not lines:
         raise ValueError(f"{path} is empty; expected a tab-separated header with {', '.join(columns)}")
-    header = lines[0].split("\t")
+    header = lines[0][1].split("\t")
     missing = [c for c in columns if c not in header]
     if missing:
         raise ValueError(f"{path}: header {header} lacks column(s) {', '.join(missing)}; expected {list(columns)}")
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in lines[1:]:
         cells = line.split("\t")
         if len(cells) < len(header):
             raise ValueError(f"{path} line {number}: {len(cells)} tab-separated cells, the header has {len(header)}")
-        rows.append(dict(zip(header, cells, strict=False)))
+        rows.append((number, dict(zip(header, cells, strict=False))))
     return rows
+
+
+def _liris_set(path: Path, number: int, text: str) -> str:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value not in LIRIS_SETS:
+        raise ValueError(
+            f"{path} line {number}, column set: {text!r}; allowed: 0 (test), 1 (learning), 2 (validation); "
+            "re-download ACCEDEsets.txt"
+        )
+    return LIRIS_SETS[value]
+
+
+def _liris_targets(row: dict[str, str], here: str) -> dict[str, float]:
+    """The valence and arousal values of an ACCEDEranking.txt row; a ValueError naming the line and the
+    column for a cell that is not a finite number."""
+    out = {}
+    for key, column in LIRIS_TARGETS.items():
+        text = row[column].strip()
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"{here}, column {column}: {text!r} is not a finite number")
+        out[key] = value
+    return out
 
 
 def _liris_movies(path: Path) -> dict[str, str]:
@@ -92,21 +123,19 @@ def read_liris(root: str | Path) -> list[ClipRecord]:
     sets = _require(root / "annotations" / "ACCEDEsets.txt", fix)
     description = _require(root / "ACCEDEdescription.xml", fix)
     movies = _liris_movies(description)
-    split_of = {}
-    for row in _tsv_rows(sets, ("name", "set")):
-        value = int(row["set"])
-        if value not in LIRIS_SETS:
-            raise ValueError(f"{sets}: clip {row['name']} has set {value}; allowed: 0 (test), 1 (learning), 2 (val)")
-        split_of[row["name"].strip()] = LIRIS_SETS[value]
+    split_of = {r["name"].strip(): _liris_set(sets, n, r["set"].strip()) for n, r in _tsv_rows(sets, ("name", "set"))}
     records = []
-    for row in _tsv_rows(ranking, ("name", *LIRIS_TARGETS.values())):
+    for number, row in _tsv_rows(ranking, ("name", *LIRIS_TARGETS.values())):
         name = row["name"].strip()
         if name not in split_of or name not in movies:
             where = sets.name if name not in split_of else description.name
             raise ValueError(f"{ranking}: clip {name} is not listed in {where}; the annotation files disagree")
-        targets = {key: float(row[column]) for key, column in LIRIS_TARGETS.items()}
         path = root / "data" / name
-        records.append(ClipRecord(Path(name).stem, path, movies[name], split_of[name], targets))
+        try:
+            targets, problem = _liris_targets(row, f"{ranking.name} line {number}"), ""
+        except ValueError as exc:  # one bad row is that row's problem, listed; the others go on
+            targets, problem = {}, str(exc)
+        records.append(ClipRecord(Path(name).stem, path, movies[name], split_of[name], targets, None, problem))
     return records
 
 
@@ -169,8 +198,17 @@ def _fi_scores(path: Path) -> dict[str, dict[str, float]]:
     for trait, scores in data.items():
         if not isinstance(trait, str) or not isinstance(scores, dict):
             raise ValueError(f"{path}: entry {trait!r} is not a trait name mapped to {{video: score}}")
-        out[trait] = {str(name): float(score) for name, score in scores.items()}
+        out[trait] = {str(name): _fi_score(path, trait, name, score) for name, score in scores.items()}
     return out
+
+
+def _fi_score(path: Path, trait: str, name: object, score: object) -> float:
+    """A score of the annotation pickle as a float; a ValueError naming the trait and the video otherwise."""
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        raise ValueError(
+            f"{path}: {trait} of {name} is {score!r}, not a finite number; use the original ChaLearn annotation file"
+        )
+    return float(score)
 
 
 def read_first_impressions(root: str | Path) -> list[ClipRecord]:

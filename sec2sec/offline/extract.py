@@ -42,6 +42,7 @@ from sec2sec.offline.features import (
     read_index,
     write_index,
 )
+from sec2sec.offline.output_files import replace_text
 from sec2sec.offline.progress import progress_bar
 from sec2sec.precision import check_parity, precision_name, resolve_precision
 from sec2sec.stream import check_input
@@ -286,4 +287,4 @@ def _encode_all(
 
 def _write_report(folder: Path, unreadable: dict[str, str]) -> None:
     lines = ["clip\treason", *(f"{k}\t{v}" for k, v in sorted(unreadable.items()))]
-    (folder / "unreadable.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    replace_text(folder / "unreadable.tsv", "\n".join(lines) + "\n")

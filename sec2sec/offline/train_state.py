@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 from sec2sec.config import Config, to_dict
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.features import ENCODERS, CacheIndex
+from sec2sec.offline.output_files import replace_text
 
 STATE_FORMAT = "sec2sec-train-state"
 COLUMNS = (
@@ -123,9 +125,11 @@ def load_state(path: Path, model: Sec2Sec, optimizer: torch.optim.Optimizer, ide
 
 
 def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
-    """RUN/metrics.csv, one row per finished epoch (rewritten whole, so a resumed run stays consistent)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row[k] for k in COLUMNS})
+    """RUN/metrics.csv, one row per finished epoch (rewritten whole, so a resumed run stays consistent; replaced,
+    never truncated first, so a crash leaves the previous epoch's file)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in COLUMNS})
+    replace_text(path, text.getvalue())
