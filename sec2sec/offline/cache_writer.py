@@ -20,6 +20,7 @@ import torch
 
 from sec2sec.offline.datasets import ClipRecord
 from sec2sec.offline.features import DTYPES, CacheIndex, DecodedClip, write_index
+from sec2sec.offline.output_files import replace_json
 
 PART = "index.rank{rank}.json"
 
@@ -67,7 +68,7 @@ class ShardWriter:
             self.part = {"shards": [], "clips": {}, "unreadable": {}}
             write_index(self.folder, self.index)
         else:
-            _write_json(self.folder / PART.format(rank=self.rank), self.part)
+            replace_json(self.folder / PART.format(rank=self.rank), self.part)
 
 
 def clip_entry(shard: str, row: int, record: ClipRecord, clip: DecodedClip) -> dict[str, Any]:
@@ -104,12 +105,6 @@ def _save_shard(path: Path, rows: list[tuple[ClipRecord, DecodedClip, tuple]], d
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     tmp.replace(path)
 
 

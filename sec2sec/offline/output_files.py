@@ -21,15 +21,21 @@ from pathlib import Path
 from typing import Any
 
 
+def unwritable_reason(exc: OSError, verb: str = "write it") -> str:
+    """Why an OS error stops a file being written, and the fix, in words (`verb`: what the user does, "write it"
+    here; the monitor's recorders say "record")."""
+    return {
+        errno.ENOSPC: f"the disk is full; free some space or {verb} somewhere else",
+        errno.EDQUOT: f"the disk quota is exhausted; free some space or {verb} somewhere else",
+        errno.EROFS: f"the file system is read-only; {verb} into a writable folder",
+        errno.EACCES: f"permission denied; {verb} into a folder you can write to",
+        errno.EPERM: f"permission denied; {verb} into a folder you can write to",
+        errno.EISDIR: "it is a folder; give a file name inside it",
+    }.get(exc.errno or 0, f"{exc.strerror or exc}; {verb} somewhere else")
+
+
 def _unwritable(option: str, path: Path, exc: OSError) -> str:
-    reason = {
-        errno.ENOSPC: "the disk is full; free some space or write it somewhere else",
-        errno.EDQUOT: "the disk quota is exhausted; free some space or write it somewhere else",
-        errno.EROFS: "the file system is read-only; write it into a writable folder",
-        errno.EACCES: "permission denied; write it into a folder you can write to",
-        errno.EPERM: "permission denied; write it into a folder you can write to",
-    }.get(exc.errno or 0, f"{exc.strerror or exc}; write it somewhere else")
-    return f"{option} {path}: cannot be written: {reason}"
+    return f"{option} {path}: cannot be written: {unwritable_reason(exc)}"
 
 
 def _same_file(a: Path, b: Path) -> bool:

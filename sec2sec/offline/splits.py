@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sec2sec.offline.datasets import SPLIT_MODES, SPLITS, ClipRecord, assign_splits
+from sec2sec.offline.output_files import replace_json
 
 FORMAT = "sec2sec-splits"
 FORMAT_VERSION = 1
@@ -77,12 +77,6 @@ def _resplit_hint(folder: Path, mode: str, seed: int) -> str:
     return f"`sec2sec split --cache {folder} --split {mode}{seed_arg} --resplit`"
 
 
-def _write(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    tmp.replace(path)
-
-
 def _make(folder: Path, dataset: str, records: Sequence[ClipRecord], mode: str, seed: int) -> Assignment:
     """Compute the split now and pin it (overwriting any earlier file of this mode and seed)."""
     seed = 0 if mode == "official" else seed
@@ -101,7 +95,7 @@ def _make(folder: Path, dataset: str, records: Sequence[ClipRecord], mode: str, 
         "digest": digest,
         **{name: sorted(cid for cid, s in split_of.items() if s == name) for name in SPLITS},
     }
-    _write(path, payload)
+    replace_json(path, payload)
     return Assignment(mode, seed, clips, digest, split_of, path)
 
 
