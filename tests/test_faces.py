@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import torch
 from helpers.face_clips import FacePath, iou, render_faces, texture
 
 from sec2sec.faces import (
@@ -25,6 +27,16 @@ from sec2sec.faces import (
 )
 
 DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The detector's tiny convolutions gain nothing from a second thread and, on a machine shared with other
+    jobs, wait on it at every layer: run this module's detections on one (results do not depend on it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +158,17 @@ def test_a_damaged_or_missing_weight_file_is_refused_in_one_line(tmp_path: Path)
     shutil.copy(WEIGHTS_DIR / "rnet.pt", folder / "rnet.pt")
     with pytest.raises(FaceWeightsError, match=r"onet.pt cannot be read \(No such file or directory\); reinstall"):
         FaceDetector(folder=folder)
+
+
+def test_detections_do_not_depend_on_the_thread_count(detector: FaceDetector) -> None:
+    """Live capture, replay and extraction workers may run torch with different thread counts; the faces (and so
+    the crops) must not change with it."""
+    paths = [FacePath("grid", 70, (200, 200), (420, 300), wobble=10), FacePath("single", 45, (500, 150), (480, 330))]
+    frames, _ = render_faces(paths, fps=2, seconds=1)
+    found = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        found[threads] = [detector.detect(frame)[0] for frame in frames]
+    torch.set_num_threads(1)
+    for one, two in zip(found[1], found[2], strict=True):
+        assert len(one) == 2 and np.array_equal(one.boxes, two.boxes) and np.array_equal(one.landmarks, two.landmarks)

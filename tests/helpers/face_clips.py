@@ -45,6 +45,7 @@ class FacePath:
     end_width: int | None = None
     roll: float = 0.0
     gone_s: float | None = None
+    frozen: bool = False  # the source's first frame throughout (a photo), not its moving, talking speaker
 
 
 @functools.cache
@@ -103,7 +104,8 @@ def render_faces(
             x, y, face_width = _place(path, t, seconds)
             scale = face_width / (face[2] - face[0])
             side = max(1, round(patches[0].shape[0] * scale))
-            patch = cv2.resize(patches[i % len(patches)], (side, side), interpolation=cv2.INTER_AREA)
+            source = patches[0 if path.frozen else i % len(patches)]
+            patch = cv2.resize(source, (side, side), interpolation=cv2.INTER_AREA)
             if path.roll:  # turned about the face's centre; the corners it uncovers take the patch's edge
                 centre = ((face[0] + face[2]) / 2 * scale, (face[1] + face[3]) / 2 * scale)
                 turn = cv2.getRotationMatrix2D(centre, -path.roll, 1.0)
@@ -129,8 +131,8 @@ def write_face_clip(
     seconds: float = 4.0,
     seed: int = 0,
 ) -> list[list[Box | None]]:
-    """An mp4 (H.264, crf 18, + AAC of quiet noise, so every second has audio) of `render_faces`; returns the
-    truth per frame (frame i at i / fps s)."""
+    """An mp4 (H.264, crf 18, + AAC of quiet noise to 0.2 s before the end, so every second has audio) of
+    `render_faces`; returns the truth per frame (frame i at i / fps s)."""
     frames, truth = render_faces(paths, size, fps, seconds, seed)
     rate = 16_000
     with av.open(str(path), "w") as container:
@@ -143,7 +145,8 @@ def write_face_clip(
             frame.pts = i
             container.mux(video.encode(frame))
         container.mux(video.encode())
-        noise = (np.random.default_rng(seed).standard_normal(round(seconds * rate)) * 0.05).astype(np.float32)
+        # 0.2 s shorter than the video: the encoder's padding then stays inside the last second
+        noise = (np.random.default_rng(seed).standard_normal(round((seconds - 0.2) * rate)) * 0.05).astype(np.float32)
         for start in range(0, noise.size, 1024):
             chunk = av.AudioFrame.from_ndarray(noise[None, start : start + 1024], format="flt", layout="mono")
             chunk.sample_rate, chunk.pts = rate, start
