@@ -8,6 +8,7 @@ import json
 import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -18,7 +19,7 @@ import torch
 from helpers.configs import TINY_ENCODERS_TOML, TINY_FUSION_TOML, small_config
 from helpers.face_clips import FacePath, inside, iou, write_face_clip
 
-from sec2sec.checkpoint import read_checkpoint, save_checkpoint
+from sec2sec.checkpoint import encoder_settings_mismatch, read_checkpoint, save_checkpoint, setting
 from sec2sec.commands import build_parser
 from sec2sec.config import NANOS_PER_SECOND, VideoConfig, load_config, parse_config
 from sec2sec.faces import FaceDetector, detector_identity
@@ -37,6 +38,7 @@ from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
 from sec2sec.offline.extract import extract
 from sec2sec.offline.features import MAX_GAP_S, decode_clip, read_index
+from sec2sec.offline.prepared import prepare
 from sec2sec.windows import Window, Windower, file_windows
 
 M, RATE, FPS = 8, 16_000, 30
@@ -309,6 +311,13 @@ def test_a_checkpoint_keeps_its_framing(tmp_path: Path) -> None:
     assert framer_for(loaded.video).framing == "face" and framer_for(loaded.video, framing="frame").framing == "frame"
 
 
+def test_features_of_one_framing_do_not_fit_a_model_of_the_other() -> None:
+    frame = small_config()
+    face = replace(frame, video=replace(frame.video, framing="face"))
+    assert encoder_settings_mismatch(frame, face) == "video.framing" and setting(face, "video.framing") == "face"
+    assert encoder_settings_mismatch(face, replace(face, fusion=replace(face.fusion, width=32))) is None
+
+
 def test_a_framing_override_that_differs_from_training_warns_once() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -369,6 +378,9 @@ def test_extraction_frames_faces_and_records_the_framing_and_the_detector(clips:
     assert sorted(by_clip.values()) == [[False, False, False], [True, True, True]]
     with pytest.raises(ValueError, match="chose faces by --face largest"), pytest.warns(FramingMismatch):
         extract("manifest", manifest, tmp_path / "cache", config, workers=0, framing="face", subject="centre")
+    wrong = "the cache was extracted with model.video.framing = 'face' but the config has 'frame'; use the extraction"
+    with pytest.raises(ValueError, match=wrong):
+        prepare(tmp_path / "cache", config, "group", 0)
 
 
 def test_sec2sec_extract_takes_framing_and_face() -> None:
