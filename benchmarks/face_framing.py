@@ -83,11 +83,17 @@ class Timed:
         self.calls.clear()
 
 
+def _encode(model: Sec2Sec, clip: torch.Tensor, image: torch.Tensor) -> None:
+    assert model.video_encoder is not None and model.audio_encoder is not None
+    model.video_encoder(clip)
+    model.audio_encoder(image)
+
+
 def encoder_calls() -> dict[str, Callable[[], object]]:
     """One window's video encoder + audio encoder, per precision (float32, and auto's choice when another)."""
     config = ModelConfig(video=VideoConfig(weights="none"), audio=AudioConfig(weights="none"))
     precisions = sorted({"float32", resolve_precision("auto", torch.device("cpu"))})
-    calls = {}
+    calls: dict[str, Callable[[], object]] = {}
     g = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (1, M, 128, 128, 3), dtype=torch.uint8, generator=g)
     audio = 0.1 * torch.randn(1, config.audio.sample_rate, generator=g)
@@ -95,14 +101,11 @@ def encoder_calls() -> dict[str, Callable[[], object]]:
         torch.manual_seed(0)
         model = Sec2Sec(config).eval()  # built outside inference_mode, as the live stream builds it
         set_precision(model, precision)
+        assert model.video_frontend is not None and model.audio_frontend is not None
         with torch.inference_mode():
             clip, image = model.video_frontend(frames), model.audio_frontend(audio)
 
-        def both(model: Sec2Sec = model, clip: torch.Tensor = clip, image: torch.Tensor = image) -> None:
-            model.video_encoder(clip)
-            model.audio_encoder(image)
-
-        calls[precision] = both
+        calls[precision] = functools.partial(_encode, model, clip, image)
     return calls
 
 

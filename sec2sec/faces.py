@@ -299,7 +299,7 @@ class FaceDetector:
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for name, net in (("pnet", self.pnet), ("rnet", self.rnet), ("onet", self.onet)):
             net.load_state_dict(torch.load(io.BytesIO(data[name]), map_location="cpu", weights_only=True))
-            net.to(self.device, memory_format=torch.channels_last).eval()
+            net.to(self.device).to(memory_format=torch.channels_last).eval()
 
     @torch.inference_mode()
     def detect(
