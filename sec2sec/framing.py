@@ -271,7 +271,7 @@ class Framer:
     `video.face_margin` (under frame framing `resize` may be None: frames keep their size); `subject`: "largest"
     or "centre"; `detector`: the face detector (default: this process's shared CPU detector, made on first use).
     Feed it the frames a window slot uses, in time order (`reset()` before another stream); a frame earlier than
-    the one before starts the following afresh.
+    the one before, or of another size (a stream that changed resolution), starts the following afresh.
     """
 
     def __init__(
@@ -306,6 +306,7 @@ class Framer:
         self._last_geometry: tuple[float, float, float, float] | None = None
         self._last_search_ns: int | None = None
         self._last_ns: int | None = None
+        self._size: tuple[int, int] | None = None
         self._faces = 0
 
     def frame(self, picture: Picture | np.ndarray, t_ns: int) -> Framed:
@@ -316,9 +317,9 @@ class Framer:
         if self.framing == "frame" or self.resize is None:
             return Framed(picture.rgb(*scaled_size(width, height, self.resize)), None)
         rgb = picture.rgb(width, height)
-        if self._last_ns is not None and t_ns < self._last_ns:
-            self.reset()
-        self._last_ns = t_ns
+        if (self._last_ns is not None and t_ns < self._last_ns) or self._size not in (None, (width, height)):
+            self.reset()  # time went back (another stream) or the frame size changed: boxes of before mean nothing
+        self._last_ns, self._size = t_ns, (width, height)
         found = self._track(rgb, t_ns)
         if self._last_geometry is None:  # no face yet: the frame's centre square, the short side across
             cx, cy, view, angle = width / 2, height / 2, min(width, height) * self.crop / self.resize, 0.0

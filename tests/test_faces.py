@@ -172,3 +172,15 @@ def test_detections_do_not_depend_on_the_thread_count(detector: FaceDetector) ->
     torch.set_num_threads(1)
     for one, two in zip(found[1], found[2], strict=True):
         assert len(one) == 2 and np.array_equal(one.boxes, two.boxes) and np.array_equal(one.landmarks, two.landmarks)
+
+
+@pytest.mark.requires_cuda
+def test_on_a_gpu_the_detector_finds_the_faces_it_finds_on_the_cpu(detector: FaceDetector) -> None:
+    paths = [FacePath("grid", 70, (200, 200), (420, 300), wobble=10), FacePath("single", 45, (500, 150), (480, 330))]
+    frames, _ = render_faces(paths, fps=2, seconds=1)
+    gpu = FaceDetector("cuda")
+    for cpu_faces, gpu_faces in zip(detector.detect(np.stack(frames)), gpu.detect(np.stack(frames)), strict=True):
+        assert len(cpu_faces) == len(gpu_faces) == 2
+        for a, b in zip(cpu_faces.boxes, gpu_faces.boxes, strict=True):
+            assert iou(tuple(a), tuple(b)) > 0.95
+        assert np.abs(cpu_faces.landmarks - gpu_faces.landmarks).max() < 1.5

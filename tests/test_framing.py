@@ -331,7 +331,9 @@ def test_a_framing_override_that_differs_from_training_warns_once() -> None:
         choose_framing("frame", "faces")
 
 
-def test_the_framer_keeps_no_pixels_and_restarts_when_time_goes_back(moving: tuple[Path, list]) -> None:
+def test_the_framer_keeps_no_pixels_and_restarts_when_time_goes_back_or_the_size_changes(
+    moving: tuple[Path, list],
+) -> None:
     path, _ = moving
     framer = _framer()
     with av.open(str(path)) as container:
@@ -340,6 +342,10 @@ def test_the_framer_keeps_no_pixels_and_restarts_when_time_goes_back(moving: tup
     assert not any(isinstance(v, np.ndarray) and v.size > 8 for v in vars(framer).values())
     again = [framer.frame(rgb, k * NANOS_PER_SECOND // FPS).face for k, rgb in enumerate(arrays)]  # a new stream
     assert again == first
+    smaller = [cv2.resize(rgb, (480, 360), interpolation=cv2.INTER_AREA) for rgb in arrays[:4]]
+    start = 20 * NANOS_PER_SECOND // FPS
+    resized = [framer.frame(rgb, start + k * NANOS_PER_SECOND // FPS).face for k, rgb in enumerate(smaller)]
+    assert all(r.found and r.box[2] <= 480 and r.box[3] <= 360 for r in resized)  # searched afresh at the new size
 
 
 TINY_FACE_TOML = (
