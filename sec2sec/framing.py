@@ -44,12 +44,14 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from sec2sec.config import FRAMINGS, NANOS_PER_SECOND, VideoConfig
-from sec2sec.faces import MIN_FACE, FaceDetector, Faces
+
+if TYPE_CHECKING:  # the detector (and torch) load on first use: importing the decoder stays light
+    from sec2sec.faces import FaceDetector, Faces
 
 SUBJECTS = ("largest", "centre")  # how the subject is chosen among several faces (a run option: --face)
 # Whole-frame searches, on multiples of these periods of the stream's clock: every 0.5 s while no subject is
@@ -261,6 +263,8 @@ def aligned_crop(rgb: np.ndarray, centre: tuple[float, float], side: float, angl
 @functools.lru_cache(maxsize=4)
 def shared_detector(device: str = "cpu") -> FaceDetector:
     """One FaceDetector per device and process (weights checked and loaded once)."""
+    from sec2sec.faces import FaceDetector
+
     return FaceDetector(device)
 
 
@@ -338,7 +342,7 @@ class Framer:
         period = LOOK_EVERY_NS if self._subject is None else SEARCH_EVERY_NS
         if self._last_search_ns is None or t_ns >= (self._last_search_ns // period + 1) * period:
             self._last_search_ns = t_ns
-            faces = self.detector.detect(rgb, min_face=MIN_FACE)[0]
+            faces = self.detector.detect(rgb)[0]  # faces from sec2sec.faces.MIN_FACE (40 px)
             self._faces = len(faces)
             measured = self._pick(faces, rgb.shape[1], rgb.shape[0])
         if measured is None and self._subject is not None:
