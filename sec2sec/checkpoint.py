@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,21 @@ def without_weight_files(config: ModelConfig) -> ModelConfig:
 
 
 def encoder_settings_mismatch(made: ModelConfig, wanted: ModelConfig) -> str | None:
-    """The first of video / audio / clip_seconds on which two configs' encoder inputs differ (weight file
-    settings aside), or None: features extracted under `made` only fit a model of `wanted` when None."""
+    """The first setting of video / audio / clip_seconds on which two configs' encoder inputs differ (weight file
+    settings aside), as a dotted key under `model` ("video.framing", "clip_seconds"; see `setting`), or None:
+    features extracted under `made` only fit a model of `wanted` when None."""
     made, wanted = without_weight_files(made), without_weight_files(wanted)
-    return next((key for key in ("video", "audio", "clip_seconds") if getattr(made, key) != getattr(wanted, key)), None)
+    for section in ("video", "audio"):
+        a, b = getattr(made, section), getattr(wanted, section)
+        differing = [f.name for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+        if differing:
+            return f"{section}.{differing[0]}"
+    return "clip_seconds" if made.clip_seconds != wanted.clip_seconds else None
+
+
+def setting(config: ModelConfig, key: str) -> Any:
+    """The value of a dotted key under `model` ("video.framing") in `config`."""
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value

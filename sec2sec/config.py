@@ -33,6 +33,7 @@ WEIGHT_CHOICES = ("auto", "pretrained", "none")
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("bce", "mse", "l1")
 SUPERVISION = ("second", "clip")
+FRAMINGS = ("frame", "face")  # what the video encoder sees: the whole frame's centre, or the subject's face
 
 
 def _check_choice(section: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -140,6 +141,14 @@ class VideoConfig:
     is linear in m and 8 frames (~280 ms on 2 cores) keeps the monitor real-time where 16 (~600 ms) does
     not leave room for capture and UI. Frames are resized (short side 128) and center-cropped to 112,
     as in torchvision's Kinetics recipe.
+
+    `framing` (see sec2sec/framing.py) says what those frames show. "frame" (default): the whole frame, short
+    side scaled to `resize`, the centre `crop` kept: the paper's input on LIRIS-ACCEDE (film excerpts) and First
+    Impressions. "face": a `resize` x `resize` square around the subject's face, turned so the eyes are level,
+    whose centre `crop` x `crop` (what the encoder sees) holds the face plus `face_margin` of its size on each
+    side; the ABAW5 model's input, and what a live affect tool of one person needs. A window in which the
+    subject's face was found in fewer than `face_min_found` of its m frames has no video (a missing modality, as
+    a camera that stalled), so the model never reads a second of background as a face.
     """
 
     frames_per_window: int = 8
@@ -151,12 +160,23 @@ class VideoConfig:
     token_grid: tuple[int, int, int] = (1, 3, 3)
     weights: str = "auto"
     weights_path: str = ""
+    framing: str = "frame"
+    # 0.25: the encoder's crop x crop view is 1.5 face sizes wide, so the face fills two thirds of it (brows,
+    # eyes, nose and mouth fall in the same cells of a 3 x 3 token grid in every frame) and a face that moves
+    # before the follower catches up (a tenth of its size in a fast head turn) stays inside the view.
+    face_margin: float = 0.25
+    # 0.5: a window has video only when most of the frames the encoder sees hold the subject's face; the follower
+    # holds the face through short misses (a blink, motion blur), so a second with the face in view reaches 1.0.
+    face_min_found: float = 0.5
 
     def __post_init__(self) -> None:
         _check_range("model.video", "frames_per_window", self.frames_per_window, 1, 64)
         _check_range("model.video", "crop", self.crop, 32)
         _check_range("model.video", "resize", self.resize, self.crop)
         _check_choice("model.video", "encoder", self.encoder, VIDEO_ENCODERS)
+        _check_choice("model.video", "framing", self.framing, FRAMINGS)
+        _check_range("model.video", "face_margin", self.face_margin, 0.0, 1.0)
+        _check_range("model.video", "face_min_found", self.face_min_found, 0.0, 1.0)
         if len(self.token_grid) != 3 or min(self.token_grid) < 1:
             raise ValueError(f"[model.video] token_grid = {self.token_grid!r} must be three integers >= 1")
         _check_choice("model.video", "weights", self.weights, WEIGHT_CHOICES)

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from sec2sec.config import NANOS_PER_SECOND
+from sec2sec.framing import FaceRecord, Framer
+from sec2sec.framing import scaled_size as scaled_size  # re-exported: the camera scales with it
 
 
 class MediaError(ValueError):
@@ -55,10 +57,12 @@ FORMATS = (
 
 @dataclass(frozen=True)
 class VideoFrame:
-    """One RGB frame: `rgb` is uint8 (H, W, 3); `t_ns` its presentation time in integer nanoseconds."""
+    """One RGB frame: `rgb` is uint8 (H, W, 3); `t_ns` its presentation time in integer nanoseconds; `face` the
+    subject's face in it when the frame was framed by face (`sec2sec.framing`), else None."""
 
     rgb: np.ndarray
     t_ns: int
+    face: FaceRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -128,16 +132,6 @@ def frame_size_error(width: int, height: int) -> str:
     return ""
 
 
-def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """(width, height) with the short side reduced to `short_side`, aspect kept; never enlarged."""
-    short = min(width, height)
-    if short_side is None or short <= short_side:
-        return width, height
-    if width <= height:
-        return short_side, max(short_side, round(height * short_side / width))
-    return max(short_side, round(width * short_side / height)), short_side
-
-
 class MediaReader:
     """Decode a file's first video and first audio stream together, in presentation order per stream.
 
@@ -146,6 +140,9 @@ class MediaReader:
 
     `short_side`: frames are scaled down (FFmpeg's area filter, in the decoding thread) so that their short side
     is at most this many pixels, so no queue or window downstream ever holds full-resolution frames.
+    `framer` (a `sec2sec.framing.Framer`; replaces `short_side`): frames the frames in the decoding thread, as
+    the model's config says (its whole frame scaled by FFmpeg, or the subject's face cut from the full frame);
+    with thinning it sees exactly the frames the window slots use, as the camera's framer does.
     `sample_rate`: audio is resampled on the decoded stream (FFmpeg's resampler keeps its state across frames,
     so there are no edges at window boundaries) to this rate; default: the stream's own rate.
     `frames_per_window` (m): only frames that the windower will pick for one of a window's m slots (the
@@ -162,9 +159,12 @@ class MediaReader:
         sample_rate: int | None = None,
         frames_per_window: int | None = None,
         audio_tolerance_ms: int = 5,
+        framer: Framer | None = None,
     ) -> None:
         self.path = Path(path)
-        self.set_output(short_side=short_side, sample_rate=sample_rate, frames_per_window=frames_per_window)
+        self.set_output(
+            short_side=short_side, sample_rate=sample_rate, frames_per_window=frames_per_window, framer=framer
+        )
         av = _import_av()
         if not self.path.exists():
             raise MediaError(f"{self.path}: no such file; check the path given to --replay")
@@ -220,10 +220,15 @@ class MediaReader:
         )
 
     def set_output(
-        self, *, short_side: int | None, sample_rate: int | None, frames_per_window: int | None = None
+        self,
+        *,
+        short_side: int | None,
+        sample_rate: int | None,
+        frames_per_window: int | None = None,
+        framer: Framer | None = None,
     ) -> None:
-        """Change the frame size, audio rate and thinning this reader delivers (before iterating; see the
-        class doc)."""
+        """Change the frame size (or framing), audio rate and thinning this reader delivers (before iterating;
+        see the class doc)."""
         if frames_per_window is not None and frames_per_window < 1:
             raise ValueError(f"frames_per_window = {frames_per_window}; give None (every frame) or at least 1")
         self._frames_per_window = frames_per_window
@@ -232,6 +237,7 @@ class MediaReader:
         if sample_rate is not None and sample_rate < 1:
             raise ValueError(f"sample_rate = {sample_rate}; give None (the file's rate) or a rate in Hz")
         self._short_side, self._rate = short_side, sample_rate
+        self._framer = framer or Framer("frame", resize=short_side)
 
     @property
     def output_rate(self) -> int:
@@ -251,7 +257,8 @@ class MediaReader:
         av = _import_av()
         streams = [s for s in (self._video, self._audio) if s is not None]
         self._resampler = None
-        thinning = _Thinning(self._frames_per_window) if self._frames_per_window else None
+        self._framer.reset()
+        thinning = SlotThinning(self._frames_per_window) if self._frames_per_window else None
         next_sample: int | None = None
         packets = self._container.demux(*streams)
         while True:
@@ -298,7 +305,7 @@ class MediaReader:
         self.skipped += 1
         return []
 
-    def _video_items(self, frame, thinning: _Thinning | None) -> Iterator[VideoFrame | FrameTick]:
+    def _video_items(self, frame, thinning: SlotThinning | None) -> Iterator[VideoFrame | FrameTick]:
         """The item(s) one decoded frame releases: itself, or (thinning) the frame before it, decided now."""
         if frame.pts is None or frame.time_base is None:
             return
@@ -310,7 +317,9 @@ class MediaReader:
         if previous is not None:
             yield self._decided(previous, thinning, t_ns)
 
-    def _decided(self, held: tuple[object, int], thinning: _Thinning, next_t_ns: int | None) -> VideoFrame | FrameTick:
+    def _decided(
+        self, held: tuple[object, int], thinning: SlotThinning, next_t_ns: int | None
+    ) -> VideoFrame | FrameTick:
         """The frame held back, converted when a window slot will use it, else a FrameTick."""
         frame, t_ns = held
         return self._video_frame(frame, t_ns) if thinning.needed(t_ns, next_t_ns) else FrameTick(t_ns)
@@ -318,15 +327,8 @@ class MediaReader:
     def _video_frame(self, frame, t_ns: int) -> VideoFrame:
         if problem := frame_size_error(frame.width, frame.height):  # the size may change mid-stream
             raise MediaError(f"{self.path}: at {t_ns / NANOS_PER_SECOND:.3f} s, {problem}")
-        width, height = scaled_size(frame.width, frame.height, self._short_side)
-        if (width, height) == (frame.width, frame.height):
-            rgb = frame.to_ndarray(format="rgb24")
-        else:
-            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
-        rotation = int(getattr(frame, "rotation", 0) or 0) % 360
-        if rotation in (90, 180, 270):  # display-matrix rotation (e.g. phone videos): show it upright
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=-(rotation // 90)))
-        return VideoFrame(rgb=rgb, t_ns=t_ns)
+        framed = self._framer.frame(_AvPicture(frame), t_ns)
+        return VideoFrame(rgb=framed.rgb, t_ns=t_ns, face=framed.face)
 
     def _audio_chunks(self, resampled: list, next_sample: int | None) -> Iterator[AudioChunk]:
         """Resampled mono float32 frames -> chunks, contiguous unless the timestamps jump."""
@@ -371,19 +373,48 @@ def file_duration_ns(path: str | Path) -> int:
         return max(0, _to_ns(end - reader._origin))
 
 
+class _AvPicture:
+    """A decoded PyAV frame as a `sec2sec.framing.Picture`: upright (its display-matrix rotation applied, e.g.
+    phone videos), scaled by FFmpeg's area filter."""
+
+    def __init__(self, frame) -> None:
+        self.frame = frame
+        rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        self.turns = rotation // 90 if rotation in (90, 180, 270) else 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        w, h = self.frame.width, self.frame.height
+        return (h, w) if self.turns % 2 else (w, h)
+
+    def rgb(self, width: int, height: int) -> np.ndarray:
+        frame = self.frame
+        if self.turns % 2:
+            width, height = height, width
+        if (width, height) == (frame.width, frame.height):
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+        return np.ascontiguousarray(np.rot90(rgb, k=-self.turns)) if self.turns else rgb
+
+
 def sample_frame_times(index: int, m: int) -> list[int]:
     """Centres (ns) of the m equal sub-intervals of window `index`: where the m frames are sampled.
 
-    The windower picks the frame nearest each centre; the decoder (`_Thinning`) uses the same centres to
+    The windower picks the frame nearest each centre; the decoder (`SlotThinning`) uses the same centres to
     skip converting frames that no slot will pick."""
     start = index * NANOS_PER_SECOND
     return [start + (2 * k + 1) * NANOS_PER_SECOND // (2 * m) for k in range(m)]
 
 
-class _Thinning:
+class SlotThinning:
     """Which frames a window will pick: the pending frame (held unconverted) is needed when, for some slot
     centre of its window, it is strictly nearer than the frame before it in that window and no farther than
-    the frame after it (the windower keeps the earlier of two equally near frames)."""
+    the frame after it (the windower keeps the earlier of two equally near frames).
+
+    The decoder uses it so that only those frames are converted and framed; a camera that frames by face uses it
+    too (holding one frame until the next one's time is known), so that its framer sees the same frames as a
+    replay of the same frames and gives the same boxes (see `sec2sec.framing`)."""
 
     def __init__(self, m: int) -> None:
         self.m = m

@@ -9,6 +9,10 @@ Cost follows content, not timestamps: a second that holds neither a frame nor a 
 stretches are skipped in one step (a clock that jumps by 10^6 s costs nothing) and counted in
 `skipped_windows`; the next window's index shows the gap (AffectStream reports it as the estimate's `gap`).
 Frames of different sizes in one window (a stream that changed resolution) are rescaled to the newest size.
+
+Frames framed by face (`sec2sec.framing`) carry the subject's face record; a window sums up its m slots' records
+in `Window.face`, and one whose frames held the face in fewer than `face_min_found` of its slots keeps no frames:
+its video is missing (`video_ok` False), as when the camera stalls, while its audio goes on.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import torch
 import torchaudio.functional as AF
 
 from sec2sec.config import NANOS_PER_SECOND
+from sec2sec.framing import FaceSummary, Framer, summarize
 from sec2sec.media import AudioChunk, FrameTick, VideoFrame, sample_frame_times
 from sec2sec.video import same_size
 
 
 @dataclass(frozen=True)
 class Window:
-    """One second of input. `frames`: uint8 (m, H, W, 3) or None when no frame fell inside;
-    `audio`: float32 (sample_rate,) at the model rate, zero where nothing was heard."""
+    """One second of input. `frames`: uint8 (m, H, W, 3) or None when no frame fell inside (or, framed by face,
+    too few held the subject's face); `audio`: float32 (sample_rate,) at the model rate, zero where nothing was
+    heard; `face`: the subject's face over the m frame slots (None unless framed by face and a frame came)."""
 
     index: int
     frames: np.ndarray | None
@@ -37,6 +43,7 @@ class Window:
     frames_seen: int
     samples_seen: int  # at the model rate
     closed_ns: int | None = None  # pipeline clock when the window closed (for latency)
+    face: FaceSummary | None = None
 
     @property
     def start_ns(self) -> int:
@@ -90,7 +97,9 @@ class Windower:
     skipped, never closed (see the module docstring).
 
     Audio at another rate than `sample_rate` is resampled per window (a fallback: sources should deliver the
-    model rate, as the file decoder does with FFmpeg's resampler).
+    model rate, as the file decoder does with FFmpeg's resampler). `face_min_found`: frames framed by face keep a
+    window's video only when at least this fraction of its slots held the subject's face (the model's
+    `video.face_min_found`).
     """
 
     frames_per_window: int
@@ -99,6 +108,7 @@ class Windower:
     expect_audio: bool = True
     grace_ns: int = 500_000_000
     max_skew_ns: int = 3 * NANOS_PER_SECOND
+    face_min_found: float = 0.5
     next_index: int = 0
     late_frames: int = 0
     late_samples: int = 0
@@ -115,6 +125,8 @@ class Windower:
             raise ValueError(f"sample_rate = {self.sample_rate}; it must be >= 1")
         if self.max_skew_ns < 0 or self.grace_ns < 0:
             raise ValueError(f"grace_ns = {self.grace_ns}, max_skew_ns = {self.max_skew_ns}; both must be >= 0")
+        if not 0.0 <= self.face_min_found <= 1.0:
+            raise ValueError(f"face_min_found = {self.face_min_found}; it must be between 0 and 1")
 
     def push_frame(self, frame: VideoFrame | FrameTick) -> None:
         """Take one frame (a FrameTick counts as seen and moves the clock, but fills no slot); a frame for an
@@ -197,10 +209,13 @@ class Windower:
     def _close(self, now_ns: int | None) -> Window:
         index = self.next_index
         opened = self._open.pop(index, None)
-        frames = None
+        frames, face = None, None
         if opened is not None and opened.slots[0] is not None:
             # the first frame stored in a window fills every slot, so no slot is empty once one was stored
-            frames = same_size([slot.rgb for slot in opened.slots if slot is not None])
+            slots = [slot for slot in opened.slots if slot is not None]
+            face = summarize([slot.face for slot in slots])
+            if face is None or face.found >= self.face_min_found:
+                frames = same_size([slot.rgb for slot in slots])
         audio, seen = self._window_audio(index)
         self.next_index += 1
         return Window(
@@ -211,6 +226,7 @@ class Windower:
             frames_seen=opened.seen if opened else 0,
             samples_seen=seen,
             closed_ns=now_ns,
+            face=face,
         )
 
     def _window_audio(self, index: int) -> tuple[np.ndarray, int]:
@@ -246,17 +262,29 @@ def _contiguous_runs(chunks: list[AudioChunk], index: int) -> list[tuple[int, in
 
 
 def file_windows(
-    path: str, frames_per_window: int, sample_rate: int, short_side: int | None = None
+    path: str,
+    frames_per_window: int,
+    sample_rate: int,
+    short_side: int | None = None,
+    *,
+    framer: Framer | None = None,
+    face_min_found: float = 0.5,
 ) -> tuple[list[Window], dict[str, int]]:
     """Every window of a media file, read exactly as replay reads it (MediaReader -> Windower), frames scaled
-    down to `short_side` (the model's `video.resize`) and audio resampled to `sample_rate` by the decoder.
+    down to `short_side` (the model's `video.resize`) or framed by `framer` (the model's framing; see
+    `sec2sec.framing.framer_for`), and audio resampled to `sample_rate` by the decoder; `face_min_found`: the
+    model's `video.face_min_found` (used when the framer frames faces).
 
     Returns the windows (the last may be partial; seconds with neither video nor audio are not windows, see
     `Windower`) and a report: skipped packets, late frames/samples, skipped (empty) seconds, whether the file
     had video/audio.
     """
     report: dict[str, int] = {}
-    windows = list(iter_file_windows(path, frames_per_window, sample_rate, short_side, report))
+    windows = list(
+        iter_file_windows(
+            path, frames_per_window, sample_rate, short_side, report, framer=framer, face_min_found=face_min_found
+        )
+    )
     return windows, report
 
 
@@ -266,19 +294,23 @@ def iter_file_windows(
     sample_rate: int,
     short_side: int | None = None,
     report: dict[str, int] | None = None,
+    *,
+    framer: Framer | None = None,
+    face_min_found: float = 0.5,
 ) -> Iterator[Window]:
     """`file_windows` one window at a time (nothing is kept here, so a caller that stops early or keeps a
     few windows holds only those); `report` is filled in when the file has been read to its end."""
     from sec2sec.media import MediaReader
 
     with MediaReader(
-        path, short_side=short_side, sample_rate=sample_rate, frames_per_window=frames_per_window
+        path, short_side=short_side, sample_rate=sample_rate, frames_per_window=frames_per_window, framer=framer
     ) as reader:
         windower = Windower(
             frames_per_window,
             sample_rate,
             expect_video=reader.info.has_video,
             expect_audio=reader.info.has_audio,
+            face_min_found=face_min_found,
         )
         for item in reader:
             if isinstance(item, AudioChunk):

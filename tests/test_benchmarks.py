@@ -225,3 +225,23 @@ def test_fusion_binding_prints_the_three_accuracies() -> None:
     for name, mode in (("SA-CA", "co"), ("SA-SA", "self"), ("late fusion", "concat")):
         accuracy = float(rows[name].split("test accuracy ")[1].split(",")[0])
         assert rows[name].startswith(f"{name} ({mode})") and 0.0 <= accuracy <= 1.0
+
+
+@pytest.mark.slow
+def test_face_framing_prints_its_cost_against_the_encoders() -> None:
+    args = ["--seconds", "2", "--reps", "1", "--sizes", "320x240", "--threads", "1", "--markdown"]
+    lines = _run_benchmark("face_framing.py", *args)
+    assert lines[0].endswith("face framing of 30 fps video, 8 framed frames a second")
+    encoders = next(line for line in lines if line.startswith("1 torch thread: one window's video + audio encoders: "))
+    times = {p.split()[0]: float(p.split()[1]) for p in encoders.split("encoders: ", 1)[1].split(", ")}
+    assert "float32" in times and all(ms > 0 for ms in times.values())
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0].startswith("| size | framing ms per s | ") and table[0].endswith(" goal <= 15% (faster) |")
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells[0] == "320x240" and float(cells[1]) > 0 and cells[-1] in ("yes", "NO")
+    headers = [c.strip() for c in table[0].strip("|").split("|")]
+    share = float(cells[headers.index("of float32 encoders")].rstrip("%"))
+    assert share == pytest.approx(100 * float(cells[1]) / times["float32"], abs=0.06)  # rounded figures
+    breakdown = next(line for line in lines if line.startswith("320x240 per second of video: "))
+    assert "search 0.50/s" in breakdown or "search 1.00/s" in breakdown  # t = 0 (and 2 s: the clip's end)
+    assert "follow " in breakdown and "crop " in breakdown

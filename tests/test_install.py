@@ -57,6 +57,8 @@ def test_the_wheel_holds_every_package_and_the_configs(installed: Path) -> None:
     configs = {str(p.relative_to(ROOT)) for p in (ROOT / "sec2sec" / "configs").glob("*.toml")}
     assert sources <= names and "sec2sec/offline/extract.py" in names and "monitor/demo_clip.py" in names
     assert configs <= names and "sec2sec/configs/first_impressions.toml" in names
+    weights = {f"sec2sec/face_weights/{n}" for n in ("pnet.pt", "rnet.pt", "onet.pt", "LICENSE", "README.md")}
+    assert weights <= names  # the face detector's weights, licence and provenance ship as package data
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
 
@@ -76,8 +78,15 @@ def test_installed_commands_and_configs_work_outside_the_source_tree(installed: 
     assert Path(config_file) == installed / "sec2sec" / "configs" / "first_impressions.toml"
     assert outputs == "('extraversion', 'neuroticism', 'agreeableness', 'conscientiousness', 'openness')"
 
+    faces = "import sec2sec.faces as f\nd = f.FaceDetector()\nprint(f.__file__); print(d.pnet.conv1.weight.shape)\n"
+    detector = run(installed, "-c", faces, cwd=tmp_path)  # the shipped weights pass their sha256 and load
+    assert detector.returncode == 0, detector.stderr
+    faces_file, shape = detector.stdout.splitlines()
+    assert Path(faces_file).is_relative_to(installed) and shape == "torch.Size([10, 3, 3, 3])"
+
     extract = run(installed, "-m", "sec2sec", "extract", "--help", cwd=tmp_path)
     assert extract.returncode == 0 and "--dataset {liris,fi,hume,manifest}" in extract.stdout, extract.stderr
+    assert "--framing {frame,face}" in extract.stdout and "--face {largest,centre}" in extract.stdout
     assert "first_impressions" in " ".join(extract.stdout.split())
     live = run(installed, "-m", "monitor.cli", "--help", cwd=tmp_path)
     assert live.returncode == 0 and "--replay" in live.stdout, live.stderr

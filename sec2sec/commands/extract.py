@@ -7,8 +7,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sec2sec.config import config_help, load_config
+from sec2sec.config import FRAMINGS, config_help, load_config
 from sec2sec.devices import DEVICE_HELP
+from sec2sec.framing import SUBJECTS
 from sec2sec.offline.batching import AUTOCAST
 from sec2sec.offline.datasets import DATASETS
 from sec2sec.offline.distributed import add_collective_timeout, session
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             console=console,
             collective_timeout_min=args.collective_timeout,
+            framing=args.framing,
+            subject=args.face,
         )
     console.print(
         f"[bold]extract done[/]: {s.encoded} clips encoded ({s.windows} windows, {s.precision} encoders) "
@@ -69,5 +72,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--autocast", default="off", choices=tuple(AUTOCAST), help="CUDA only: encoders under torch.autocast"
     )
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    p.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        help="what the video encoder sees: the whole frame's centre (frame) or the subject's face, followed and "
+        "aligned (face); default: the config's model.video.framing (the cache records it, so train with a config "
+        "that has the same)",
+    )
+    p.add_argument(
+        "--face",
+        default="largest",
+        choices=SUBJECTS,
+        help="face framing: the subject is the largest face (or the one nearest the centre) when first seen, then "
+        "followed",
+    )
     add_collective_timeout(p)
     p.set_defaults(func=run)

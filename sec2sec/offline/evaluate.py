@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model
+from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model, setting
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import features_from_clips
 from sec2sec.offline.datasets import SPLITS, labelled, labels
@@ -61,8 +61,8 @@ def check_same_encoders(model: Sec2Sec, index: CacheIndex, checkpoint: str | Pat
     key = encoder_settings_mismatch(index.config, model.config)
     if key is not None:
         raise ValueError(
-            f"checkpoint {checkpoint} has model.{key} = {getattr(model.config, key)!r} but the cache was "
-            f"extracted with {getattr(index.config, key)!r}; evaluate on the cache it was trained on"
+            f"checkpoint {checkpoint} has model.{key} = {setting(model.config, key)!r} but the cache was "
+            f"extracted with {setting(index.config, key)!r}; evaluate on the cache it was trained on"
         )
     for name, digest in encoder_identity(model).items():
         if index.encoders.get(name) != digest:

@@ -10,7 +10,10 @@ batches of windows gathered across clips (`WindowBatcher`); `--workers 0` decode
 after the same check against float32 as `sec2sec-live` (`sec2sec.precision`); the cache records the precision
 and a cache is only resumed in the precision it was made with. `--device cuda` runs the encoders on a GPU
 (pinned, non-blocking copies; `--autocast float16|bfloat16` optionally, which needs --precision float32 or
-auto). `torchrun --nproc_per_node N -m sec2sec extract ...` splits the clips still to do over N
+auto). `--framing frame|face` overrides the config's `model.video.framing` (one warning when it differs: the cache,
+and every model trained on it, then record the framing used); `--face largest|centre` says how face framing
+chooses the subject among several faces; both are recorded in the index and a cache is only resumed with the
+same. `torchrun --nproc_per_node N -m sec2sec extract ...` splits the clips still to do over N
 processes (clip k to rank k mod N); each writes its own shards and `index.rank<r>.json`, and rank 0 merges
 them into `index.json` (see `cache_writer`). A killed run resumes with any number of processes.
 """
@@ -26,6 +29,8 @@ from rich.console import Console
 
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.config import Config, ModelConfig
+from sec2sec.faces import detector_identity
+from sec2sec.framing import SUBJECTS, choose_framing
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
@@ -63,6 +68,14 @@ class ExtractSummary:
     precision: str = "float32"
 
 
+def with_framing(config: Config, framing: str | None) -> Config:
+    """`config` with `model.video.framing` replaced by `framing` (None: as it is); one warning line when the
+    override differs from the config's framing (`sec2sec.framing.choose_framing`)."""
+    video = config.model.video
+    chosen = choose_framing(video.framing, framing, what="the config")
+    return replace(config, model=replace(config.model, video=replace(video, framing=chosen)))
+
+
 def encoder_config(config: ModelConfig) -> ModelConfig:
     """The config the cache's encoders are built from: both modalities, whatever variant is trained later."""
     return replace(config, fusion=replace(config.fusion, modalities="both"))
@@ -76,8 +89,10 @@ def open_cache(
     dtype: str,
     autocast: str = "off",
     precision: str = "float32",
+    subject: str = "largest",
 ) -> tuple[Sec2Sec, CacheIndex]:
     """An encoder model and an index: the cache's own when `folder` has one (resume), else new ones.
+    `subject`: how face framing chooses the subject (recorded when the config frames faces).
 
     New encoders are seeded with `train.seed` (reproducible random weights when no pretrained ones exist)
     and saved to `encoders.pt` before any clip is encoded.
@@ -100,6 +115,12 @@ def open_cache(
                 f"cache {folder} was extracted with --precision {index.precision}; resume it with --precision "
                 f"{index.precision} (mixing precisions in one cache is refused) or use another --out"
             )
+        face = subject if index.framing == "face" else ""
+        if index.face != face or (face and index.detector != detector_identity()):
+            raise ValueError(
+                f"cache {folder} chose faces by --face {index.face} with detector {index.detector}; resume it with "
+                f"--face {index.face} and that detector, or use another --out"
+            )
         model = Sec2Sec(encoder_config(without_weight_files(index.config)))
         state = read_encoders(folder, index)
         for name in ENCODERS:
@@ -110,8 +131,21 @@ def open_cache(
     model = Sec2Sec(encoder_config(config.model)).eval()
     torch.save({name: getattr(model, name).state_dict() for name in ENCODERS}, folder / "encoders.pt")
     identity = encoder_identity(model)
+    faces = config.model.video.framing == "face"
     index = CacheIndex(
-        dataset, str(root), dtype, config.model, identity, model.pretrained, {}, {}, [], autocast, precision
+        dataset,
+        str(root),
+        dtype,
+        config.model,
+        identity,
+        model.pretrained,
+        {},
+        {},
+        [],
+        autocast,
+        precision,
+        face=subject if faces else "",
+        detector=detector_identity() if faces else {},
     )
     write_index(folder, index)
     return model, index
@@ -132,8 +166,13 @@ def extract(
     console: Console | None = None,
     precision: str = "float32",
     collective_timeout_min: float = COLLECTIVE_TIMEOUT_MIN,
+    framing: str | None = None,
+    subject: str = "largest",
 ) -> ExtractSummary:
     """Encode every readable clip of `dataset` under `root` into the cache `out` (see the module docstring).
+
+    `framing` overrides the config's `model.video.framing` (None: the config's; see `with_framing`); `subject`:
+    how face framing chooses the subject ("largest" or "centre").
 
     `precision`: the encoders' arithmetic (`sec2sec.precision`; the command's default is "auto", this
     function's "float32"); "auto" resumes a cache in its own precision.
@@ -144,6 +183,9 @@ def extract(
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not allowed; use one of {', '.join(DTYPES)}")
+    if subject not in SUBJECTS:
+        raise ValueError(f"--face {subject!r} is not allowed; use one of {', '.join(SUBJECTS)}")
+    config = with_framing(config, framing)
     dist = context(device)
     check_autocast(autocast, dist.device)
     console = console or Console(quiet=not dist.main)
@@ -152,7 +194,8 @@ def extract(
     records = read_dataset(dataset, root, config.model.heads)
     heartbeat = Heartbeat(folder, dist.rank, dist.world, collective_timeout_min * 60)
     heartbeat.beat("starting")  # before the barrier in in_turn: no rank reads another's file from an older run
-    model, index = dist.in_turn(lambda: _opened(folder, dataset, root, config, dtype, autocast, wanted, records, dist))
+    opening = (folder, dataset, root, config, dtype, autocast, wanted, records, dist, subject)
+    model, index = dist.in_turn(lambda: _opened(*opening))
     records = keep_cached_groups(records, index)
     todo, bad_rows = _pending(records, index)
     mine = todo[dist.rank :: dist.world]
@@ -165,7 +208,7 @@ def extract(
             writer.unreadable(record, record.problem)
     started = time.perf_counter()  # the encoders are ready: their precision check is start-up
     batcher = WindowBatcher(model, batch, autocast)
-    counts = _encode_all(writer, batcher, mine, index.config, workers, console, heartbeat)
+    counts = _encode_all(writer, batcher, mine, index.config, workers, console, heartbeat, subject)
     heartbeat.wait_all()
     dist.barrier()
     heartbeat.remove()
@@ -188,10 +231,11 @@ def _opened(
     precision: str,
     records: list[ClipRecord],
     dist: Dist,
+    subject: str,
 ) -> tuple[Sec2Sec, CacheIndex]:
     """The cache opened (or created) with the model that fills it; rank 0 first merges the shards a killed run
     finished. Called by one rank at a time."""
-    model, index = open_cache(folder, dataset, root, config, dtype, autocast, precision)
+    model, index = open_cache(folder, dataset, root, config, dtype, autocast, precision, subject)
     if dist.main:
         merge_parts(folder, index, records)
     return model, index
@@ -258,12 +302,13 @@ def _encode_all(
     workers: int,
     console: Console,
     heartbeat: Heartbeat,
+    subject: str = "largest",
 ) -> tuple[int, int, int, int]:
     """This rank's clips -> shards; returns (clips encoded, windows encoded, clips trimmed, clips padded)."""
     started, windows, trimmed, padded, bad = time.perf_counter(), 0, 0, 0, 0
     with progress_bar(console) as progress, torch.inference_mode():
         task = progress.add_task("extract", total=len(todo), note="")
-        loader = clip_loader(todo, config, workers)
+        loader = clip_loader(todo, config, workers, subject=subject)
         for k, (record, clip) in enumerate(zip(todo, loader, strict=True)):
             if clip.error:
                 writer.unreadable(record, clip.error)

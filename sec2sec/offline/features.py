@@ -3,7 +3,9 @@
 A cache folder holds:
 - `index.json`: format, dataset, the model config the tokens were made with, the storage dtype, the encoders'
   arithmetic (`precision`: float32 or bfloat16, see `sec2sec.precision`; `autocast`: off or the CUDA autocast
-  dtype), the encoder identity (sha256 per encoder),
+  dtype), the encoder identity (sha256 per encoder), the framing (`framing`: frame or face, as in the config;
+  under face also `face`, how the subject was chosen, and `detector`: the face detector's name and weights
+  sha256, `sec2sec.faces.detector_identity`),
   every finished clip (shard, row, group, official split, raw targets, windows read and kept) in dataset
   order, and every unreadable clip (or bad dataset row) with the reason; a clip with per-second labels
   also holds `seconds` ({output: [value per second, null where unlabelled]});
@@ -16,15 +18,15 @@ A cache folder holds:
 - `index.rank<r>.json` only while a torchrun extraction runs (or after one was killed): the shards rank r
   finished, merged into `index.json` by rank 0 (see `cache_writer`).
 
-Clips are read with `file_windows`, the reader and windower of live replay, so training windows and live
-windows are the same.
+Clips are read with `file_windows`, the reader and windower of live replay, framed by the model's framing
+(`sec2sec.framing`) in the decoding worker, so training windows and live windows are the same.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import torch
 
 from sec2sec.checkpoint import tensor_digest
 from sec2sec.config import ModelConfig, from_dict, to_dict
+from sec2sec.framing import Framer, framer_for
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
 from sec2sec.offline.distributed import RankStalled
@@ -87,17 +90,23 @@ def decode_clip(
     short_side: int | None = None,
     crop: int | None = None,
     max_gap_s: int = MAX_GAP_S,
+    framer: Framer | None = None,
+    face_min_found: float = 0.5,
 ) -> DecodedClip:
     """Read a clip through `iter_file_windows` (only the frames a window slot uses are converted, scaled to
-    `short_side` in the decoding worker, as replay does) into `seconds` positions (window i at position i;
-    seconds with neither modality stay masked); with `crop` too, frames are trimmed to the square the front
-    end crops from (`trim_to_input`). Only the first `seconds` windows are kept. A jump of more than
-    `max_gap_s` seconds with neither video nor audio (a broken clock) ends the clip there, with a `note`.
-    Never raises on a bad file."""
+    `short_side`, or framed by `framer`, in the decoding worker, as replay does) into `seconds` positions (window
+    i at position i; seconds with neither modality stay masked); with `crop` too, frames are trimmed to the
+    square the front end crops from (`trim_to_input`). Only the first `seconds` windows are kept. A jump of more
+    than `max_gap_s` seconds with neither video nor audio (a broken clock) ends the clip there, with a `note`.
+    Framed by face, a window whose frames held the subject's face in fewer than `face_min_found` of its slots
+    has no video. Never raises on a bad file."""
     kept: list[Window] = []
     span, note = 0, ""
+    windows = iter_file_windows(
+        str(record.path), frames_per_window, sample_rate, short_side, framer=framer, face_min_found=face_min_found
+    )
     try:
-        for w in iter_file_windows(str(record.path), frames_per_window, sample_rate, short_side):
+        for w in windows:
             if w.index - span > max_gap_s:
                 note = f"ended at {span} s: the next data is {w.index - span} s later (more than {max_gap_s} s)"
                 break
@@ -135,11 +144,13 @@ def decode_clip(
 
 class ClipReader(torch.utils.data.Dataset):
     """A torch Dataset of DecodedClip, so a DataLoader worker process decodes while the main one encodes.
-    What crosses to the main process is model-sized: m frames per window, at most (resize, resize) pixels."""
+    What crosses to the main process is model-sized: m frames per window, at most (resize, resize) pixels.
+    Frames are framed as `config.video` says (`subject`: how a face framing chooses the subject)."""
 
-    def __init__(self, records: list[ClipRecord], config: ModelConfig) -> None:
+    def __init__(self, records: list[ClipRecord], config: ModelConfig, subject: str = "largest") -> None:
         self.records = records
         self.config = config
+        self.subject = subject
 
     def __len__(self) -> int:
         return len(self.records)
@@ -147,7 +158,9 @@ class ClipReader(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> DecodedClip:
         c = self.config
         v = c.video
-        return decode_clip(self.records[i], v.frames_per_window, c.audio.sample_rate, c.clip_seconds, v.resize, v.crop)
+        framer = framer_for(v, subject=self.subject)  # the face detector is loaded once per process
+        record, m, rate = self.records[i], v.frames_per_window, c.audio.sample_rate
+        return decode_clip(record, m, rate, c.clip_seconds, v.resize, v.crop, MAX_GAP_S, framer, v.face_min_found)
 
 
 def _keep(item: DecodedClip) -> DecodedClip:
@@ -155,12 +168,17 @@ def _keep(item: DecodedClip) -> DecodedClip:
 
 
 def clip_loader(
-    records: list[ClipRecord], config: ModelConfig, workers: int, decode_timeout_s: float = DECODE_TIMEOUT_S
+    records: list[ClipRecord],
+    config: ModelConfig,
+    workers: int,
+    decode_timeout_s: float = DECODE_TIMEOUT_S,
+    subject: str = "largest",
 ) -> Iterator[DecodedClip]:
     """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes ahead of the caller,
-    and a clip that takes more than `decode_timeout_s` to arrive (a decoder that hung) raises RankStalled."""
+    and a clip that takes more than `decode_timeout_s` to arrive (a decoder that hung) raises RankStalled.
+    `subject`: how face framing chooses the subject (`sec2sec.framing.SUBJECTS`)."""
     loader = torch.utils.data.DataLoader(
-        ClipReader(records, config),
+        ClipReader(records, config, subject),
         batch_size=None,
         shuffle=False,
         num_workers=workers,
@@ -220,6 +238,13 @@ class CacheIndex:
     shards: list[str]
     autocast: str = "off"  # the encoders ran in float32 ("off") or under CUDA autocast to this dtype
     precision: str = "float32"  # the encoders' trunks ran in float32 or bfloat16 (caches made before: float32)
+    face: str = ""  # face framing: how the subject was chosen (largest, centre); "" under frame framing
+    detector: dict[str, str] = field(default_factory=dict)  # face framing: the detector's name and weights_sha256
+
+    @property
+    def framing(self) -> str:
+        """The framing the frames were extracted with (the config's `video.framing`)."""
+        return self.config.video.framing
 
     def records(self) -> list[ClipRecord]:
         """The finished clips as ClipRecords (official split, group, raw targets), in index order."""
@@ -250,6 +275,9 @@ def write_index(folder: Path, index: CacheIndex) -> None:
         "shards": index.shards,
         "autocast": index.autocast,
         "precision": index.precision,
+        "framing": index.framing,
+        "face": index.face,
+        "detector": index.detector,
         "clips": index.clips,
         "unreadable": index.unreadable,
     }
@@ -281,6 +309,8 @@ def read_index(folder: str | Path) -> CacheIndex:
         shards=list(data["shards"]),
         autocast=str(data.get("autocast", "off")),
         precision=str(data.get("precision", "float32")),
+        face=str(data.get("face", "")),
+        detector=dict(data.get("detector", {})),
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
+from sec2sec.checkpoint import encoder_settings_mismatch, setting, without_weight_files
 from sec2sec.config import Config
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord, label_thresholds, labelled, labels, second_labels
@@ -96,8 +96,8 @@ def _check_cache_config(index: CacheIndex, config: Config) -> None:
     key = encoder_settings_mismatch(index.config, config.model)
     if key is not None:
         raise ValueError(
-            f"the cache was extracted with model.{key} = {getattr(index.config, key)!r} but the config has "
-            f"{getattr(config.model, key)!r}; use the extraction's settings or extract again"
+            f"the cache was extracted with model.{key} = {setting(index.config, key)!r} but the config has "
+            f"{setting(config.model, key)!r}; use the extraction's settings or extract again"
         )
 
 
