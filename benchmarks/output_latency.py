@@ -94,7 +94,7 @@ def measure_zmq(windows: int, pace_ms: float) -> dict[str, Any]:
     def receive() -> None:
         while len(arrived) < windows and sub.poll(2000):
             body = sub.recv_multipart()[1]
-            arrived[json.loads(body)["index"]] = time.monotonic_ns()
+            arrived[json.loads(body)["window"]] = time.monotonic_ns()
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()

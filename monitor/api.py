@@ -3,7 +3,7 @@
     from monitor.api import estimate_file, live, load_model
 
     model = load_model(checkpoint="runs/liris/best.pt")       # or load_model(config="configs/default.toml")
-    records = estimate_file("talk.mp4", model)                # one dict per second, the CSV's fields
+    records = estimate_file("talk.mp4", model)                # one record per second: record["valence"], ...
     for estimate in live(camera=0, model=model):              # leaving the loop stops the run
         ...
 
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor.assembly import build_model, open_pipeline
+from monitor.fields import Value, record_of
 from monitor.run_options import PATH_FIELDS, LoadedModel, Options, check_args
-from monitor.session_csv import LOSS_COLUMNS
 
 if TYPE_CHECKING:
     from monitor.pipeline import Pipeline
@@ -38,24 +38,6 @@ def load_model(checkpoint: str | Path | None = None, config: str | Path | None =
     it), or an untrained one from a TOML `config` (default: the built-in default.toml values), seeded so that
     every load gives the same weights. Raises ValueError naming the problem."""
     return build_model(Options(checkpoint=checkpoint, config=config))
-
-
-def record_of(estimate: Estimate, outputs: tuple[str, ...]) -> dict[str, Any]:
-    """One estimate as the CSV row's fields, in the CSV's column order, as numbers (attribution as a list)."""
-    return {
-        "window": estimate.index,
-        "start_s": estimate.start_s,
-        "end_s": estimate.end_s,
-        **{name: float(estimate.outputs[name]) for name in outputs},
-        "attribution": [float(weight) for weight in estimate.attribution],
-        "video_ok": int(estimate.video_ok),
-        "audio_ok": int(estimate.audio_ok),
-        "frames": estimate.frames_seen,
-        "audio_coverage": float(estimate.audio_coverage),
-        "latency_ms": None if estimate.latency_ns is None else estimate.latency_ns / 1e6,
-        "dropped_total": estimate.dropped_total,
-        **{column: getattr(estimate, column) for column in LOSS_COLUMNS},
-    }
 
 
 class RunFailed(RuntimeError):
@@ -148,9 +130,10 @@ def live(options: Options | None = None, **fields: Any) -> LiveRun:
     return LiveRun(pipeline)
 
 
-def estimate_file(path: str | Path, model: LoadedModel | None = None, **fields: Any) -> list[dict[str, Any]]:
-    """Every second of a media file, as fast as the model allows (the offline clock: nothing dropped), as
-    one dict per window with the CSV's fields (`record_of`). `model` from `load_model()` (default: an
-    untrained model from the built-in config); other fields as `Options` (e.g. `duration=10`, `csv="x.csv"`)."""
+def estimate_file(path: str | Path, model: LoadedModel | None = None, **fields: Any) -> list[dict[str, Value]]:
+    """Every second of a media file, as fast as the model allows (the offline clock: nothing dropped), as one
+    record per window (`record_of`: the CSV's fields, as the JSON lines have them). `model` from `load_model()`
+    (default: an untrained model from the built-in config); other fields as `Options` (e.g. `duration=10`,
+    `csv="x.csv"`)."""
     with live(replay=path, clock="offline", model=model, **fields) as run:
         return [record_of(estimate, run.outputs) for estimate in run]

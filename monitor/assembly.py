@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.fields import check_output_names
 from monitor.queues import first_line
 from monitor.run_options import LoadedModel, RunArgs, ended_by
 from monitor.sinks import SinkSet
@@ -201,6 +202,7 @@ def build_pipeline(
     model, trained, info = loaded.model, loaded.trained, dict(loaded.info)
     warning = check_streams(model, has_video, has_audio, what)
     cfg = model.config
+    check_output_names(cfg.heads.outputs)  # every output's record has one key per field (an output named "window")
     for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
         source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
     stream = warmed_stream(model, args.horizon, device, args.precision, info)
@@ -306,14 +308,14 @@ def capture_clock(args: RunArgs, pipeline: Pipeline) -> Callable[[Estimate], int
     origin; a realtime replay, the paced media time (divided by --speed); None where the input is not paced
     (offline and virtual replay: no capture happens in real time)."""
     if not args.replay:
-        return lambda estimate: pipeline.origin_ns + (estimate.index + 1) * NANOS_PER_SECOND
+        return lambda estimate: pipeline.origin_ns + (estimate.window + 1) * NANOS_PER_SECOND
     if args.clock != "realtime":
         return lambda estimate: None
     replay, speed = pipeline.sources[0], args.speed
 
     def paced(estimate: Estimate) -> int | None:
         origin = getattr(replay, "origin_ns", None)
-        return None if origin is None else origin + int((estimate.index + 1) * NANOS_PER_SECOND / speed)
+        return None if origin is None else origin + int((estimate.window + 1) * NANOS_PER_SECOND / speed)
 
     return paced
 

@@ -59,7 +59,7 @@ class SinkSet:
                 try:
                     sink.write(estimate)
                 except Exception as exc:  # noqa: BLE001 - named and reported as the reason the run ended
-                    failure = failure or f"{sink_name(sink)} failed at window {estimate.index}: {first_line(exc)}"
+                    failure = failure or f"{sink_name(sink)} failed at window {estimate.window}: {first_line(exc)}"
                 finally:
                     self.writing = None
         return failure

@@ -54,7 +54,7 @@ def test_leaving_the_loop_stops_the_run(small: Path, tmp_path: Path) -> None:
     assert isinstance(run, LiveRun) and run.outputs == ("valence", "arousal")
     seen = []
     for estimate in run:
-        seen.append(estimate.index)
+        seen.append(estimate.window)
         if len(seen) == 2:
             left = time.monotonic()
             break
@@ -78,7 +78,7 @@ def test_a_run_that_fails_raises_after_its_estimates(small: Path, media: Path) -
     seen = []
     with pytest.raises(RunFailed, match="failing sink failed at window 1: OSError: disk gone"):
         for estimate in run:
-            seen.append(estimate.index)
+            seen.append(estimate.window)
     assert seen == [0]
 
 
@@ -89,7 +89,7 @@ class FailingSink:
         self.at = at
 
     def write(self, estimate: object) -> None:
-        if getattr(estimate, "index", 0) >= self.at:
+        if getattr(estimate, "window", 0) >= self.at:
             raise OSError("disk gone")
 
     def close(self, ended_by: str = "end") -> None:
@@ -128,7 +128,7 @@ def test_a_live_loop_over_the_microphone(pulse_server: PulseServer, tmp_path: Pa
         estimates.append(estimate)
         if len(estimates) == 3:
             break
-    assert [e.index for e in estimates] == [0, 1, 2] and all(e.audio_ok and not e.video_ok for e in estimates)
+    assert [e.window for e in estimates] == [0, 1, 2] and all(e.audio_ok and not e.video_ok for e in estimates)
     assert estimates[-1].audio_coverage > 0.9 and run.ended_by == "stopped"
     microphone = run.pipeline.sources[0]
     assert microphone.status.running is False and microphone._stream is None  # stopped and closed

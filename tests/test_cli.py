@@ -205,12 +205,14 @@ def test_offline_replay_with_every_output(small: Path, tmp_path: Path) -> None:
         "frames_dropped",
         "samples_lost",
         "samples_restamped",
+        "gap",
+        "compute_ms",
     ]
     assert list(rows["window"]) == [0, 1, 2, 3, 4] and rows["valence"].between(0, 1).all()
     assert [len(a.split(";")) for a in rows["attribution"]] == [1, 2, 3, 4, 5]
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert [r["index"] for r in records] == [0, 1, 2, 3, 4]
-    assert records[2]["outputs"]["valence"] == pytest.approx(rows.loc[2, "valence"], abs=1e-6)
+    assert [list(r) for r in records] == [list(rows.columns)] * 5 and [r["window"] for r in records] == [0, 1, 2, 3, 4]
+    assert records[2]["valence"] == pytest.approx(rows.loc[2, "valence"], abs=1e-6)
     sidecar = json.loads(Path(str(csv) + ".json").read_text())
     assert sidecar["untrained"] is True and sidecar["pretrained_encoders"] == {"video": False, "audio": False}
     assert sidecar["summary"]["ended_by"] == "duration" and sidecar["config"]["video"]["frames_per_window"] == 4

@@ -58,7 +58,7 @@ class FailingSink(ListSink):
         self.at, self.error = at, error
 
     def write(self, estimate: Estimate) -> None:
-        if estimate.index >= self.at:
+        if estimate.window >= self.at:
             raise self.error
         super().write(estimate)
 
@@ -73,7 +73,7 @@ class StuckSink(ListSink):
         self.at, self.release = at, threading.Event()
 
     def write(self, estimate: Estimate) -> None:
-        if estimate.index >= self.at:
+        if estimate.window >= self.at:
             self.release.wait()
         super().write(estimate)
 
@@ -165,7 +165,7 @@ def test_a_decoder_that_hangs_ends_an_offline_replay(model: Sec2Sec, monkeypatch
     assert ended == "error: file: no data for 3 s (decoder stalled)"
     # how many windows the model finished before the stall was seen depends on the machine's speed; that every
     # finished one was kept, in order, does not
-    assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(sink.rows) >= 1
+    assert [r.window for r in sink.rows] == list(range(len(sink.rows))) and len(sink.rows) >= 1
 
 
 def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:
@@ -205,14 +205,14 @@ def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:
 
     def seen(estimate: Any) -> None:
         first_row.append(first_row[0] if first_row else time.monotonic())
-        if estimate.index >= 3:  # the first window after the stall: stop there, whatever the machine's speed
+        if estimate.window >= 3:  # the first window after the stall: stop there, whatever the machine's speed
             pipeline.request_stop("interrupted")
 
     pipeline.on_estimate = seen
     started = time.monotonic()
     assert run_bounded(pipeline, HANG_S) == "interrupted"
     assert first_row and first_row[0] - started < 2.5  # window 0 did not wait for the stalled camera (3 s)
-    assert [(r.index, r.video_ok) for r in sink.rows] == [(0, True), (3, True)]
+    assert [(r.window, r.video_ok) for r in sink.rows] == [(0, True), (3, True)]
     assert windower.skipped_windows == 2  # seconds 1 and 2 (AffectStream turns them into the estimate's gap)
 
 
@@ -373,10 +373,10 @@ def test_a_stream_that_ends_early_in_a_long_replay(model: Sec2Sec, tmp_path: Pat
     sink, positions = ListSink(), []
     pipeline = replay_pipeline(clip, AffectStream(model), "offline", sink)
     replay = pipeline.sources[0]
-    pipeline.on_estimate = lambda estimate: positions.append((estimate.index, replay.status.detail))
+    pipeline.on_estimate = lambda estimate: positions.append((estimate.window, replay.status.detail))
     assert run_bounded(pipeline, HANG_S) == "end"
     rows = sink.rows[:seconds]  # AAC's padding may add a 31st, partial window
-    assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(rows) == seconds
+    assert [r.window for r in sink.rows] == list(range(len(sink.rows))) and len(rows) == seconds
     missing = [not (r.audio_ok if ends_early == "audio" else r.video_ok) for r in rows]
     assert missing[:3] == [False] * 3 and all(missing[4:])  # window 3 may hold the encoder's last padding
     at_window_5 = float(dict(positions)[5].split()[1])  # "<name> 12.3 / 30.0 s": the decoder's position

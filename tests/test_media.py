@@ -226,7 +226,7 @@ def test_replay_of_a_clock_jump_steps_the_model_twice_and_reports_the_gap(tmp_pa
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert [(r.index, r.gap, r.video_ok) for r in sink.rows] == [(0, 0, True), (100_000, 99_999, True)]
+    assert [(r.window, r.gap, r.video_ok) for r in sink.rows] == [(0, 0, True), (100_000, 99_999, True)]
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.1f} MiB"
 
 
@@ -239,7 +239,7 @@ def test_realtime_replay_skips_a_clock_jump_instead_of_sleeping_through_it(tmp_p
     assert run_bounded(pipeline) == "end"
     ended_ns = time.monotonic_ns()
     assert time.monotonic() - started < 30  # 1 s of media at real pace; before: 100000 s of sleeping
-    assert [(r.index, r.gap) for r in sink.rows] == [(0, 0), (100_000, 99_999)]
+    assert [(r.window, r.gap) for r in sink.rows] == [(0, 0), (100_000, 99_999)]
     (replay,) = pipeline.sources
     assert replay.skipped_ns == 100_000 * 1_000_000_000 - 960_000_000  # from the frame at 0.96 s
     # the pacing origin moved back by what was skipped (before: it stayed, and stamps were 100000 s ahead)
@@ -274,7 +274,7 @@ def test_a_resolution_change_mid_second_is_rescaled_to_one_size_per_window(tmp_p
     sink = ListSink()
     torch.manual_seed(0)
     ended = run_bounded(replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "offline", sink))
-    assert ended == "end" and [(r.index, r.video_ok) for r in sink.rows] == [(0, True), (1, True)]
+    assert ended == "end" and [(r.window, r.video_ok) for r in sink.rows] == [(0, True), (1, True)]
 
 
 def test_absurd_frame_dimensions_are_refused_with_one_line(tmp_path: Path) -> None:

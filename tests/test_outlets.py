@@ -89,7 +89,7 @@ def test_lsl_inlet_gets_every_window_with_the_csv_values(small: Path, tmp_path: 
     info = seen["info"]
     assert info["name"] == "sec2sec-test" and info["type"] == "Affect" and info["rate"] == 1.0
     assert info["labels"] == ["valence", "arousal", *FLAGS]
-    assert info["units"] == ["probability", "probability", "count", "count", "count", "count"]
+    assert info["units"] == ["0-1", "0-1", "flag", "flag", "windows", "index"]
     assert info["desc"]["untrained"] == "true" and info["desc"]["software"] == f"sec2sec-live {__version__}"
     assert info["desc"]["model"] == "attention_lstm over both" and info["desc"]["window_s"] == "1"
     assert info["source_id"].startswith("sec2sec-") and len(info["source_id"]) == 24
@@ -230,7 +230,7 @@ def test_zmq_subscriber_gets_every_window_as_the_jsonl_line(small: Path, tmp_pat
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [topic for topic, _ in got] == [b"sec2sec.window"] * 4 + [b"sec2sec.summary"]
     assert [body for _, body in got[:4]] == lines
-    assert [body["outputs"]["valence"] for _, body in got[:4]] == pytest.approx(list(pd.read_csv(csv)["valence"]))
+    assert [body["valence"] for _, body in got[:4]] == pytest.approx(list(pd.read_csv(csv)["valence"]))
     summary = got[4][1]
     assert (summary["windows"], summary["ended_by"], summary["sent"], summary["send_queue_dropped"]) == (
         4,

@@ -84,7 +84,7 @@ def with_gaps(out: Path, name: str) -> None:
     from sec2sec.stream import Estimate
 
     outlet = LslOutlet(name, "sec2sec-gap-test", 1.0)
-    outlet.capture_end_ns = lambda estimate: origin + (estimate.index + 1) * 1_000_000_000
+    outlet.capture_end_ns = lambda estimate: origin + (estimate.window + 1) * 1_000_000_000
     origin = time.monotonic_ns()
     outlet.start(("valence",), {"software": "test"})
     inlet = pylsl.StreamInlet(pylsl.resolve_byprop("name", name, timeout=30)[0])
