@@ -21,13 +21,25 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.assembly import build_model, open_pipeline
 from monitor.fields import Value, record_of
+from monitor.run_end import EndReason, RunEnd, RunFailed
 from monitor.run_options import PATH_FIELDS, LoadedModel, Options, check_args
 
 if TYPE_CHECKING:
     from monitor.pipeline import Pipeline
     from sec2sec.stream import Estimate
 
-__all__ = ["LiveRun", "LoadedModel", "Options", "RunFailed", "estimate_file", "live", "load_model", "record_of"]
+__all__ = [
+    "EndReason",
+    "LiveRun",
+    "LoadedModel",
+    "Options",
+    "RunEnd",
+    "RunFailed",
+    "estimate_file",
+    "live",
+    "load_model",
+    "record_of",
+]
 
 ESTIMATE_QUEUE = 64  # estimates waiting for a `for` loop that is busy (a live run drops windows meanwhile)
 STOP_MARGIN_S = 2.0  # leaving a live loop waits the pipeline's shutdown bound plus this (noticing the request)
@@ -40,10 +52,6 @@ def load_model(checkpoint: str | Path | None = None, config: str | Path | None =
     return build_model(Options(checkpoint=checkpoint, config=config))
 
 
-class RunFailed(RuntimeError):
-    """A live run ended with an error (a source, the model or an output failed); the message names it."""
-
-
 class LiveRun:
     """A running pipeline seen as an iterator of `Estimate`s, one per window, in order.
 
@@ -51,7 +59,8 @@ class LiveRun:
     input ends, the `duration` is reached, or the loop is left (`break`, an exception, Ctrl-C): leaving it
     stops the pipeline, releases camera and microphone and closes every output, within seconds. A loop body
     slower than the input holds up estimates, never capture: a live run drops windows meanwhile (counted in
-    `dropped_total`), an offline replay waits. A run that fails raises RunFailed after its last estimate.
+    `dropped_total`), an offline replay waits. A run that fails raises RunFailed after its last estimate;
+    `end` says what ended the run (a `RunEnd`: `end.reason`, `end.message`).
     Use it once; `with live(...) as run:` stops it on leaving the block even if it was never iterated."""
 
     def __init__(self, pipeline: Pipeline) -> None:
@@ -59,7 +68,7 @@ class LiveRun:
 
         self.pipeline = pipeline
         self.outputs = pipeline.names
-        self.ended_by = ""
+        self.end: RunEnd | None = None  # what ended the run, once it has ended
         self._estimates: BoundedQueue[Estimate] = BoundedQueue(ESTIMATE_QUEUE)
         self._thread: threading.Thread | None = None
         pipeline.on_estimate = self._put
@@ -72,7 +81,7 @@ class LiveRun:
 
     def _run(self) -> None:
         try:
-            self.ended_by = self.pipeline.run()
+            self.end = self.pipeline.run()
         finally:
             self._estimates.close()
 
@@ -93,16 +102,17 @@ class LiveRun:
                     yield estimate
         finally:
             self.close()
-        if self.ended_by.startswith("error"):
-            raise RunFailed(self.ended_by.removeprefix("error: "))
+        failure = None if self.end is None else self.end.exception()
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         """Stop the run (idempotent, bounded): the loop's queue first, so the worker never waits on it."""
         self._estimates.close()
-        self.pipeline.request_stop("stopped")
+        self.pipeline.request_stop(EndReason.STOPPED)
         if self._thread is None:
             self.pipeline.stop()
-            self.ended_by = self.pipeline.ended_by
+            self.end = self.pipeline.end
         else:
             self._thread.join(self.pipeline.shutdown_bound_s + STOP_MARGIN_S)
 

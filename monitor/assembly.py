@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.fields import check_output_names
 from monitor.queues import first_line
-from monitor.run_options import LoadedModel, RunArgs, ended_by
+from monitor.run_end import EndReason, RunEnd
+from monitor.run_options import LoadedModel, RunArgs
 from monitor.sinks import SinkSet
 from sec2sec.config import NANOS_PER_SECOND
 
@@ -145,7 +146,7 @@ def open_sinks(
         if args.jsonl:
             sinks.append(JsonlRecorder(args.jsonl, names))
     except BaseException as exc:  # a path that failed after all, or a signal: close what was opened
-        close_sinks(sinks, ended_by(exc))
+        close_sinks(sinks, RunEnd.cut_short(exc))
         raise
     if args.no_ui:
         from monitor.dashboard import PlainPrinter
@@ -229,7 +230,7 @@ def build_pipeline(
             untrained=not trained,
         )
     except BaseException as exc:
-        close_sinks(sinks, ended_by(exc))
+        close_sinks(sinks, RunEnd.cut_short(exc))
         raise
     pipeline.message = warning
     for outlet in outlets:
@@ -278,14 +279,14 @@ def open_outlets(args: RunArgs) -> list[QueuedOutlet]:
 
 def close_all(outlets: Sequence[QueuedOutlet]) -> None:
     """Close live outputs that no pipeline owns yet, as `close_sinks` does."""
-    close_sinks(outlets, "error")
+    close_sinks(outlets, RunEnd(EndReason.ERROR, "the run could not be opened"))
 
 
-def close_sinks(sinks: Sequence[Sink], how: str) -> None:
+def close_sinks(sinks: Sequence[Sink], end: RunEnd) -> None:
     """Close sinks that no pipeline owns yet (a signal or a failure while the run was being built) as the
     pipeline does (`SinkSet.close`): each bounded and on its own, one that fails or hangs a warning line on
     stderr, so the others still close and the exception that brought us here is the one that propagates."""
-    for name, problem, _ in SinkSet(sinks).close(how):
+    for name, problem, _ in SinkSet(sinks).close(end):
         print(f"warning: {name} {problem}", file=sys.stderr)
 
 

@@ -25,6 +25,7 @@ from monitor.queues import call_with_deadline
 from monitor.snapshot import HISTORY_SECONDS, Snapshot
 
 if TYPE_CHECKING:
+    from monitor.run_end import RunEnd
     from monitor.sources import SourceStatus
     from sec2sec.stream import Estimate
 
@@ -308,7 +309,7 @@ class PlainPrinter:
     def write(self, estimate: Estimate) -> None:
         print(plain_line(estimate, self.names), flush=True)
 
-    def close(self, ended_by: str = "end") -> None:
+    def close(self, end: RunEnd) -> None:
         sys.stdout.flush()
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.fields import Value, check_output_names, lsl_channels, record_of
 from monitor.queues import BoundedQueue, Closed, first_line
+from monitor.run_end import NORMAL_END, RunEnd
 from monitor.snapshot import percentile
 from sec2sec.config import NANOS_PER_SECOND
 
@@ -131,10 +132,10 @@ class QueuedOutlet:
     def send(self, estimate: Estimate, when_ns: int) -> bool:
         raise NotImplementedError
 
-    def finish(self, ended_by: str) -> None:
+    def finish(self, end: RunEnd) -> None:
         raise NotImplementedError
 
-    def summary(self, ended_by: str) -> dict[str, Any]:
+    def summary(self, end: RunEnd) -> dict[str, Any]:
         """Windows, latency percentiles (ms), dropped windows and how the run ended, as the CSV sidecar's."""
         p50, p99 = percentile(self._latencies_ms, 50), percentile(self._latencies_ms, 99)
         return {
@@ -142,7 +143,7 @@ class QueuedOutlet:
             "dropped_total": self._dropped_total,
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "latency_p99_ms": None if p99 is None else round(p99, 3),
-            "ended_by": ended_by,
+            **end.report(),
             **self.report(),
         }
 
@@ -150,7 +151,7 @@ class QueuedOutlet:
         """What the sidecar records of this output."""
         return {"sent": self.sent, "send_queue_dropped": self.dropped, "error": self._error or None}
 
-    def close(self, ended_by: str = "end") -> None:
+    def close(self, end: RunEnd = NORMAL_END) -> None:
         """Send what is queued (bounded by SEND_JOIN_S), then `finish`. Idempotent."""
         self._queue.close()
         thread, self._thread = self._thread, None
@@ -158,7 +159,7 @@ class QueuedOutlet:
             thread.join(SEND_JOIN_S)
             if thread.is_alive():
                 return  # a send stuck in the transport: leave the resources to the process's exit
-        self.finish(ended_by)
+        self.finish(end)
 
 
 class ZmqPublisher(QueuedOutlet):
@@ -202,11 +203,11 @@ class ZmqPublisher(QueuedOutlet):
         """The common report, plus the windows dropped at ZeroMQ's high-water mark."""
         return {**super().report(), "high_water_dropped": self.high_water_dropped}
 
-    def finish(self, ended_by: str) -> None:
+    def finish(self, end: RunEnd) -> None:
         if self._finished:
             return
         self._finished = True
-        body = json.dumps(self.summary(ended_by), allow_nan=False).encode()
+        body = json.dumps(self.summary(end), allow_nan=False).encode()
         with contextlib.suppress(self._zmq.ZMQError):
             self._socket.send_multipart([SUMMARY_TOPIC, body], flags=self._zmq.NOBLOCK)
         self._release()
@@ -292,7 +293,7 @@ class LslOutlet(QueuedOutlet):
         """The common report, plus the NaN samples of missed windows beyond liblsl's buffer (not pushed)."""
         return {**super().report(), "gap_samples_not_sent": self.gap_samples_not_sent}
 
-    def finish(self, ended_by: str) -> None:
+    def finish(self, end: RunEnd) -> None:
         outlet, self._outlet = self._outlet, None
         if outlet is not None and outlet.have_consumers():
             time.sleep(LSL_LINGER_S)  # liblsl sends asynchronously: let the last samples leave before the end

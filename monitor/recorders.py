@@ -42,6 +42,7 @@ from monitor.fields import (
 )
 from monitor.losses import Losses
 from monitor.output_paths import check_output_path, unwritable
+from monitor.run_end import NORMAL_END, RunEnd
 from monitor.session_csv import sidecar_path
 from monitor.snapshot import percentile
 
@@ -210,9 +211,9 @@ class CsvRecorder(_LineRecorder):
             self._first_window = estimate.window
         self._last_window = estimate.window
 
-    def summary(self, ended_by: str) -> dict[str, Any]:
+    def summary(self, end: RunEnd) -> dict[str, Any]:
         """What the sidecar's "summary" holds: counts, window range, latency percentiles (ms), the input the rows
-        lost (sums of the loss columns), how the run ended, and the caller's input report."""
+        lost (sums of the loss columns), how the run ended (`ended_by`, `message`), and the caller's reports."""
         p50, p99 = percentile(self._latencies_ms, 50), percentile(self._latencies_ms, 99)
         return {
             "windows": self.windows,
@@ -223,24 +224,24 @@ class CsvRecorder(_LineRecorder):
             **dataclasses.asdict(self._lost),
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "latency_p99_ms": None if p99 is None else round(p99, 3),
-            "ended_by": ended_by,
+            **end.report(),
             **({"input": self._input_report()} if self._input_report is not None else {}),
             **({"outputs": self._outputs_report()} if self._outputs_report is not None else {}),
         }
 
-    def close(self, ended_by: str = "end") -> None:
+    def close(self, end: RunEnd = NORMAL_END) -> None:
         """Flush and close the CSV, then rewrite the sidecar with a summary. Idempotent: later calls do nothing."""
         with self._lock:
             if not self._close_file():
                 return
-            self._sidecar = {**self._sidecar, "summary": self.summary(ended_by)}
+            self._sidecar = {**self._sidecar, "summary": self.summary(end)}
             write_json_atomic(self.sidecar_path, self._sidecar, self.mode)
 
     def __enter__(self) -> CsvRecorder:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self.close("end" if exc_type is None else f"error: {exc_type.__name__}")
+        self.close(NORMAL_END if exc is None else RunEnd.cut_short(exc))
 
 
 class JsonlRecorder(_LineRecorder):
@@ -258,8 +259,8 @@ class JsonlRecorder(_LineRecorder):
         with self._lock:
             self._write_line(line)
 
-    def close(self, ended_by: str = "end") -> None:
-        """Flush and close; idempotent. `ended_by` is accepted for symmetry with CsvRecorder and not written."""
+    def close(self, end: RunEnd = NORMAL_END) -> None:
+        """Flush and close; idempotent. `end` is accepted as every sink's is, and not written."""
         with self._lock:
             self._close_file()
 

@@ -16,7 +16,7 @@ import pytest
 from helpers.configs import small_toml
 from helpers.pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
-from monitor.api import LiveRun, RunFailed, estimate_file, live, load_model
+from monitor.api import EndReason, LiveRun, RunEnd, RunFailed, estimate_file, live, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
@@ -59,7 +59,7 @@ def test_leaving_the_loop_stops_the_run(small: Path, tmp_path: Path) -> None:
             left = time.monotonic()
             break
     stopped_in = time.monotonic() - left
-    assert seen[0] == 0 and seen[1] > 0 and run.ended_by == "stopped" and stopped_in < 5
+    assert seen[0] == 0 and seen[1] > 0 and run.end == RunEnd(EndReason.STOPPED) and stopped_in < 5
     replay = run.pipeline.sources[0]
     assert replay._thread is not None and not replay._thread.is_alive()  # the decoder thread was joined
     rows = pd.read_csv(csv)
@@ -92,7 +92,7 @@ class FailingSink:
         if getattr(estimate, "window", 0) >= self.at:
             raise OSError("disk gone")
 
-    def close(self, ended_by: str = "end") -> None:
+    def close(self, end: RunEnd) -> None:
         pass
 
 
@@ -129,6 +129,6 @@ def test_a_live_loop_over_the_microphone(pulse_server: PulseServer, tmp_path: Pa
         if len(estimates) == 3:
             break
     assert [e.window for e in estimates] == [0, 1, 2] and all(e.audio_ok and not e.video_ok for e in estimates)
-    assert estimates[-1].audio_coverage > 0.9 and run.ended_by == "stopped"
+    assert estimates[-1].audio_coverage > 0.9 and run.end == RunEnd(EndReason.STOPPED)
     microphone = run.pipeline.sources[0]
     assert microphone.status.running is False and microphone._stream is None  # stopped and closed

@@ -322,6 +322,7 @@ def test_a_microphone_with_missing_blocks_shows_them_in_the_rows_and_the_summary
     from monitor.assembly import open_sinks
     from monitor.pipeline import Pipeline
     from monitor.recorders import CsvRecorder
+    from monitor.run_end import EndReason, RunEnd
     from sec2sec.windows import Windower
 
     inputs: BoundedQueue = BoundedQueue(100)
@@ -333,8 +334,8 @@ def test_a_microphone_with_missing_blocks_shows_them_in_the_rows_and_the_summary
     model = FakeModel()
     windower = Windower(model.config.video.frames_per_window, 16_000, expect_video=False)
     pipeline = Pipeline(model, [mic], inputs, windower, [recorder], clock="live", window_queue=8)
-    threading.Timer(1.5, lambda: pipeline.request_stop("interrupted")).start()
-    assert run_bounded(pipeline) == "interrupted"
+    threading.Timer(1.5, lambda: pipeline.request_stop(EndReason.INTERRUPTED)).start()
+    assert run_bounded(pipeline) == RunEnd(EndReason.INTERRUPTED)
     rows = pd.read_csv(csv)
     assert list(rows["window"][:3]) == [0, 1, 2]
     lost, moved = rows["samples_lost"].tolist(), rows["samples_restamped"].tolist()

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from monitor.recorders import CsvRecorder, JsonlRecorder, sidecar_path
+from monitor.run_end import EndReason, RunEnd
 from monitor.snapshot import percentile
 from sec2sec.stream import Estimate
 
@@ -152,7 +153,7 @@ def test_sidecar_before_and_after_close(tmp_path: Path) -> None:
         latency_ns = None if latency_ms is None else int(latency_ms * 1e6)
         lost = {"frames_dropped": index, "samples_lost": 100 * index, "samples_restamped": 7 if index == 2 else 0}
         recorder.write(estimate(index, latency_ns=latency_ns, dropped_total=index, gap=1 if index == 3 else 0, **lost))
-    recorder.close(ended_by="ctrl-c")
+    recorder.close(RunEnd(EndReason.INTERRUPTED))
     after = json.loads((tmp_path / "talk.csv.json").read_text())
     assert {**after, "summary": None} == before  # only the summary changed
     assert after["summary"] == {
@@ -166,7 +167,8 @@ def test_sidecar_before_and_after_close(tmp_path: Path) -> None:
         "samples_restamped": 7,
         "latency_p50_ms": 250.0,  # of 100, 200, 300, 400 (the window without a latency is left out)
         "latency_p99_ms": 397.0,  # 300 + 0.97 * (400 - 300)
-        "ended_by": "ctrl-c",
+        "ended_by": "interrupted",
+        "message": None,
     }
     assert not list(tmp_path.glob("*.tmp")), "atomic write left a temporary file behind"
 
@@ -175,9 +177,9 @@ def test_close_twice_keeps_the_first_summary_and_refuses_writes(tmp_path: Path) 
     path = tmp_path / "talk.csv"
     recorder = CsvRecorder(path, NAMES, {})
     recorder.write(FIRST)
-    recorder.close("end")
+    recorder.close(RunEnd(EndReason.END))
     text = sidecar_path(path).read_text()
-    recorder.close("error")
+    recorder.close(RunEnd.error("too late"))
     assert recorder.closed
     assert sidecar_path(path).read_text() == text
     assert json.loads(text)["summary"]["ended_by"] == "end"
@@ -326,7 +328,7 @@ def test_a_write_that_fails_part_way_is_cut_back_to_whole_lines(
     with pytest.raises(OSError, match="No space left on device"):
         rec.write(SECOND)
     monkeypatch.undo()
-    rec.close("error")
+    rec.close(RunEnd.error("OSError: [Errno 28] No space left on device"))
     assert (tmp_path / "full.csv").read_text().splitlines() == [HEADER, ROWS[0]]
     assert json.loads(sidecar_path(tmp_path / "full.csv").read_text())["summary"]["windows"] == 1
 

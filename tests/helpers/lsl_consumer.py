@@ -91,7 +91,7 @@ def with_gaps(out: Path, name: str) -> None:
     inlet.open_stream(timeout=10)
     for index, gap in ((0, 0), (1, 0), (4, 2)):
         outlet.write(Estimate(index, {"valence": index / 10}, (), True, True, 8, 1.0, 1000, gap=gap))
-    outlet.close("end")
+    outlet.close()
     samples = pull_until_quiet(inlet, lambda: True, quiet_s=1.0)
     out.write_text(json.dumps({"samples": samples, "origin_lsl": origin / 1e9}, allow_nan=True))
 
