@@ -30,14 +30,6 @@ if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
     from sec2sec.model import Sec2Sec
     from sec2sec.stream import AffectStream, Estimate
 
-INPUT_COUNTERS = (  # (sidecar key, source attribute) of the input report, where a source has them
-    ("overflows", "overflows"),
-    ("queue_drops", "queue_drops"),
-    ("restamps", "discontinuities"),
-    ("samples_lost", "samples_lost"),
-    ("samples_restamped", "samples_restamped"),
-    ("backlog_dropped", "backlog"),  # the camera's frames buffered before the run, dropped at its start
-)
 INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
 
 
@@ -109,8 +101,7 @@ def stop_all(sources: list[Source]) -> None:
         try:
             source.stop()
         except Exception as exc:  # noqa: BLE001 - reported; the original exception matters more
-            name = getattr(source, "name", "") or type(source).__name__
-            print(f"warning: {name} did not stop cleanly: {first_line(exc)}", file=sys.stderr)
+            print(f"warning: {source.name} did not stop cleanly: {first_line(exc)}", file=sys.stderr)
 
 
 def open_sinks(
@@ -123,17 +114,9 @@ def open_sinks(
     from monitor.recorders import CsvRecorder, JsonlRecorder
 
     def input_report() -> dict[str, Any]:
-        """Per source, what it captured and lost over the whole run (also what no row holds: before the
-        first window, after the last)."""
-        report: dict[str, Any] = {"damaged_packets_skipped": sum(getattr(source, "skipped", 0) for source in sources)}
-        for source in sources:
-            status = source.status
-            entry = {"items": status.items, "dropped": status.dropped}
-            for key, attribute in INPUT_COUNTERS:
-                if hasattr(source, attribute):
-                    entry[key] = int(getattr(source, attribute))
-            report[status.name] = entry
-        return report
+        """Per source (by name), what it captured and lost over the whole run (also what no row holds: before
+        the first window, after the last): its `counters()`."""
+        return {source.name: source.counters() for source in sources}
 
     def outputs_report() -> dict[str, Any]:
         return {outlet.kind: outlet.report() for outlet in outlets}
@@ -199,7 +182,7 @@ def build_pipeline(
     torch.set_num_threads(torch_threads(args.threads))
     device = resolve_device(args.device)
     resolve_precision(args.precision, device)  # bfloat16 on a device without it: a usage error, before the model
-    loaded = getattr(args, "model", None) or build_model(args)  # the API may pass a model from load_model()
+    loaded = args.model or build_model(args)  # the API may pass a model from load_model()
     model, trained, info = loaded.model, loaded.trained, dict(loaded.info)
     warning = check_streams(model, has_video, has_audio, what)
     cfg = model.config
@@ -315,7 +298,7 @@ def capture_clock(args: RunArgs, pipeline: Pipeline) -> Callable[[Estimate], int
     replay, speed = pipeline.sources[0], args.speed
 
     def paced(estimate: Estimate) -> int | None:
-        origin = getattr(replay, "origin_ns", None)
+        origin = replay.origin_ns
         return None if origin is None else origin + int((estimate.window + 1) * NANOS_PER_SECOND / speed)
 
     return paced

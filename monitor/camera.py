@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from monitor.queues import BoundedQueue
-from monitor.sources import SourceEnd, SourceStatus
+from monitor.sources import InputCounters, Source, SourceEnd, SourceStatus
 from sec2sec.media import VideoFrame, scaled_size
 
 FIRST_FRAME_TIMEOUT_S = 5.0
@@ -166,13 +166,15 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-class CameraSource:
+class CameraSource(Source):
     """Capture frames from an OpenCV device (index, /dev path, URL or file) into `out` with `put_latest`.
 
     The constructor opens the device and reads one frame (within `first_frame_timeout_s`), so a wrong camera
     fails here with a `CameraError` rather than later in a thread. That first frame is not lost: `start()`
     emits it first, with the time it was grabbed. `stop()` is idempotent and joins the thread.
     """
+
+    name = "camera"
 
     def __init__(
         self,
@@ -340,7 +342,7 @@ class CameraSource:
         """Record the end and tell the pipeline (an end marker must not be lost, so it displaces a frame)."""
         self._error = error
         self._ended = True
-        self._dropped += self._out.put_latest(SourceEnd("camera", error=error))
+        self._dropped += self._out.put_latest(SourceEnd(self.name, error=error))
 
     def _release(self) -> None:
         """Release the capture exactly once."""
@@ -372,10 +374,14 @@ class CameraSource:
         thread = self._thread
         running = thread is not None and thread.is_alive() and not self._ended and not self._stop_event.is_set()
         return SourceStatus(
-            name="camera",
+            name=self.name,
             running=running,
             items=self._items,
             dropped=self._dropped,
             detail=self._detail + self._timing_note(),
             error=self._error,
         )
+
+    def counters(self) -> InputCounters:
+        """Frames captured and dropped (a full queue), and the backlog dropped at the start."""
+        return {"items": self._items, "dropped": self._dropped, "backlog_dropped": self.backlog}

@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--zmq", metavar="ENDPOINT", help="publish on a ZeroMQ PUB socket, e.g. tcp://127.0.0.1:5556")
     out.add_argument("--no-ui", action="store_true", help="print one plain line per window instead of the dashboard")
     out.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of input")
+    p.set_defaults(model=None)  # `Options.model`: the API may pass a loaded model; the CLI loads its own
     return p
 
 
@@ -194,7 +195,7 @@ def _report(pipeline: Pipeline, end: RunEnd) -> int:
     s = pipeline.summary()
     p50 = "-" if s["latency_p50_ms"] is None else f"{s['latency_p50_ms']:.0f} ms"
     p99 = "-" if s["latency_p99_ms"] is None else f"{s['latency_p99_ms']:.0f} ms"
-    skipped = sum(getattr(source, "skipped", 0) for source in pipeline.sources)
+    skipped = sum(source.counters().get("damaged_packets_skipped", 0) for source in pipeline.sources)
     damage = f", {skipped} damaged packets skipped" if skipped else ""
     totals = f"{s['windows']} windows, {s['dropped']} dropped{damage}, latency p50 {p50} p99 {p99}"
     for line in end.closing_lines(totals):

@@ -96,9 +96,8 @@ class Pipeline:
         self.on_estimate: Callable[[Estimate], None] | None = None
         self.losses = LossLedger()  # input lost at the edges, by window; each row takes its window's share
         inputs.on_drop = self._input_dropped
-        for source in self.sources:
-            if hasattr(source, "on_loss"):  # a source that can tell what it lost (the microphone)
-                source.on_loss = self.losses.add
+        for source in self.sources:  # a source that can tell what it lost (the microphone) files it here
+            source.on_loss = self.losses.add
 
     def _input_dropped(self, item: object) -> None:
         """A frame or chunk the full input queue displaced (live: the windowing thread fell behind)."""
@@ -154,8 +153,7 @@ class Pipeline:
         now = time.monotonic_ns()
         if self.clock != "live":
             for source in self.sources:
-                stalled_ns = getattr(source, "stalled_ns", None)
-                if stalled_ns is not None and stalled_ns(now) > self.stall_ns:
+                if source.stalled_ns(now) > self.stall_ns:
                     self._fail(f"{source.name}: no data for {self.stall_ns / NANOS_PER_SECOND:g} s (decoder stalled)")
                     return True
         busy = self._busy
@@ -341,9 +339,9 @@ class Pipeline:
     def _stop_sources(self) -> None:
         """Stop each source in a helper thread with a deadline; one that does not return is abandoned."""
         for source in self.sources:
-            name = getattr(source, "name", "") or source.status.name
+            name = source.name
             returned, error = call_with_deadline(source.stop, SOURCE_STOP_TIMEOUT_S, f"stop {name}")
-            self.abandoned += getattr(source, "abandoned", [])  # a source that bounds its own stop
+            self.abandoned += source.abandoned  # a source that bounds its own stop
             if not returned:
                 self.abandoned.append(f"stop {name}")
                 self.message = self.message or (

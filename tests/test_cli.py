@@ -121,7 +121,7 @@ def test_damaged_files_keep_every_row_and_report_the_skip(
     rows = pd.read_csv(csv)
     assert len(rows) >= rows_at_least and list(rows["window"]) == list(range(len(rows)))
     summary = json.loads(Path(str(csv) + ".json").read_text())["summary"]
-    assert summary["windows"] == len(rows) and summary["input"]["damaged_packets_skipped"] >= 1
+    assert summary["windows"] == len(rows) and summary["input"]["file"]["damaged_packets_skipped"] >= 1
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ from monitor.pipeline import Pipeline
 from monitor.queues import BoundedQueue
 from monitor.recorders import CsvRecorder
 from monitor.run_end import EndReason, RunEnd
-from monitor.sources import SourceEnd, SourceStatus
+from monitor.sources import Source, SourceEnd, SourceStatus
 from sec2sec import media
 from sec2sec.model import Sec2Sec
 from sec2sec.stream import AffectStream, Estimate
@@ -123,7 +123,7 @@ def test_a_failing_source_ends_the_run_after_the_windows_it_completed(tmp_path: 
     inputs: BoundedQueue = BoundedQueue(1_000)
     csv = recorder(tmp_path)
 
-    class Failing:
+    class Failing(Source):
         name = "camera"
 
         def start(self, origin_ns: int | None = None) -> None:
@@ -183,7 +183,7 @@ def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:
     input, so they are a gap (no model step), reported on the next estimate once frames return."""
     inputs: BoundedQueue = BoundedQueue(100)
 
-    class Stalling:
+    class Stalling(Source):
         name = "camera"
 
         def __init__(self) -> None:
@@ -257,7 +257,7 @@ def test_a_sink_whose_write_never_returns_ends_the_run_with_its_name(tmp_path: P
     assert "inference" in pipeline.abandoned
 
 
-class StuckStop:
+class StuckStop(Source):
     """A source whose stop() blocks (ALSA's Pa_StopStream after a USB device was unplugged)."""
 
     name = "microphone"

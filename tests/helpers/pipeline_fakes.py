@@ -16,7 +16,7 @@ from monitor.pipeline import Pipeline
 from monitor.queues import BoundedQueue
 from monitor.replay import FileReplay
 from monitor.run_end import EndReason, RunEnd
-from monitor.sources import SourceEnd, SourceStatus
+from monitor.sources import Source, SourceEnd, SourceStatus
 from sec2sec.config import ModelConfig
 from sec2sec.media import VideoFrame
 from sec2sec.stream import AffectStream, Estimate
@@ -101,7 +101,7 @@ class SlowStream:
         return replace(self.inner.step(window), compute_ns=self.compute_ns)
 
 
-class ScriptedSource:
+class ScriptedSource(Source):
     """Puts pre-made frames on the queue (as a camera would), then ends."""
 
     name = "camera"
