@@ -29,9 +29,9 @@ from window_compute import matmul_gflops
 from sec2sec.checkpoint import without_weight_files
 from sec2sec.config import Config, load_config
 from sec2sec.devices import DEVICE_HELP, resolve_device
-from sec2sec.model import Sec2Sec
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.distributed import DataParallelModel, Dist, features_to, session
-from sec2sec.offline.features import ENCODERS, Features
+from sec2sec.offline.features import Features
 from sec2sec.offline.prepared import Split, set_norm_statistics
 from sec2sec.offline.train import make_optimizer, train_epoch
 
@@ -60,7 +60,7 @@ def _setup(config: Config, clips: int, seconds: int, device: torch.device) -> tu
     features = synthetic_features(clips, seconds, model.video_tokens, model.audio_tokens, config.train.seed)
     set_norm_statistics(model, features)
     targets = (torch.rand(clips, len(config.model.heads.outputs)) > 0.5).float()
-    for name in ENCODERS:  # frozen, as `sec2sec train` without --finetune
+    for name in ENCODER_MODULES:  # frozen, as `sec2sec train` without --finetune
         if getattr(model, name) is not None:
             getattr(model, name).requires_grad_(False)
     return model.to(device), Split([], features_to(features, device), targets.to(device))

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.assembly import build_model, open_pipeline
+from monitor.assembly import model_for_run, open_pipeline
 from monitor.fields import Value, record_of
 from monitor.run_end import EndReason, RunEnd, RunFailed
 from monitor.run_options import PATH_FIELDS, LoadedModel, Options, check_args
@@ -49,7 +49,7 @@ def load_model(checkpoint: str | Path | None = None, config: str | Path | None =
     """A trained model from `checkpoint` (a .pt from `sec2sec train`; `config`, when given too, must match
     it), or an untrained one from a TOML `config` (default: the built-in default.toml values), seeded so that
     every load gives the same weights. Raises ValueError naming the problem."""
-    return build_model(Options(checkpoint=checkpoint, config=config))
+    return model_for_run(Options(checkpoint=checkpoint, config=config))
 
 
 class LiveRun:

@@ -33,16 +33,16 @@ if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
 INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
 
 
-def build_model(args: RunArgs) -> LoadedModel:
+def model_for_run(args: RunArgs) -> LoadedModel:
     """The model from --checkpoint (trained) or --config (untrained), with what the sidecar records of it."""
-    from sec2sec.checkpoint import load_model
+    from sec2sec.checkpoint import model_from_checkpoint
     from sec2sec.config import Config, ModelConfig, load_config
     from sec2sec.model import Sec2Sec
     from sec2sec.weights import sha256_of
 
     config: ModelConfig | None = load_config(args.config).model if args.config else None
     if args.checkpoint:
-        model, ckpt = load_model(args.checkpoint, expect=config)
+        model, ckpt = model_from_checkpoint(args.checkpoint, expect=config)
         info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": sha256_of(args.checkpoint), "meta": ckpt.meta}
         return LoadedModel(model, ckpt.trained, info)
     import torch
@@ -182,7 +182,7 @@ def build_pipeline(
     torch.set_num_threads(torch_threads(args.threads))
     device = resolve_device(args.device)
     resolve_precision(args.precision, device)  # bfloat16 on a device without it: a usage error, before the model
-    loaded = args.model or build_model(args)  # the API may pass a model from load_model()
+    loaded = args.model or model_for_run(args)  # the API may pass a model from load_model()
     model, trained, info = loaded.model, loaded.trained, dict(loaded.info)
     warning = check_streams(model, has_video, has_audio, what)
     cfg = model.config

@@ -33,7 +33,7 @@ from helpers.synthetic_clips import (
     write_mp4,
 )
 
-from sec2sec.checkpoint import load_model
+from sec2sec.checkpoint import model_from_checkpoint
 from sec2sec.config import Config, parse_config
 from sec2sec.offline.evaluate import evaluate
 from sec2sec.offline.extract import extract
@@ -129,7 +129,7 @@ def test_live_without_a_modality_reproduces_evaluate(redundant, modality: str) -
     """Live windows without audio (--no-mic) or video (--no-camera) give evaluate --without's numbers."""
     root, cache, runs = redundant
     result = evaluate(runs["dropout"], cache, "test", without=modality)
-    model, _ = load_model(runs["dropout"])
+    model, _ = model_from_checkpoint(runs["dropout"])
     for k in (0, 1):
         path = root / "data" / f"{result.ids[k]}.mp4"
         windows, _ = file_windows(str(path), 8, 16_000, model.config.video.resize)

@@ -26,7 +26,7 @@ from rich.console import Console
 
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.config import Config, ModelConfig
-from sec2sec.model import Sec2Sec
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.batching import WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
 from sec2sec.offline.datasets import ClipRecord, read_dataset
@@ -34,7 +34,6 @@ from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Dist, Heartbeat,
 from sec2sec.offline.features import (
     DTYPES,
     ENCODE_BATCH,
-    ENCODERS,
     CacheIndex,
     clip_loader,
     encoder_identity,
@@ -101,13 +100,13 @@ def open_cache(
             )
         model = Sec2Sec(encoder_config(without_weight_files(index.config)))
         state = read_encoders(folder, index)
-        for name in ENCODERS:
+        for name in ENCODER_MODULES:
             getattr(model, name).load_state_dict(state[name])
         return model.eval(), index
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.train.seed)
     model = Sec2Sec(encoder_config(config.model)).eval()
-    torch.save({name: getattr(model, name).state_dict() for name in ENCODERS}, folder / "encoders.pt")
+    torch.save({name: getattr(model, name).state_dict() for name in ENCODER_MODULES}, folder / "encoders.pt")
     identity = encoder_identity(model)
     index = CacheIndex(
         dataset, str(root), dtype, config.model, identity, model.pretrained, {}, {}, [], autocast, precision

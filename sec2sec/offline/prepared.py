@@ -13,9 +13,9 @@ import torch
 
 from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.config import Config
-from sec2sec.model import Sec2Sec
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.datasets import ClipRecord, label_thresholds, labelled, labels, second_labels
-from sec2sec.offline.features import ENCODERS, CacheIndex, Features, load_features, read_encoders, read_index
+from sec2sec.offline.features import CacheIndex, Features, load_features, read_encoders, read_index
 from sec2sec.offline.splits import Assignment, apply_split, pinned_split
 
 
@@ -101,13 +101,13 @@ def _check_cache_config(index: CacheIndex, config: Config) -> None:
         )
 
 
-def build_model(config: Config, folder: str | Path, index: CacheIndex, train: Split | None) -> Sec2Sec:
+def model_for_cache(config: Config, folder: str | Path, index: CacheIndex, train: Split | None) -> Sec2Sec:
     """The model of `config` with the cache's encoder weights and, given the training split, FeatureNorm
     statistics from its tokens. Seeded with `train.seed`, so the initial weights are reproducible."""
     torch.manual_seed(config.train.seed)
     model = Sec2Sec(without_weight_files(config.model))
     state = read_encoders(folder, index)
-    for name in ENCODERS:
+    for name in ENCODER_MODULES:
         module = getattr(model, name)
         if module is not None:
             module.load_state_dict(state[name])

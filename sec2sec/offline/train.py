@@ -14,6 +14,7 @@ Resumable: RUN/last.pt holds the weights, optimizer, RNG state and history after
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from rich.progress import Progress
 
 from sec2sec.checkpoint import save_checkpoint
 from sec2sec.config import Config, to_dict
-from sec2sec.model import Sec2Sec
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.batching import features_from_clips
 from sec2sec.offline.distributed import (
     DataParallelModel,
@@ -40,9 +41,9 @@ from sec2sec.offline.distributed import (
     share_batch,
     unwrap,
 )
-from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, read_index, stack_features
+from sec2sec.offline.features import Features, clip_loader, encode_clip, read_index, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
-from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
+from sec2sec.offline.prepared import Prepared, Split, drop_modalities, model_for_cache, prepare
 from sec2sec.offline.progress import progress_bar
 from sec2sec.offline.seconds import clip_logits, labelled_seconds, logits_of, predict, second_scores
 from sec2sec.offline.train_state import (
@@ -55,6 +56,27 @@ from sec2sec.offline.train_state import (
 )
 
 
+class Draw(enum.Enum):
+    """What one epoch's seeded random draws are for; each gets its own seed from `train.seed` (`epoch_seed`)."""
+
+    ORDER = "order"  # the order the training clips are visited in
+    MODALITY_DROPOUT = "modality dropout"  # which clips lose a modality (the same in every torchrun process)
+    RANK = "rank"  # torch's global generator on one torchrun rank (nn.Dropout's draws), distinct per rank
+
+
+EPOCH_STRIDE = 100_003  # a prime: seeds of one run's epochs never equal another seed's for 100_003 epochs
+MODALITY_OFFSET = 7_919  # a prime: the modality draws never reuse the same epoch's order seed
+RANK_STRIDE, RANK_EPOCH_STRIDE = 1_000_003, 1_009  # primes: (seed, epoch, rank) -> a distinct seed per rank
+
+
+def epoch_seed(seed: int, epoch: int, draw: Draw, rank: int = 0) -> int:
+    """The seed of epoch `epoch`'s `draw`, from the run's `train.seed`: the same in a resumed run and in every
+    process (RANK: one per rank)."""
+    if draw is Draw.RANK:
+        return seed * RANK_STRIDE + epoch * RANK_EPOCH_STRIDE + rank
+    return seed * EPOCH_STRIDE + epoch + (MODALITY_OFFSET if draw is Draw.MODALITY_DROPOUT else 0)
+
+
 def with_modality_dropout(model: Sec2Sec, features: Features, config: Config, epoch: int) -> Features:
     """The epoch's presence masks after modality dropout (two-modality models only), drawn once for every
     clip of the split with a generator seeded by (seed, epoch): the same masks in every torchrun process and
@@ -62,7 +84,7 @@ def with_modality_dropout(model: Sec2Sec, features: Features, config: Config, ep
     p = config.train.modality_dropout
     if p <= 0 or not (model.fusion.use_video and model.fusion.use_audio):
         return features
-    generator = torch.Generator().manual_seed(config.train.seed * 100_003 + epoch + 7_919)
+    generator = torch.Generator().manual_seed(epoch_seed(config.train.seed, epoch, Draw.MODALITY_DROPOUT))
     device = features.video_ok.device
     video_ok, audio_ok = drop_modalities(features.video_ok.cpu(), features.audio_ok.cpu(), p, generator)
     return replace(features, video_ok=video_ok.to(device), audio_ok=audio_ok.to(device))
@@ -123,10 +145,10 @@ def validate(model: Sec2Sec, split: Split, config: Config) -> dict[str, float]:
 def _start_epoch(model: Sec2Sec, n: int, seed: int, epoch: int) -> torch.Tensor:
     """Train mode with the encoders' BatchNorm statistics kept (eval); the epoch's seeded order of n items."""
     model.train()
-    for name in ENCODERS:
+    for name in ENCODER_MODULES:
         if getattr(model, name) is not None:
             getattr(model, name).eval()
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, Draw.ORDER)))
 
 
 def _step(model: Sec2Sec, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
@@ -335,7 +357,7 @@ def fit(
         task = progress.add_task("train", total=config.train.epochs, completed=history.epoch, note="")
         while history.bad_epochs < config.train.patience and history.epoch < config.train.epochs:
             if dist.world > 1:  # distinct, reproducible dropout draws per rank
-                torch.manual_seed(config.train.seed * 1_000_003 + history.epoch * 1009 + dist.rank)
+                torch.manual_seed(epoch_seed(config.train.seed, history.epoch, Draw.RANK, dist.rank))
             row = _one_epoch(trainer, optimizer, data, config, history.epoch, finetune, progress)
             history.record(row, model, finetune, config.train.patience)
             if dist.main:
@@ -365,8 +387,8 @@ def _set_up(
     device (encoders trainable only with `finetune`) and its optimizer."""
     device = dist.device
     data = dist.in_turn(lambda: prepare(cache, config, split_mode, split_seed))
-    model = build_model(config, cache, data.index, data.splits["train"])
-    for name in ENCODERS:
+    model = model_for_cache(config, cache, data.index, data.splits["train"])
+    for name in ENCODER_MODULES:
         if getattr(model, name) is not None:
             getattr(model, name).requires_grad_(finetune)
     model.to(device)
