@@ -203,8 +203,9 @@ def test_finetune_applies_modality_dropout(monkeypatch: pytest.MonkeyPatch) -> N
         config = _config(p)
         split = Split(records, cached, torch.zeros(n, 1))
         seen.clear()
-        train.finetune_epoch(model, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), split, config, 3)
-        expected = train.with_modality_dropout(model, cached, config, 3)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        train.finetune_epoch(model, optimizer, split, config.train, 3)
+        expected = train.with_modality_dropout(model, cached, config.train, 3)
         position = {cid: i for i, cid in enumerate(cached.ids)}
         video = torch.zeros_like(present)
         audio = torch.zeros_like(present)
