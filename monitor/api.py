@@ -133,7 +133,7 @@ def live(options: Options | None = None, **fields: Any) -> LiveRun:
     `live(no_camera=True)` for the microphone alone. Fields are `Options`' (the CLI's option names).
     Raises ValueError (one line) for bad input before the model loads."""
     args = replace(options or Options(), **fields)
-    paths = {key: str(getattr(args, key)) for key in PATH_FIELDS if getattr(args, key) is not None}
+    paths: dict[str, Any] = {key: str(getattr(args, key)) for key in PATH_FIELDS if getattr(args, key) is not None}
     args = replace(args, **paths)  # the sidecar records them as text
     check_args(args)
     pipeline = open_pipeline(args)

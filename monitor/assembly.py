@@ -24,9 +24,8 @@ if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
 
     from monitor.outlets import QueuedOutlet
     from monitor.pipeline import Pipeline
-    from monitor.queues import BoundedQueue
     from monitor.sinks import Sink
-    from monitor.sources import Source
+    from monitor.sources import InputQueue, Source
     from sec2sec.model import Sec2Sec
     from sec2sec.stream import AffectStream, Estimate
 
@@ -43,7 +42,8 @@ def model_for_run(args: RunArgs) -> LoadedModel:
     config: ModelConfig | None = load_config(args.config).model if args.config else None
     if args.checkpoint:
         model, ckpt = model_from_checkpoint(args.checkpoint, expect=config)
-        info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": sha256_of(args.checkpoint), "meta": ckpt.meta}
+        path = Path(args.checkpoint)
+        info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": sha256_of(path), "meta": ckpt.meta}
         return LoadedModel(model, ckpt.trained, info)
     import torch
 
@@ -65,7 +65,7 @@ def check_streams(model: Sec2Sec, has_video: bool, has_audio: bool, what: str) -
     return ""
 
 
-def open_sources(args: RunArgs, inputs: BoundedQueue) -> tuple[list[Source], bool, bool, str]:
+def open_sources(args: RunArgs, inputs: InputQueue) -> tuple[list[Source], bool, bool, str]:
     """Open the replay file, or the camera and/or microphone, before anything heavy is loaded, so bad input
     fails within a second or two. Returns the sources, whether video and audio will come, and a name."""
     from monitor.replay import FileReplay
@@ -164,7 +164,7 @@ def sidecar_for(args: RunArgs, model: Sec2Sec, trained: bool, info: dict[str, An
 
 def build_pipeline(
     args: RunArgs,
-    inputs: BoundedQueue,
+    inputs: InputQueue,
     sources: list[Source],
     has_video: bool,
     has_audio: bool,
@@ -311,7 +311,7 @@ def open_pipeline(args: RunArgs) -> Pipeline:
 
     check_outputs(args)
     outlets = open_outlets(args)
-    inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
+    inputs: InputQueue = BoundedQueue(INPUT_QUEUE)
     try:
         sources, has_video, has_audio, what = open_sources(args, inputs)
     except BaseException:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from monitor.queues import BoundedQueue, call_with_deadline
-from monitor.sources import InputCounters, Source, SourceEnd, SourceStatus
+from monitor.queues import call_with_deadline
+from monitor.sources import InputCounters, InputQueue, Source, SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk
 
@@ -217,7 +217,7 @@ class MicrophoneSource(Source):
     def __init__(
         self,
         device: int | str | None,
-        out: BoundedQueue,
+        out: InputQueue,
         origin_ns: int,
         *,
         sample_rate: int | None = None,
@@ -228,7 +228,7 @@ class MicrophoneSource(Source):
             raise MicrophoneError(f"sample_rate = {sample_rate}; give a positive rate in Hz, e.g. 48000")
         if blocksize < 0:
             raise MicrophoneError(f"blocksize = {blocksize}; give 0 (the host's choice) or a number of frames")
-        self._sd = None if stream_factory is not None else _sounddevice()
+        self._sd: Any = None if stream_factory is not None else _sounddevice()  # the module, unless injected
         self.device = resolve_device(device)
         self.sample_rate = int(sample_rate) if sample_rate is not None else self.device.default_samplerate
         self.device_rate = self.sample_rate  # the rate the stream records at (differs when resampling)

@@ -184,8 +184,9 @@ class ZmqPublisher(QueuedOutlet):
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
             self._release()
+            reason = zmq.strerror(exc.errno) if exc.errno is not None else exc.strerror
             raise ValueError(
-                f"--zmq {endpoint}: cannot bind ({zmq.strerror(exc.errno)}); give a free endpoint such as tcp://127.0.0.1:5556"
+                f"--zmq {endpoint}: cannot bind ({reason}); give a free endpoint such as tcp://127.0.0.1:5556"
             ) from None
         self._finished = False
         self.high_water_dropped = 0  # windows ZeroMQ refused at its high-water mark (written by the sender thread)

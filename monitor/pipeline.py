@@ -21,7 +21,7 @@ from monitor.replay import CLOCKS as REPLAY_CLOCKS
 from monitor.run_end import EndReason, RunEnd
 from monitor.sinks import SINK_CLOSE_TIMEOUT_S, Sink, SinkFailed, SinkSet
 from monitor.snapshot import Progress, Snapshot
-from monitor.sources import Source, SourceEnd
+from monitor.sources import InputQueue, Source, SourceEnd
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, VideoFrame
 from sec2sec.stream import AffectStream, Estimate
@@ -50,7 +50,7 @@ class Pipeline:
         self,
         stream: AffectStream,
         sources: Sequence[Source],
-        inputs: BoundedQueue,
+        inputs: InputQueue,
         windower: Windower,
         sinks: Sequence[Sink],
         *,
@@ -91,7 +91,7 @@ class Pipeline:
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._busy: tuple[int, int] | None = None  # (window index, monotonic start) of the step in progress
         self._virtual_free_ns = 0
-        self._frames = collections.deque(maxlen=256)  # monotonic arrival times of recent video frames
+        self._frames: collections.deque[int] = collections.deque(maxlen=256)  # arrival times of recent frames
         self._started_ns = time.monotonic_ns()
         self.on_estimate: Callable[[Estimate], None] | None = None
         self.losses = LossLedger()  # input lost at the edges, by window; each row takes its window's share

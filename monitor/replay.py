@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from monitor.queues import BoundedQueue, first_line
-from monitor.sources import InputCounters, Source, SourceEnd, SourceStatus
+from monitor.queues import first_line
+from monitor.sources import InputCounters, InputQueue, Source, SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, MediaReader, VideoFrame
 
@@ -39,7 +39,7 @@ class FileReplay(Source):
     def __init__(
         self,
         path: str | Path,
-        out: BoundedQueue,
+        out: InputQueue,
         *,
         paced: bool,
         speed: float = 1.0,

@@ -73,7 +73,7 @@ def check_args(args: RunArgs) -> None:
         raise ValueError("--no-camera and --no-mic leave nothing to record; drop one")
     if args.no_mic and args.mic is not None:
         raise ValueError("--no-mic and --mic contradict each other; give one")
-    if args.camera is not None and not str(args.camera).isdigit() and Path(args.camera).is_file():
+    if args.camera is not None and not str(args.camera).isdigit() and Path(str(args.camera)).is_file():
         raise ValueError(f"--camera {args.camera} is a file; replay files with --replay {args.camera}")
     if args.speed <= 0:
         raise ValueError(f"--speed {args.speed} must be > 0 (1.0 is real time)")

@@ -8,6 +8,9 @@ import abc
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
+from monitor.queues import BoundedQueue
+from sec2sec.media import AudioChunk, FrameTick, VideoFrame
+
 
 @dataclass(frozen=True)
 class SourceStatus:
@@ -27,6 +30,10 @@ class SourceEnd:
 
     name: str
     error: str = ""  # empty for a normal end
+
+
+Captured = VideoFrame | FrameTick | AudioChunk | SourceEnd  # what a source puts on the run's input queue
+InputQueue = BoundedQueue[Captured]  # the queue every source of a run puts its frames, chunks and end on
 
 
 class _Captured(TypedDict):
