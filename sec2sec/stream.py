@@ -38,7 +38,7 @@ from sec2sec.windows import Window
 class Estimate:
     """The model's output for window `window` (the second [window, window + 1) of the run): sigmoid value per
     named output, per-second attribution over the horizon (oldest first; empty for models without attention),
-    input flags, and timings. The attribute names are the output fields' (`monitor/fields.py`): `estimate.window`
+    input flags, and timings. The attribute names are the output fields' (docs/outputs.md): `estimate.window`
     is the CSV's `window` column and the JSON record's `"window"`."""
 
     window: int

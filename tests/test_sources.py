@@ -45,24 +45,6 @@ def test_a_replay_and_a_camera_report_their_counters_under_the_sidecar_names() -
 
 
 def test_a_source_gets_the_defaults_of_what_it_cannot_do() -> None:
-    class Minimal(Source):
-        name = "minimal"
-
-        def start(self, origin_ns: int | None = None) -> None:
-            pass
-
-        def stop(self) -> None:
-            pass
-
-        @property
-        def status(self) -> SourceStatus:
-            return SourceStatus(self.name, True, items=5, dropped=1)
-
-    source = Minimal()
-    source.prepare(112, 16_000, 8)  # nothing to prepare
-    assert source.counters() == {"items": 5, "dropped": 1}
-    assert (source.stalled_ns(10**12), source.abandoned, source.origin_ns, source.on_loss) == (0, (), None, None)
-
     class Nameless(Source):
         def start(self, origin_ns: int | None = None) -> None:
             pass
@@ -72,7 +54,14 @@ def test_a_source_gets_the_defaults_of_what_it_cannot_do() -> None:
 
         @property
         def status(self) -> SourceStatus:
-            return SourceStatus("?", True, 0, 0)
+            return SourceStatus("minimal", True, items=5, dropped=1)
 
+    class Minimal(Nameless):
+        name = "minimal"
+
+    source = Minimal()
+    source.prepare(112, 16_000, 8)  # nothing to prepare
+    assert source.counters() == {"items": 5, "dropped": 1}
+    assert (source.stalled_ns(10**12), source.abandoned, source.origin_ns, source.on_loss) == (0, (), None, None)
     with pytest.raises(TypeError, match="name"):
         Nameless()  # type: ignore[abstract]
