@@ -94,13 +94,13 @@ def measure_zmq(windows: int, pace_ms: float) -> dict[str, Any]:
     def receive() -> None:
         while len(arrived) < windows and sub.poll(2000):
             body = sub.recv_multipart()[1]
-            arrived[json.loads(body)["index"]] = time.monotonic_ns()
+            arrived[json.loads(body)["window"]] = time.monotonic_ns()
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
     costs, started = drive(publisher.write, windows, pace_ms)
     receiver.join(10)
-    publisher.close("end")
+    publisher.close()
     sub.close(linger=0)
     context.term()
     return figures(costs, [(arrived[i] - started[i]) / 1e6 for i in sorted(arrived)], windows)
@@ -130,7 +130,7 @@ def measure_lsl(windows: int, pace_ms: float) -> dict[str, Any]:
     receiver.start()
     costs, started = drive(outlet.write, windows, pace_ms)
     receiver.join(10)
-    outlet.close("end")
+    outlet.close()
     return figures(costs, [(arrived[i] - started[i]) / 1e6 for i in sorted(arrived)], windows)
 
 

@@ -78,7 +78,7 @@ def latency(clip: Path, clock: str, threads: int, extra: list[str]) -> dict[str,
         "dropped": rows[-1]["dropped_total"] if rows else 0,
         "p50": statistics.median(latencies),
         "p99": latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
-        "compute": statistics.median(r["compute_ns"] / 1e6 for r in rows),
+        "compute": statistics.median(r["compute_ms"] for r in rows),
         "rtf": wall / len(rows) if rows else float("nan"),  # each row is one second of media (start-up included)
     }
 

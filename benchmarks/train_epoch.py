@@ -29,9 +29,9 @@ from window_compute import matmul_gflops
 from sec2sec.checkpoint import without_weight_files
 from sec2sec.config import Config, load_config
 from sec2sec.devices import DEVICE_HELP, resolve_device
-from sec2sec.model import Sec2Sec
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.distributed import DataParallelModel, Dist, features_to, session
-from sec2sec.offline.features import ENCODERS, Features
+from sec2sec.offline.features import Features
 from sec2sec.offline.prepared import Split, set_norm_statistics
 from sec2sec.offline.train import make_optimizer, train_epoch
 
@@ -60,7 +60,7 @@ def _setup(config: Config, clips: int, seconds: int, device: torch.device) -> tu
     features = synthetic_features(clips, seconds, model.video_tokens, model.audio_tokens, config.train.seed)
     set_norm_statistics(model, features)
     targets = (torch.rand(clips, len(config.model.heads.outputs)) > 0.5).float()
-    for name in ENCODERS:  # frozen, as `sec2sec train` without --finetune
+    for name in ENCODER_MODULES:  # frozen, as `sec2sec train` without --finetune
         if getattr(model, name) is not None:
             getattr(model, name).requires_grad_(False)
     return model.to(device), Split([], features_to(features, device), targets.to(device))
@@ -100,7 +100,7 @@ def compare_autocast(args: argparse.Namespace, config: Config, device: torch.dev
     times: dict[str, list[float]] = {"float32": [], "bfloat16 autocast": []}
     models = {mode: copy.deepcopy(initial) for mode in times}
     trainable = {mode: [p for p in model.parameters() if p.requires_grad] for mode, model in models.items()}
-    optimizers = {mode: make_optimizer(params, config) for mode, params in trainable.items()}
+    optimizers = {mode: make_optimizer(params, config.train) for mode, params in trainable.items()}
     losses: dict[str, float] = {}
     for epoch in range(args.compare_autocast):
         for mode in times:
@@ -108,7 +108,7 @@ def compare_autocast(args: argparse.Namespace, config: Config, device: torch.dev
             torch.manual_seed(epoch)  # the same batches and dropout draws in both modes
             started = time.perf_counter()
             with amp:
-                losses[mode] = train_epoch(models[mode], optimizers[mode], split, config, epoch=epoch)["loss"]
+                losses[mode] = train_epoch(models[mode], optimizers[mode], split, config.train, epoch=epoch)["loss"]
             times[mode].append(time.perf_counter() - started)
     fp32, bf16 = (statistics.median(t) for t in times.values())
     print(f"epochs of {args.clips} clips x {args.seconds} s on {device}, {torch.get_num_threads()} torch threads,")
@@ -139,13 +139,13 @@ def main() -> None:
         return
     with session(args.device) as dist:
         model, split = _setup(config, args.clips, args.seconds, dist.device)
-        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config.train)
         trainer = DataParallelModel(model, dist.device) if dist.world > 1 else model
         dist.barrier()
         started = time.perf_counter()
         amp = torch.autocast(dist.device.type, torch.bfloat16) if args.autocast != "off" else nullcontext()
         with amp:
-            stats = train_epoch(trainer, optimizer, split, config, epoch=0)
+            stats = train_epoch(trainer, optimizer, split, config.train, epoch=0)
         if dist.device.type == "cuda":
             torch.cuda.synchronize(dist.device)
         seconds = time.perf_counter() - started

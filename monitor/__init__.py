@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-API = ("LiveRun", "LoadedModel", "Options", "RunFailed", "estimate_file", "live", "load_model", "record_of")
+API = (
+    "EndReason",
+    "LiveRun",
+    "LoadedModel",
+    "Options",
+    "RunEnd",
+    "RunFailed",
+    "estimate_file",
+    "live",
+    "load_model",
+    "record_of",
+)
 __all__ = list(API)
 
 

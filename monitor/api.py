@@ -3,7 +3,7 @@
     from monitor.api import estimate_file, live, load_model
 
     model = load_model(checkpoint="runs/liris/best.pt")       # or load_model(config="configs/default.toml")
-    records = estimate_file("talk.mp4", model)                # one dict per second, the CSV's fields
+    records = estimate_file("talk.mp4", model)                # one record per second: record["valence"], ...
     for estimate in live(camera=0, model=model):              # leaving the loop stops the run
         ...
 
@@ -19,15 +19,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.assembly import build_model, open_pipeline
+from monitor.assembly import model_for_run, open_pipeline
+from monitor.fields import Value, record_of
+from monitor.run_end import EndReason, RunEnd, RunFailed
 from monitor.run_options import PATH_FIELDS, LoadedModel, Options, check_args
-from monitor.session_csv import LOSS_COLUMNS
 
 if TYPE_CHECKING:
     from monitor.pipeline import Pipeline
     from sec2sec.stream import Estimate
 
-__all__ = ["LiveRun", "LoadedModel", "Options", "RunFailed", "estimate_file", "live", "load_model", "record_of"]
+__all__ = [
+    "EndReason",
+    "LiveRun",
+    "LoadedModel",
+    "Options",
+    "RunEnd",
+    "RunFailed",
+    "estimate_file",
+    "live",
+    "load_model",
+    "record_of",
+]
 
 ESTIMATE_QUEUE = 64  # estimates waiting for a `for` loop that is busy (a live run drops windows meanwhile)
 STOP_MARGIN_S = 2.0  # leaving a live loop waits the pipeline's shutdown bound plus this (noticing the request)
@@ -37,29 +49,7 @@ def load_model(checkpoint: str | Path | None = None, config: str | Path | None =
     """A trained model from `checkpoint` (a .pt from `sec2sec train`; `config`, when given too, must match
     it), or an untrained one from a TOML `config` (default: the built-in default.toml values), seeded so that
     every load gives the same weights. Raises ValueError naming the problem."""
-    return build_model(Options(checkpoint=checkpoint, config=config))
-
-
-def record_of(estimate: Estimate, outputs: tuple[str, ...]) -> dict[str, Any]:
-    """One estimate as the CSV row's fields, in the CSV's column order, as numbers (attribution as a list)."""
-    return {
-        "window": estimate.index,
-        "start_s": estimate.start_s,
-        "end_s": estimate.end_s,
-        **{name: float(estimate.outputs[name]) for name in outputs},
-        "attribution": [float(weight) for weight in estimate.attribution],
-        "video_ok": int(estimate.video_ok),
-        "audio_ok": int(estimate.audio_ok),
-        "frames": estimate.frames_seen,
-        "audio_coverage": float(estimate.audio_coverage),
-        "latency_ms": None if estimate.latency_ns is None else estimate.latency_ns / 1e6,
-        "dropped_total": estimate.dropped_total,
-        **{column: getattr(estimate, column) for column in LOSS_COLUMNS},
-    }
-
-
-class RunFailed(RuntimeError):
-    """A live run ended with an error (a source, the model or an output failed); the message names it."""
+    return model_for_run(Options(checkpoint=checkpoint, config=config))
 
 
 class LiveRun:
@@ -69,7 +59,8 @@ class LiveRun:
     input ends, the `duration` is reached, or the loop is left (`break`, an exception, Ctrl-C): leaving it
     stops the pipeline, releases camera and microphone and closes every output, within seconds. A loop body
     slower than the input holds up estimates, never capture: a live run drops windows meanwhile (counted in
-    `dropped_total`), an offline replay waits. A run that fails raises RunFailed after its last estimate.
+    `dropped_total`), an offline replay waits. A run that fails raises RunFailed after its last estimate;
+    `end` says what ended the run (a `RunEnd`: `end.reason`, `end.message`).
     Use it once; `with live(...) as run:` stops it on leaving the block even if it was never iterated."""
 
     def __init__(self, pipeline: Pipeline) -> None:
@@ -77,7 +68,7 @@ class LiveRun:
 
         self.pipeline = pipeline
         self.outputs = pipeline.names
-        self.ended_by = ""
+        self.end: RunEnd | None = None  # what ended the run, once it has ended
         self._estimates: BoundedQueue[Estimate] = BoundedQueue(ESTIMATE_QUEUE)
         self._thread: threading.Thread | None = None
         pipeline.on_estimate = self._put
@@ -90,7 +81,7 @@ class LiveRun:
 
     def _run(self) -> None:
         try:
-            self.ended_by = self.pipeline.run()
+            self.end = self.pipeline.run()
         finally:
             self._estimates.close()
 
@@ -111,16 +102,17 @@ class LiveRun:
                     yield estimate
         finally:
             self.close()
-        if self.ended_by.startswith("error"):
-            raise RunFailed(self.ended_by.removeprefix("error: "))
+        failure = None if self.end is None else self.end.exception()
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         """Stop the run (idempotent, bounded): the loop's queue first, so the worker never waits on it."""
         self._estimates.close()
-        self.pipeline.request_stop("stopped")
+        self.pipeline.request_stop(EndReason.STOPPED)
         if self._thread is None:
             self.pipeline.stop()
-            self.ended_by = self.pipeline.ended_by
+            self.end = self.pipeline.end
         else:
             self._thread.join(self.pipeline.shutdown_bound_s + STOP_MARGIN_S)
 
@@ -141,16 +133,17 @@ def live(options: Options | None = None, **fields: Any) -> LiveRun:
     `live(no_camera=True)` for the microphone alone. Fields are `Options`' (the CLI's option names).
     Raises ValueError (one line) for bad input before the model loads."""
     args = replace(options or Options(), **fields)
-    paths = {key: str(getattr(args, key)) for key in PATH_FIELDS if getattr(args, key) is not None}
+    paths: dict[str, Any] = {key: str(getattr(args, key)) for key in PATH_FIELDS if getattr(args, key) is not None}
     args = replace(args, **paths)  # the sidecar records them as text
     check_args(args)
     pipeline = open_pipeline(args)
     return LiveRun(pipeline)
 
 
-def estimate_file(path: str | Path, model: LoadedModel | None = None, **fields: Any) -> list[dict[str, Any]]:
-    """Every second of a media file, as fast as the model allows (the offline clock: nothing dropped), as
-    one dict per window with the CSV's fields (`record_of`). `model` from `load_model()` (default: an
-    untrained model from the built-in config); other fields as `Options` (e.g. `duration=10`, `csv="x.csv"`)."""
+def estimate_file(path: str | Path, model: LoadedModel | None = None, **fields: Any) -> list[dict[str, Value]]:
+    """Every second of a media file, as fast as the model allows (the offline clock: nothing dropped), as one
+    record per window (`record_of`: the CSV's fields, as the JSON lines have them). `model` from `load_model()`
+    (default: an untrained model from the built-in config); other fields as `Options` (e.g. `duration=10`,
+    `csv="x.csv"`)."""
     with live(replay=path, clock="offline", model=model, **fields) as run:
         return [record_of(estimate, run.outputs) for estimate in run]

@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.fields import check_output_names
 from monitor.queues import first_line
-from monitor.run_options import LoadedModel, RunArgs, ended_by
+from monitor.run_end import EndReason, RunEnd
+from monitor.run_options import LoadedModel, RunArgs
 from monitor.sinks import SinkSet
 from sec2sec.config import NANOS_PER_SECOND
 
@@ -22,34 +24,26 @@ if TYPE_CHECKING:  # the heavy imports (torch, PyAV) wait until a run needs them
 
     from monitor.outlets import QueuedOutlet
     from monitor.pipeline import Pipeline
-    from monitor.queues import BoundedQueue
     from monitor.sinks import Sink
-    from monitor.sources import Source
+    from monitor.sources import InputQueue, Source
     from sec2sec.model import Sec2Sec
     from sec2sec.stream import AffectStream, Estimate
 
-INPUT_COUNTERS = (  # (sidecar key, source attribute) of the input report, where a source has them
-    ("overflows", "overflows"),
-    ("queue_drops", "queue_drops"),
-    ("restamps", "discontinuities"),
-    ("samples_lost", "samples_lost"),
-    ("samples_restamped", "samples_restamped"),
-    ("backlog_dropped", "backlog"),  # the camera's frames buffered before the run, dropped at its start
-)
 INPUT_QUEUE = 512  # frames (already at the model's input size) + chunks: ~10 s of 30 fps video, 20 ms audio
 
 
-def build_model(args: RunArgs) -> LoadedModel:
+def model_for_run(args: RunArgs) -> LoadedModel:
     """The model from --checkpoint (trained) or --config (untrained), with what the sidecar records of it."""
-    from sec2sec.checkpoint import load_model
+    from sec2sec.checkpoint import model_from_checkpoint
     from sec2sec.config import Config, ModelConfig, load_config
     from sec2sec.model import Sec2Sec
     from sec2sec.weights import sha256_of
 
     config: ModelConfig | None = load_config(args.config).model if args.config else None
     if args.checkpoint:
-        model, ckpt = load_model(args.checkpoint, expect=config)
-        info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": sha256_of(args.checkpoint), "meta": ckpt.meta}
+        model, ckpt = model_from_checkpoint(args.checkpoint, expect=config)
+        path = Path(args.checkpoint)
+        info = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": sha256_of(path), "meta": ckpt.meta}
         return LoadedModel(model, ckpt.trained, info)
     import torch
 
@@ -71,7 +65,7 @@ def check_streams(model: Sec2Sec, has_video: bool, has_audio: bool, what: str) -
     return ""
 
 
-def open_sources(args: RunArgs, inputs: BoundedQueue) -> tuple[list[Source], bool, bool, str]:
+def open_sources(args: RunArgs, inputs: InputQueue) -> tuple[list[Source], bool, bool, str]:
     """Open the replay file, or the camera and/or microphone, before anything heavy is loaded, so bad input
     fails within a second or two. Returns the sources, whether video and audio will come, and a name."""
     from monitor.replay import FileReplay
@@ -107,8 +101,7 @@ def stop_all(sources: list[Source]) -> None:
         try:
             source.stop()
         except Exception as exc:  # noqa: BLE001 - reported; the original exception matters more
-            name = getattr(source, "name", "") or type(source).__name__
-            print(f"warning: {name} did not stop cleanly: {first_line(exc)}", file=sys.stderr)
+            print(f"warning: {source.name} did not stop cleanly: {first_line(exc)}", file=sys.stderr)
 
 
 def open_sinks(
@@ -121,17 +114,9 @@ def open_sinks(
     from monitor.recorders import CsvRecorder, JsonlRecorder
 
     def input_report() -> dict[str, Any]:
-        """Per source, what it captured and lost over the whole run (also what no row holds: before the
-        first window, after the last)."""
-        report: dict[str, Any] = {"damaged_packets_skipped": sum(getattr(source, "skipped", 0) for source in sources)}
-        for source in sources:
-            status = source.status
-            entry = {"items": status.items, "dropped": status.dropped}
-            for key, attribute in INPUT_COUNTERS:
-                if hasattr(source, attribute):
-                    entry[key] = int(getattr(source, attribute))
-            report[status.name] = entry
-        return report
+        """Per source (by name), what it captured and lost over the whole run (also what no row holds: before
+        the first window, after the last): its `counters()`."""
+        return {source.name: source.counters() for source in sources}
 
     def outputs_report() -> dict[str, Any]:
         return {outlet.kind: outlet.report() for outlet in outlets}
@@ -144,7 +129,7 @@ def open_sinks(
         if args.jsonl:
             sinks.append(JsonlRecorder(args.jsonl, names))
     except BaseException as exc:  # a path that failed after all, or a signal: close what was opened
-        close_sinks(sinks, ended_by(exc))
+        close_sinks(sinks, RunEnd.cut_short(exc))
         raise
     if args.no_ui:
         from monitor.dashboard import PlainPrinter
@@ -179,7 +164,7 @@ def sidecar_for(args: RunArgs, model: Sec2Sec, trained: bool, info: dict[str, An
 
 def build_pipeline(
     args: RunArgs,
-    inputs: BoundedQueue,
+    inputs: InputQueue,
     sources: list[Source],
     has_video: bool,
     has_audio: bool,
@@ -197,10 +182,11 @@ def build_pipeline(
     torch.set_num_threads(torch_threads(args.threads))
     device = resolve_device(args.device)
     resolve_precision(args.precision, device)  # bfloat16 on a device without it: a usage error, before the model
-    loaded = getattr(args, "model", None) or build_model(args)  # the API may pass a model from load_model()
+    loaded = args.model or model_for_run(args)  # the API may pass a model from load_model()
     model, trained, info = loaded.model, loaded.trained, dict(loaded.info)
     warning = check_streams(model, has_video, has_audio, what)
     cfg = model.config
+    check_output_names(cfg.heads.outputs)  # every output's record has one key per field (an output named "window")
     for source in sources:  # frames leave the decoder/camera thread at the model's size; the mic opens here
         source.prepare(cfg.video.resize, cfg.audio.sample_rate, cfg.video.frames_per_window)
     stream = warmed_stream(model, args.horizon, device, args.precision, info)
@@ -227,7 +213,7 @@ def build_pipeline(
             untrained=not trained,
         )
     except BaseException as exc:
-        close_sinks(sinks, ended_by(exc))
+        close_sinks(sinks, RunEnd.cut_short(exc))
         raise
     pipeline.message = warning
     for outlet in outlets:
@@ -276,14 +262,14 @@ def open_outlets(args: RunArgs) -> list[QueuedOutlet]:
 
 def close_all(outlets: Sequence[QueuedOutlet]) -> None:
     """Close live outputs that no pipeline owns yet, as `close_sinks` does."""
-    close_sinks(outlets, "error")
+    close_sinks(outlets, RunEnd(EndReason.ERROR, "the run could not be opened"))
 
 
-def close_sinks(sinks: Sequence[Sink], how: str) -> None:
+def close_sinks(sinks: Sequence[Sink], end: RunEnd) -> None:
     """Close sinks that no pipeline owns yet (a signal or a failure while the run was being built) as the
     pipeline does (`SinkSet.close`): each bounded and on its own, one that fails or hangs a warning line on
     stderr, so the others still close and the exception that brought us here is the one that propagates."""
-    for name, problem, _ in SinkSet(sinks).close(how):
+    for name, problem, _ in SinkSet(sinks).close(end):
         print(f"warning: {name} {problem}", file=sys.stderr)
 
 
@@ -306,14 +292,14 @@ def capture_clock(args: RunArgs, pipeline: Pipeline) -> Callable[[Estimate], int
     origin; a realtime replay, the paced media time (divided by --speed); None where the input is not paced
     (offline and virtual replay: no capture happens in real time)."""
     if not args.replay:
-        return lambda estimate: pipeline.origin_ns + (estimate.index + 1) * NANOS_PER_SECOND
+        return lambda estimate: pipeline.origin_ns + (estimate.window + 1) * NANOS_PER_SECOND
     if args.clock != "realtime":
         return lambda estimate: None
     replay, speed = pipeline.sources[0], args.speed
 
     def paced(estimate: Estimate) -> int | None:
-        origin = getattr(replay, "origin_ns", None)
-        return None if origin is None else origin + int((estimate.index + 1) * NANOS_PER_SECOND / speed)
+        origin = replay.origin_ns
+        return None if origin is None else origin + int((estimate.window + 1) * NANOS_PER_SECOND / speed)
 
     return paced
 
@@ -325,7 +311,7 @@ def open_pipeline(args: RunArgs) -> Pipeline:
 
     check_outputs(args)
     outlets = open_outlets(args)
-    inputs: BoundedQueue = BoundedQueue(INPUT_QUEUE)
+    inputs: InputQueue = BoundedQueue(INPUT_QUEUE)
     try:
         sources, has_video, has_audio, what = open_sources(args, inputs)
     except BaseException:

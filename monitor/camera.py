@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.queues import BoundedQueue
-from monitor.sources import SourceEnd, SourceStatus
+from monitor.sources import InputCounters, InputQueue, Source, SourceEnd, SourceStatus
 from sec2sec.media import VideoFrame, scaled_size
 
 FIRST_FRAME_TIMEOUT_S = 5.0
@@ -64,7 +63,7 @@ class CaptureClock:
         t = read_ns
         if self.trusted and (problem := self._check(capture_ms, read_ns, fresh)):
             self.trusted, self.reason = False, problem
-        if self.trusted:
+        if self.trusted and capture_ms is not None and self._offset is not None:  # `_check` passed: both are set
             t = round(capture_ms * 1_000_000) + self._offset
         if self._last_ns is not None:
             t = max(t, self._last_ns + 1)
@@ -159,14 +158,12 @@ def camera_note() -> str:
 def _to_rgb(image: np.ndarray) -> np.ndarray:
     """OpenCV's BGR (or gray / BGRA) image -> a new contiguous uint8 (H, W, 3) RGB array."""
     cv2 = _cv2()
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    code = cv2.COLOR_GRAY2RGB if image.ndim == 2 else cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    rgb: np.ndarray = cv2.cvtColor(image, code)
+    return rgb
 
 
-class CameraSource:
+class CameraSource(Source):
     """Capture frames from an OpenCV device (index, /dev path, URL or file) into `out` with `put_latest`.
 
     The constructor opens the device and reads one frame (within `first_frame_timeout_s`), so a wrong camera
@@ -174,10 +171,12 @@ class CameraSource:
     emits it first, with the time it was grabbed. `stop()` is idempotent and joins the thread.
     """
 
+    name = "camera"
+
     def __init__(
         self,
         device: int | str,
-        out: BoundedQueue,
+        out: InputQueue,
         origin_ns: int,
         *,
         width: int | None = None,
@@ -209,8 +208,7 @@ class CameraSource:
             raise CameraError(_open_error(device))
         self._request_size(width, height)
         self._first: VideoFrame | None = None
-        self._read_first_frame(first_frame_timeout_s)
-        h, w = self._first.rgb.shape[:2]
+        h, w = self._read_first_frame(first_frame_timeout_s).rgb.shape[:2]
         fps = float(self._cap.get(_cv2().CAP_PROP_FPS) or 0.0)
         self._frame_ns = int(1e9 / (fps if 1 <= fps <= 1000 else DEFAULT_FPS))
         self._detail = f"{w}x{h} @ {fps:.1f} fps" if fps > 0 else f"{w}x{h} @ ? fps"
@@ -223,8 +221,9 @@ class CameraSource:
         if height is not None:
             self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
 
-    def _read_first_frame(self, timeout_s: float) -> None:
-        """Read one frame in a helper thread so a device that never delivers cannot hang the caller."""
+    def _read_first_frame(self, timeout_s: float) -> VideoFrame:
+        """Read one frame in a helper thread so a device that never delivers cannot hang the caller; it is kept
+        in `_first` too (for `start()` to emit)."""
         probe = threading.Thread(target=self._probe, name="camera-probe", daemon=True)
         probe.start()
         probe.join(timeout_s)
@@ -241,6 +240,7 @@ class CameraSource:
                 f"camera {self.device!r} opened but its first frame could not be read"
                 f"{' (' + self._error + ')' if self._error else ''}; try another --camera, or check the file"
             )
+        return self._first
 
     def _probe(self) -> None:
         """Body of the first-frame helper thread."""
@@ -281,7 +281,8 @@ class CameraSource:
         if (width, height) == (w, h):
             return image
         cv2 = _cv2()
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        scaled: np.ndarray = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return scaled
 
     def prepare(
         self, short_side: int | None = None, sample_rate: int | None = None, frames_per_window: int | None = None
@@ -340,7 +341,7 @@ class CameraSource:
         """Record the end and tell the pipeline (an end marker must not be lost, so it displaces a frame)."""
         self._error = error
         self._ended = True
-        self._dropped += self._out.put_latest(SourceEnd("camera", error=error))
+        self._dropped += self._out.put_latest(SourceEnd(self.name, error=error))
 
     def _release(self) -> None:
         """Release the capture exactly once."""
@@ -372,10 +373,14 @@ class CameraSource:
         thread = self._thread
         running = thread is not None and thread.is_alive() and not self._ended and not self._stop_event.is_set()
         return SourceStatus(
-            name="camera",
+            name=self.name,
             running=running,
             items=self._items,
             dropped=self._dropped,
             detail=self._detail + self._timing_note(),
             error=self._error,
         )
+
+    def counters(self) -> InputCounters:
+        """Frames captured and dropped (a full queue), and the backlog dropped at the start."""
+        return {"items": self._items, "dropped": self._dropped, "backlog_dropped": self.backlog}

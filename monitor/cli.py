@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from monitor.assembly import open_pipeline
 from monitor.queues import first_line
 from monitor.replay import CLOCKS
-from monitor.run_options import Terminated, check_args, ended_by
+from monitor.run_end import EXIT_OK, EndReason, RunEnd, Terminated
+from monitor.run_options import check_args
 from monitor.session_csv import read_session
 from monitor.session_plot import DEFAULT_SIZE, default_output, plot_session
 from sec2sec.config import config_help
@@ -41,7 +42,7 @@ from sec2sec.warning_line import show_warning
 if TYPE_CHECKING:  # the heavy imports (torch, PyAV, rich) wait until a run needs them: --help stays instant
     from monitor.pipeline import Pipeline
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_USAGE = 2  # bad input, before the run (the exit codes of a run's end are `RunEnd.exit_code`'s)
 PLOT_EPILOG = "sec2sec-live plot SESSION.csv: draw a recorded session as a PNG (see sec2sec-live plot --help)"
 
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--zmq", metavar="ENDPOINT", help="publish on a ZeroMQ PUB socket, e.g. tcp://127.0.0.1:5556")
     out.add_argument("--no-ui", action="store_true", help="print one plain line per window instead of the dashboard")
     out.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of input")
+    p.set_defaults(model=None)  # `Options.model`: the API may pass a loaded model; the CLI loads its own
     return p
 
 
@@ -154,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run_pipeline(pipeline, args)
     except BaseException as exc:  # a signal before the pipeline's handlers took over: close what is open
-        pipeline.stop(ended_by(exc))
+        end = RunEnd.cut_short(exc)
+        pipeline.stop(end.reason, end.message)
         raise
 
 
@@ -167,42 +170,37 @@ def _run_pipeline(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
     dashboard = None if args.no_ui else Dashboard(pipeline.snapshot)
     handlers = _on_signals(
-        lambda signum, _: pipeline.request_stop("interrupted" if signum == signal.SIGINT else "terminated")
+        lambda signum, _: pipeline.request_stop(
+            EndReason.INTERRUPTED if signum == signal.SIGINT else EndReason.TERMINATED
+        )
     )
     try:
         if dashboard is not None:
             dashboard.start()
-        ended_by = pipeline.run()
+        end = pipeline.run()
     finally:
         if dashboard is not None:
             dashboard.stop()
         _restore_signals(handlers)
-    code = _report(pipeline, ended_by)
+    code = _report(pipeline, end)
     if pipeline.abandoned or (dashboard is not None and dashboard.abandoned):
         sys.stderr.flush()
         os._exit(code)  # a stuck thread would hang the interpreter's exit; every recorder is already closed
     return code
 
 
-def _report(pipeline: Pipeline, ended_by: str) -> int:
-    """The closing line (and the one error line) on stderr; the exit code."""
+def _report(pipeline: Pipeline, end: RunEnd) -> int:
+    """The closing lines on stderr (the totals and what ended the run; the error, or a warning that came with a
+    signal) and the exit code, both as `end` says."""
     s = pipeline.summary()
     p50 = "-" if s["latency_p50_ms"] is None else f"{s['latency_p50_ms']:.0f} ms"
     p99 = "-" if s["latency_p99_ms"] is None else f"{s['latency_p99_ms']:.0f} ms"
-    skipped = sum(getattr(source, "skipped", 0) for source in pipeline.sources)
+    skipped = sum(source.counters().get("damaged_packets_skipped", 0) for source in pipeline.sources)
     damage = f", {skipped} damaged packets skipped" if skipped else ""
-    failed = ended_by.startswith("error")
-    print(
-        f"{s['windows']} windows, {s['dropped']} dropped{damage}, latency p50 {p50} p99 {p99}; "
-        f"ended by {'error' if failed else ended_by}",
-        file=sys.stderr,
-    )
-    if failed:
-        print(f"error: {ended_by.removeprefix('error: ')}", file=sys.stderr)
-        return EXIT_FAILED
-    if pipeline.close_error:  # a signal ended the run, and a recorder then failed to close: say so
-        print(f"warning: {pipeline.close_error}", file=sys.stderr)
-    return {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED}.get(ended_by, EXIT_OK)
+    totals = f"{s['windows']} windows, {s['dropped']} dropped{damage}, latency p50 {p50} p99 {p99}"
+    for line in end.closing_lines(totals):
+        print(line, file=sys.stderr)
+    return end.exit_code
 
 
 Handler = Callable[[int, Any], None]
@@ -240,12 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {first_line(exc, with_type=False)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return EXIT_TERMINATED
+    except (KeyboardInterrupt, Terminated) as exc:  # a signal before the run: nothing was recorded yet
+        end = RunEnd.cut_short(exc)
+        print(end.reason.value, file=sys.stderr)
+        return end.exit_code
     finally:
         _restore_signals(previous)
 

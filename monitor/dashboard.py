@@ -25,6 +25,7 @@ from monitor.queues import call_with_deadline
 from monitor.snapshot import HISTORY_SECONDS, Snapshot
 
 if TYPE_CHECKING:
+    from monitor.run_end import RunEnd
     from monitor.sources import SourceStatus
     from sec2sec.stream import Estimate
 
@@ -174,7 +175,7 @@ def render_header(snapshot: Snapshot) -> RenderableType:
     grid.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
     grid.add_column(justify="right", no_wrap=True)
     latest = snapshot.latest
-    where = WAITING if latest is None else f"window {latest.index} ({latest.start_s:.1f}-{latest.end_s:.1f} s)"
+    where = WAITING if latest is None else f"window {latest.window} ({latest.start_s:.1f}-{latest.end_s:.1f} s)"
     grid.add_row(Text(snapshot.title, style="bold"), Text(f"{format_duration(snapshot.elapsed_s)}  {where}"))
     return grid
 
@@ -224,9 +225,9 @@ def latest_line(latest: Estimate | None) -> Text:
     """The newest window's inputs: video/audio flags, frames, audio coverage, gap."""
     if latest is None:
         return Text(WAITING, style="dim")
-    text = Text(f"window {latest.index}: ")
+    text = Text(f"window {latest.window}: ")
     text.append("video ok" if latest.video_ok else "video --", style="green" if latest.video_ok else "red")
-    text.append(f" ({latest.frames_seen} frames) ")
+    text.append(f" ({latest.frames} frames) ")
     text.append("audio ok" if latest.audio_ok else "audio --", style="green" if latest.audio_ok else "red")
     text.append(f" ({latest.audio_coverage:.0%})")
     if latest.gap:
@@ -288,7 +289,7 @@ def plain_line(estimate: Estimate, output_names: Sequence[str]) -> str:
     parts = [
         f"[{estimate.start_s:7.1f} s] {values}",
         flags,
-        f"{estimate.frames_seen} frames",
+        f"{estimate.frames} frames",
         f"latency {latency}",
         f"dropped {estimate.dropped_total}",
     ]
@@ -308,7 +309,7 @@ class PlainPrinter:
     def write(self, estimate: Estimate) -> None:
         print(plain_line(estimate, self.names), flush=True)
 
-    def close(self, ended_by: str = "end") -> None:
+    def close(self, end: RunEnd) -> None:
         sys.stdout.flush()
 
 

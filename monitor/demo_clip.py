@@ -29,7 +29,8 @@ def voice(seconds: float, rate: int = RATE) -> np.ndarray:
     tone = sum(np.sin(k * phase) / k for k in range(1, 6))
     envelope = np.clip(np.sin(2 * np.pi * np.cumsum(syllables) / rate), 0, None) ** 2
     level = np.where(excited, 0.5, 0.2)
-    return (level * envelope * tone / 2.3).astype(np.float32)
+    samples: np.ndarray = (level * envelope * tone / 2.3).astype(np.float32)  # `tone` is a sum(): Any to mypy
+    return samples
 
 
 def face(t: float, mouth_open: float, seconds: float) -> np.ndarray:

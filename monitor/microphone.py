@@ -3,7 +3,7 @@
 Time: the first chunk's first sample is stamped from PortAudio's `inputBufferAdcTime`, mapped onto
 `time.monotonic_ns()` (the clock the camera uses) by an offset measured once, in the first callback. Later chunks
 continue contiguously (`first_sample += frames`, the sound card's own clock) unless the ADC time disagrees by
-more than one block or 25 ms: then the chunk is re-stamped and a discontinuity is counted (lost buffers, a stalled
+more than one block or 25 ms: then the chunk is re-stamped and the re-stamp is counted (lost buffers, a stalled
 device, or a long-run drift between the sound card and the system clock). Time never runs backwards: samples
 that would overlap what was already emitted, or lie before the origin, are trimmed.
 
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from monitor.queues import BoundedQueue, call_with_deadline
-from monitor.sources import SourceEnd, SourceStatus
+from monitor.queues import call_with_deadline
+from monitor.sources import InputCounters, InputQueue, Source, SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk
 
@@ -154,13 +154,13 @@ class SampleClock:
     `stamp()` returns `(first_sample, skip)`: drop the first `skip` samples of the buffer (they overlap what
     was already stamped, or precede the origin) and the rest start at `first_sample`. After each call,
     `last_error` is how many samples the ADC time put this buffer after where the count expected it (negative:
-    before; 0 for the first buffer) and `restamped` whether that moved the stream (a discontinuity).
+    before; 0 for the first buffer) and `restamped` whether that moved the stream (`restamps` counts them).
     """
 
     def __init__(self, origin_ns: int, sample_rate: int) -> None:
         self.origin_ns = origin_ns
         self.sample_rate = sample_rate
-        self.discontinuities = 0
+        self.restamps = 0
         self._offset_ns: int | None = None  # monotonic_ns - PortAudio time, measured once
         self._next: int | None = None
         self._largest_block = 0
@@ -186,7 +186,7 @@ class SampleClock:
             tolerance = max(self._largest_block, self.sample_rate * MIN_TOLERANCE_MS // 1000)
             self.last_error = measured - self._next
             if abs(self.last_error) > tolerance:
-                self.discontinuities += 1
+                self.restamps += 1
                 self.restamped = True
             else:
                 first = self._next
@@ -199,7 +199,7 @@ class SampleClock:
         return first, skip
 
 
-class MicrophoneSource:
+class MicrophoneSource(Source):
     """Record mono float32 chunks from a PortAudio input into `out` with `put_latest`.
 
     The constructor resolves the device (and fails there, with a one-line MicrophoneError, when PortAudio or
@@ -217,7 +217,7 @@ class MicrophoneSource:
     def __init__(
         self,
         device: int | str | None,
-        out: BoundedQueue,
+        out: InputQueue,
         origin_ns: int,
         *,
         sample_rate: int | None = None,
@@ -228,7 +228,7 @@ class MicrophoneSource:
             raise MicrophoneError(f"sample_rate = {sample_rate}; give a positive rate in Hz, e.g. 48000")
         if blocksize < 0:
             raise MicrophoneError(f"blocksize = {blocksize}; give 0 (the host's choice) or a number of frames")
-        self._sd = None if stream_factory is not None else _sounddevice()
+        self._sd: Any = None if stream_factory is not None else _sounddevice()  # the module, unless injected
         self.device = resolve_device(device)
         self.sample_rate = int(sample_rate) if sample_rate is not None else self.device.default_samplerate
         self.device_rate = self.sample_rate  # the rate the stream records at (differs when resampling)
@@ -249,15 +249,30 @@ class MicrophoneSource:
         self.overflows = 0  # callbacks flagged input_overflow (samples lost inside PortAudio)
         self.other_flags = 0  # callbacks with any other status flag
         self.queue_drops = 0  # chunks displaced from the full queue
-        self.abandoned: list[str] = []  # helper threads left blocked in PortAudio (a stop that never returned)
+        self._left_behind: list[str] = []  # helper threads left blocked in PortAudio (a stop that never returned)
         self.samples_lost = 0  # at the delivered rate: overflows' measured shortfall and forward re-stamps
         self.samples_restamped = 0  # at the delivered rate: how far re-stamps moved the stream's clock
-        self.on_loss: Callable[..., None] | None = None  # (window, samples=, restamped=), e.g. LossLedger.add
 
     @property
-    def discontinuities(self) -> int:
+    def restamps(self) -> int:
         """How many times the stream was re-stamped because the ADC time jumped."""
-        return self._clock.discontinuities
+        return self._clock.restamps
+
+    @property
+    def abandoned(self) -> tuple[str, ...]:
+        return tuple(self._left_behind)
+
+    def counters(self) -> InputCounters:
+        """Chunks captured and lost, overflows, queue drops, re-stamps, and the samples they lost or moved."""
+        return {
+            "items": self.items,
+            "dropped": self.overflows + self.queue_drops,
+            "overflows": self.overflows,
+            "queue_drops": self.queue_drops,
+            "restamps": self.restamps,
+            "samples_lost": self.samples_lost,
+            "samples_restamped": self.samples_restamped,
+        }
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """PortAudio thread: copy, stamp, (resample), enqueue, count flags. No I/O, no locks held long."""
@@ -304,9 +319,9 @@ class MicrophoneSource:
     def _resample(self, samples: np.ndarray, first: int) -> tuple[np.ndarray, int]:
         """Device-rate samples starting at device sample `first` -> model-rate samples and their first index.
         The resampler's state runs on across blocks; a re-stamp (a jump in time) starts it afresh."""
-        if self._next_out is None or self._clock.discontinuities != self._seen_jumps:
+        if self._next_out is None or self._clock.restamps != self._seen_jumps:
             self._resampler.clear()
-            self._seen_jumps = self._clock.discontinuities
+            self._seen_jumps = self._clock.restamps
             self._next_out = first * self.sample_rate // self.device_rate
         out = self._resampler.resample_chunk(samples)
         start, self._next_out = self._next_out, self._next_out + out.size
@@ -319,7 +334,7 @@ class MicrophoneSource:
                 return
             self._ended = True
         self._error = f"microphone {self.device.name!r} stopped unexpectedly (unplugged or taken by another program?)"
-        self._out.put_latest(SourceEnd("microphone", error=self._error))
+        self._out.put_latest(SourceEnd(self.name, error=self._error))
 
     def _portaudio_errors(self) -> tuple[type[BaseException], ...]:
         """What opening or starting a stream raises: PortAudio's error, or anything from an injected factory."""
@@ -416,7 +431,7 @@ class MicrophoneSource:
 
         returned, error = call_with_deadline(stop_and_close, timeout_s, "stop microphone")
         if not returned:
-            self.abandoned.append("stop microphone")
+            self._left_behind.append("stop microphone")
             self._error = self._error or (
                 f"microphone {self.device.name!r} did not stop within {timeout_s:g} s (unplugged?); left behind"
             )
@@ -429,7 +444,7 @@ class MicrophoneSource:
         stream = self._stream
         running = stream is not None and bool(getattr(stream, "active", True)) and not self._ended
         return SourceStatus(
-            name="microphone",
+            name=self.name,
             running=running,
             items=self.items,
             dropped=self.overflows + self.queue_drops,

@@ -5,7 +5,9 @@ Both are sinks under the recorders' rules, and the network never holds up the pi
 the estimate on a bounded send queue (when it is full, the oldest waiting estimate is dropped and counted) and
 a thread of the outlet's own sends it. A consumer that is missing, slow or never reads costs the pipeline one
 queue put per window. The transports buffer for each consumer on their own (ZeroMQ's high-water mark, liblsl's
-per-inlet buffer) and drop for a consumer that falls that far behind, which it sees as gaps in `window`.
+per-inlet buffer) and drop for a consumer that falls that far behind, which it sees as gaps in `window`. What
+they send is the estimate's record (`monitor/fields.py`): the ZeroMQ message is the JSON line, the LSL channels
+are its numeric fields under the same names.
 Opening (binding the socket, starting liblsl) happens before the model loads, so a port in use or a missing
 library is a one-line error at once; the channels, which need the model's outputs, are declared by `start()`.
 pylsl and pyzmq are optional (`pip install 'sec2sec-live[lsl]'`, `[zmq]`) and imported only when asked for.
@@ -23,8 +25,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from monitor.fields import Value, check_output_names, lsl_channels, record_of
 from monitor.queues import BoundedQueue, Closed, first_line
-from monitor.recorders import json_record
+from monitor.run_end import NORMAL_END, RunEnd
 from monitor.snapshot import percentile
 from sec2sec.config import NANOS_PER_SECOND
 
@@ -62,8 +65,6 @@ def machine_only_lsl_config(session: str) -> str:
     return MACHINE_ONLY_LSL.format(session=session)
 
 
-FLAG_CHANNELS = ("video_ok", "audio_ok", "gap", "window")
-
 CaptureClock = Callable[["Estimate"], "int | None"]  # monotonic ns of the window's end on the capture clock
 
 
@@ -93,7 +94,7 @@ class QueuedOutlet:
 
     def start(self, names: Sequence[str], meta: dict[str, Any]) -> None:
         """Declare the model's outputs (and, where the transport has one, its description); start sending."""
-        self.names = tuple(names)
+        self.names = check_output_names(names)
         self._declare(meta)
         self._thread = threading.Thread(target=self._send_all, name=f"{self.kind} sender", daemon=True)
         self._thread.start()
@@ -131,10 +132,10 @@ class QueuedOutlet:
     def send(self, estimate: Estimate, when_ns: int) -> bool:
         raise NotImplementedError
 
-    def finish(self, ended_by: str) -> None:
+    def finish(self, end: RunEnd) -> None:
         raise NotImplementedError
 
-    def summary(self, ended_by: str) -> dict[str, Any]:
+    def summary(self, end: RunEnd) -> dict[str, Any]:
         """Windows, latency percentiles (ms), dropped windows and how the run ended, as the CSV sidecar's."""
         p50, p99 = percentile(self._latencies_ms, 50), percentile(self._latencies_ms, 99)
         return {
@@ -142,7 +143,7 @@ class QueuedOutlet:
             "dropped_total": self._dropped_total,
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "latency_p99_ms": None if p99 is None else round(p99, 3),
-            "ended_by": ended_by,
+            **end.report(),
             **self.report(),
         }
 
@@ -150,7 +151,7 @@ class QueuedOutlet:
         """What the sidecar records of this output."""
         return {"sent": self.sent, "send_queue_dropped": self.dropped, "error": self._error or None}
 
-    def close(self, ended_by: str = "end") -> None:
+    def close(self, end: RunEnd = NORMAL_END) -> None:
         """Send what is queued (bounded by SEND_JOIN_S), then `finish`. Idempotent."""
         self._queue.close()
         thread, self._thread = self._thread, None
@@ -158,7 +159,7 @@ class QueuedOutlet:
             thread.join(SEND_JOIN_S)
             if thread.is_alive():
                 return  # a send stuck in the transport: leave the resources to the process's exit
-        self.finish(ended_by)
+        self.finish(end)
 
 
 class ZmqPublisher(QueuedOutlet):
@@ -183,15 +184,15 @@ class ZmqPublisher(QueuedOutlet):
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
             self._release()
+            reason = zmq.strerror(exc.errno) if exc.errno is not None else exc.strerror
             raise ValueError(
-                f"--zmq {endpoint}: cannot bind ({zmq.strerror(exc.errno)}); give a free endpoint such as tcp://127.0.0.1:5556"
+                f"--zmq {endpoint}: cannot bind ({reason}); give a free endpoint such as tcp://127.0.0.1:5556"
             ) from None
         self._finished = False
         self.high_water_dropped = 0  # windows ZeroMQ refused at its high-water mark (written by the sender thread)
 
     def send(self, estimate: Estimate, when_ns: int) -> bool:
-        values = [float(estimate.outputs[name]) for name in self.names]
-        body = json.dumps(json_record(estimate, values, self.names), allow_nan=False).encode()
+        body = json.dumps(record_of(estimate, self.names), allow_nan=False).encode()
         try:
             self._socket.send_multipart([WINDOW_TOPIC, body], flags=self._zmq.NOBLOCK)
         except self._zmq.Again:  # PUB drops past the high-water mark itself; this is the same, counted
@@ -203,11 +204,11 @@ class ZmqPublisher(QueuedOutlet):
         """The common report, plus the windows dropped at ZeroMQ's high-water mark."""
         return {**super().report(), "high_water_dropped": self.high_water_dropped}
 
-    def finish(self, ended_by: str) -> None:
+    def finish(self, end: RunEnd) -> None:
         if self._finished:
             return
         self._finished = True
-        body = json.dumps(self.summary(ended_by), allow_nan=False).encode()
+        body = json.dumps(self.summary(end), allow_nan=False).encode()
         with contextlib.suppress(self._zmq.ZMQError):
             self._socket.send_multipart([SUMMARY_TOPIC, body], flags=self._zmq.NOBLOCK)
         self._release()
@@ -224,8 +225,9 @@ def lsl_source_id(host: str, source: str, model_id: str) -> str:
 
 
 class LslOutlet(QueuedOutlet):
-    """A Lab Streaming Layer outlet named `name`, type "Affect", double channels: the model's outputs, then
-    video_ok, audio_ok, gap (windows missing before this one) and the window index. One sample per window,
+    """A Lab Streaming Layer outlet named `name`, type "Affect", double channels named as the record's fields
+    (`monitor/fields.py::lsl_channels`): the model's outputs, then video_ok, audio_ok, gap (windows missing
+    before this one) and window (the window's index), each with the field's unit. One sample per window,
     time-stamped in LSL's clock at the window's end on the capture clock (the camera's and microphone's), or,
     where the capture clock is not real time (offline and virtual replay), when the estimate was made.
     `rate` 1.0 (live, or times --speed for a realtime replay) gives a regular stream in which a window that
@@ -251,15 +253,15 @@ class LslOutlet(QueuedOutlet):
 
     def _declare(self, meta: dict[str, Any]) -> None:
         lsl = self._lsl
-        channels = (*self.names, *FLAG_CHANNELS)
+        channels = lsl_channels(self.names)
         info = lsl.StreamInfo(self.stream_name, "Affect", len(channels), self.rate, lsl.cf_double64, self.source_id)
         desc = info.desc()
         xml = desc.append_child("channels")
-        for label in channels:
+        for label, field in channels:
             channel = xml.append_child("channel")
             channel.append_child_value("label", label)
-            channel.append_child_value("unit", "probability" if label in self.names else "count")
-            channel.append_child_value("type", "Affect" if label in self.names else "Flag")
+            channel.append_child_value("unit", field.unit)
+            channel.append_child_value("type", "Affect" if field.per_output else "Flag")
         for key, value in meta.items():
             desc.append_child_value(key, "" if value is None else str(value))
         try:
@@ -270,14 +272,14 @@ class LslOutlet(QueuedOutlet):
     def send(self, estimate: Estimate, when_ns: int) -> bool:
         lsl = self._lsl
         stamp = lsl.local_clock() - (time.monotonic_ns() - when_ns) / NANOS_PER_SECOND
+        labels = [label for label, _ in lsl_channels(self.names)]
         if self.rate > 0:  # a regular stream keeps one sample per window: NaN for the windows that were missed
             period = 1.0 / self.rate
             for k in range(self._gap_samples(estimate.gap), 0, -1):
-                gap_sample = [math.nan] * (len(self.names) + len(FLAG_CHANNELS) - 1) + [estimate.index - k]
-                self._outlet.push_sample(gap_sample, stamp - k * period)
-        values = [float(estimate.outputs[name]) for name in self.names]
-        flags = [float(estimate.video_ok), float(estimate.audio_ok), float(estimate.gap), float(estimate.index)]
-        self._outlet.push_sample([*values, *flags], stamp)
+                missed = [float(estimate.window - k) if label == "window" else math.nan for label in labels]
+                self._outlet.push_sample(missed, stamp - k * period)
+        record = record_of(estimate, self.names)
+        self._outlet.push_sample([_number(record[label]) for label in labels], stamp)
         return True
 
     def _gap_samples(self, gap: int) -> int:
@@ -292,11 +294,20 @@ class LslOutlet(QueuedOutlet):
         """The common report, plus the NaN samples of missed windows beyond liblsl's buffer (not pushed)."""
         return {**super().report(), "gap_samples_not_sent": self.gap_samples_not_sent}
 
-    def finish(self, ended_by: str) -> None:
+    def finish(self, end: RunEnd) -> None:
         outlet, self._outlet = self._outlet, None
         if outlet is not None and outlet.have_consumers():
             time.sleep(LSL_LINGER_S)  # liblsl sends asynchronously: let the last samples leave before the end
         del outlet  # pylsl destroys the outlet with the object: consumers see the stream end
+
+
+def _number(value: Value) -> float:
+    """A record's value as an LSL channel's double: a flag 1.0 or 0.0, None (not finite, not measured) NaN."""
+    if value is None:
+        return math.nan
+    if isinstance(value, list):
+        raise TypeError("a list (the attribution) is not an LSL channel")
+    return float(value)
 
 
 def import_pylsl() -> Any:

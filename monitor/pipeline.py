@@ -18,9 +18,10 @@ from dataclasses import replace
 from monitor.losses import LossLedger
 from monitor.queues import BoundedQueue, Closed, call_with_deadline, first_line
 from monitor.replay import CLOCKS as REPLAY_CLOCKS
+from monitor.run_end import EndReason, RunEnd
 from monitor.sinks import SINK_CLOSE_TIMEOUT_S, Sink, SinkFailed, SinkSet
 from monitor.snapshot import Progress, Snapshot
-from monitor.sources import Source, SourceEnd
+from monitor.sources import InputQueue, Source, SourceEnd
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, VideoFrame
 from sec2sec.stream import AffectStream, Estimate
@@ -37,8 +38,8 @@ POLL_S = 0.05  # how often a waiting loop looks at the stop event
 
 class Pipeline:
     """Wire sources, windower, stream and sinks together. `run()` blocks until the end of the input, the
-    window limit, `stop()` (from a signal handler or another thread) or an error, and returns what ended it:
-    "end", "duration", "interrupted", "terminated", "stopped", or "error: <one line naming what failed>".
+    window limit, `stop()` (from a signal handler or another thread) or an error, and returns what ended it
+    (`RunEnd`: the reason, and for an error one line naming what failed; the first end is the one kept).
 
     Every wait is bounded or wakes on the stop event; a failure in any thread ends the run; shutdown lets the
     window in flight finish (bounded by `IN_FLIGHT_TIMEOUT_S`), then closes every sink so the recorders write
@@ -49,7 +50,7 @@ class Pipeline:
         self,
         stream: AffectStream,
         sources: Sequence[Source],
-        inputs: BoundedQueue,
+        inputs: InputQueue,
         windower: Windower,
         sinks: Sequence[Sink],
         *,
@@ -84,21 +85,19 @@ class Pipeline:
         self._stop = threading.Event()
         self._stopped = False
         self._shut_down = threading.Event()  # set once stop() has closed everything
-        self._ended_by = ""
-        self.message = ""
+        self._end: RunEnd | None = None  # what ended the run: the first end reported
+        self.message = ""  # the dashboard's last warning or error, one line
         self.abandoned: list[str] = []  # threads still running after shutdown gave up on them
-        self.close_error = ""  # the first sink that could not be closed, one line
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._busy: tuple[int, int] | None = None  # (window index, monotonic start) of the step in progress
         self._virtual_free_ns = 0
-        self._frames = collections.deque(maxlen=256)  # monotonic arrival times of recent video frames
+        self._frames: collections.deque[int] = collections.deque(maxlen=256)  # arrival times of recent frames
         self._started_ns = time.monotonic_ns()
         self.on_estimate: Callable[[Estimate], None] | None = None
         self.losses = LossLedger()  # input lost at the edges, by window; each row takes its window's share
         inputs.on_drop = self._input_dropped
-        for source in self.sources:
-            if hasattr(source, "on_loss"):  # a source that can tell what it lost (the microphone)
-                source.on_loss = self.losses.add
+        for source in self.sources:  # a source that can tell what it lost (the microphone) files it here
+            source.on_loss = self.losses.add
 
     def _input_dropped(self, item: object) -> None:
         """A frame or chunk the full input queue displaced (live: the windowing thread fell behind)."""
@@ -110,7 +109,7 @@ class Pipeline:
 
     # ---- the windowing loop (caller's thread) -------------------------------------------------------
 
-    def run(self) -> str:
+    def run(self) -> RunEnd:
         """Start everything, window the input until something ends the run, stop, and say what ended it."""
         self._started_ns = time.monotonic_ns()
         self._worker.start()
@@ -121,12 +120,12 @@ class Pipeline:
                 source.start(self.origin_ns if self.clock == "live" else None)
             self._loop()
         except KeyboardInterrupt:
-            self._end("interrupted")
+            self._settle(RunEnd(EndReason.INTERRUPTED))
         except Exception as exc:  # noqa: BLE001 - any failure here ends the run with its message
             self._fail(f"windowing failed: {first_line(exc)}")
         finally:
             self.stop()
-        return self._ended_by
+        return self.end
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -154,8 +153,7 @@ class Pipeline:
         now = time.monotonic_ns()
         if self.clock != "live":
             for source in self.sources:
-                stalled_ns = getattr(source, "stalled_ns", None)
-                if stalled_ns is not None and stalled_ns(now) > self.stall_ns:
+                if source.stalled_ns(now) > self.stall_ns:
                     self._fail(f"{source.name}: no data for {self.stall_ns / NANOS_PER_SECOND:g} s (decoder stalled)")
                     return True
         busy = self._busy
@@ -181,14 +179,14 @@ class Pipeline:
         if end.error:
             self._fail(self.message)
         else:
-            self._end("end")
+            self._settle(RunEnd(EndReason.END))
 
     def _emit(self, windows: Iterable[Window]) -> bool:
         """Hand closed windows to the worker; True when the run must end (window limit, or stopping)."""
         for window in windows:
             if self.max_windows is not None and window.index >= self.max_windows:
                 self._drain()
-                self._end("duration")
+                self._settle(RunEnd(EndReason.DURATION))
                 return True
             window = replace(window, closed_ns=time.monotonic_ns())
             if self.clock in ("virtual", "offline"):
@@ -205,20 +203,21 @@ class Pipeline:
         while self._worker.is_alive() and not self._stop.is_set() and not self._stalled():
             self._worker.join(POLL_S)
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: EndReason) -> None:
         """Ask `run()` to end (safe from a signal handler: it only sets an event)."""
-        self._end(reason)
+        self._settle(RunEnd(reason))
 
-    def _end(self, reason: str) -> None:
-        if not self._ended_by:
-            self._ended_by = reason
+    def _settle(self, end: RunEnd) -> None:
+        """End the run: the first end is the one kept (and reported); every end wakes the waiting loops."""
+        if self._end is None:
+            self._end = end
         self._stop.set()
 
     def _fail(self, message: str) -> None:
         """End the run as an error; the first failure is the one reported."""
-        if not self._ended_by:
+        if self._end is None:
             self.message = message
-        self._end(f"error: {message}")
+        self._settle(RunEnd.error(message))
 
     # ---- the inference worker (its own thread) ------------------------------------------------------
 
@@ -300,11 +299,12 @@ class Pipeline:
     def dropped(self) -> int:
         return self.windows.dropped + self._progress.virtual_dropped
 
-    def stop(self, reason: str = "stopped") -> None:
+    def stop(self, reason: EndReason = EndReason.STOPPED, message: str = "") -> None:
         """Idempotent and bounded: close the queues, let the worker finish the window in flight, close every
         sink (recorders write their summaries), then stop the sources (releasing devices). Every step has a
-        deadline, so a device or sink stuck in its driver cannot hold up the others. Safe from any thread."""
-        self._end(reason)
+        deadline, so a device or sink stuck in its driver cannot hold up the others. Safe from any thread.
+        `reason` (and `message`) say what ended the run, unless something ended it already."""
+        self._settle(RunEnd(reason, message))
         with self._lock:
             stopping_elsewhere, self._stopped = self._stopped, True
         if stopping_elsewhere:  # another thread is shutting down: wait (bounded) until it is done
@@ -339,9 +339,9 @@ class Pipeline:
     def _stop_sources(self) -> None:
         """Stop each source in a helper thread with a deadline; one that does not return is abandoned."""
         for source in self.sources:
-            name = getattr(source, "name", "") or source.status.name
+            name = source.name
             returned, error = call_with_deadline(source.stop, SOURCE_STOP_TIMEOUT_S, f"stop {name}")
-            self.abandoned += getattr(source, "abandoned", [])  # a source that bounds its own stop
+            self.abandoned += source.abandoned  # a source that bounds its own stop
             if not returned:
                 self.abandoned.append(f"stop {name}")
                 self.message = self.message or (
@@ -351,24 +351,18 @@ class Pipeline:
                 self.message = self.message or f"{name} did not stop cleanly: {error}"
 
     def _close_sinks(self) -> None:
-        """Close every sink, each bounded (the CSV summary is written even when stdout is a pipe nobody reads)."""
-        for name, problem, left_behind in self.outputs.close(self._ended_by):
+        """Close every sink, each bounded (the CSV summary is written even when stdout is a pipe nobody reads).
+        A sink that cannot close changes the end as `RunEnd.after_close_failure` says."""
+        for name, problem, left_behind in self.outputs.close(self.end):
             if left_behind:
                 self.abandoned.append(f"close {name}")
-            self._close_failed(f"{name} {problem}")
-
-    def _close_failed(self, message: str) -> None:
-        """A sink that cannot close (a full disk while writing the summary) turns a clean end into an error;
-        a run already ended by a signal or an error keeps that reason, with this as its message."""
-        self.close_error = self.close_error or message
-        if self._ended_by in ("end", "duration", "stopped"):
-            self._ended_by, self.message = f"error: {message}", message
-        else:
-            self.message = self.message or message
+            before, self._end = self.end, self.end.after_close_failure(f"{name} {problem}")
+            self.message = self._end.message if self._end.failed and not before.failed else self.message or problem
 
     @property
-    def ended_by(self) -> str:
-        return self._ended_by
+    def end(self) -> RunEnd:
+        """What ended the run (`stopped` if asked before anything ended it; set by `run()` and `stop()`)."""
+        return self._end or RunEnd(EndReason.STOPPED)
 
     @property
     def sinks(self) -> list[Sink]:
@@ -412,7 +406,8 @@ class Pipeline:
         )
 
     def summary(self) -> dict[str, float | int | str | None]:
-        """Totals for the closing line and the sidecar."""
+        """Totals for the closing line and the API: windows done, windows dropped, latency p50 and p99 (ms), and
+        what ended the run (`ended_by`, `message`: `RunEnd.report`)."""
         with self._lock:
             p50, p99 = self._progress.latency_percentiles()
             done = self._progress.done
@@ -421,5 +416,5 @@ class Pipeline:
             "dropped": self.dropped,
             "latency_p50_ms": p50,
             "latency_p99_ms": p99,
-            "ended_by": self._ended_by,
+            **self.end.report(),
         }

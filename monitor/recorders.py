@@ -9,18 +9,19 @@ operating system in one `write` call right after it is made, so a process that i
 keeps every completed line and never leaves half of one; a write that fails part-way (a full disk) is cut back
 to the last whole line before the error is raised. There is no fsync per line, so a power cut may lose the last
 few. The sidecar is replaced atomically (temporary file + `os.replace`), so it is always either the old or the
-new version, never half of one, and it gets the CSV's permissions. The CSV's columns and the sidecar's name
-come from `monitor/session_csv.py`, which also reads a recorded session back; the checks a run makes on its
-output paths before it opens any are in `monitor/output_paths.py`.
+new version, never half of one, and it gets the CSV's permissions. A CSV row and a JSON line are the
+estimate's record (`monitor/fields.py`: one name for each fact, in every output); the sidecar's name comes from
+`monitor/session_csv.py`, which also reads a recorded session back; the checks a run makes on its output paths
+before it opens any are in `monitor/output_paths.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
-import math
 import os
 import stat
 import tempfile
@@ -29,31 +30,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.fields import (
+    FORMAT,
+    FORMAT_VERSION,
+    SIDECAR_KEYS,
+    Value,
+    check_output_names,
+    columns,
+    csv_cells,
+    record_of,
+)
+from monitor.losses import Losses
 from monitor.output_paths import check_output_path, unwritable
-from monitor.session_csv import LEADING_COLUMNS, LOSS_COLUMNS, TRAILING_COLUMNS, sidecar_path
+from monitor.run_end import NORMAL_END, RunEnd
+from monitor.session_csv import sidecar_path
 from monitor.snapshot import percentile
 
 if TYPE_CHECKING:
     from sec2sec.stream import Estimate
-
-
-def latency_ms(estimate: Estimate) -> float | None:
-    """The estimate's latency (window close -> estimate) in milliseconds; None when the pipeline did not set it."""
-    return None if estimate.latency_ns is None else estimate.latency_ns / 1e6
-
-
-def check_output_names(output_names: Sequence[str], reserved: Sequence[str] = ()) -> tuple[str, ...]:
-    """At least one output, no duplicates, no clash with the recorder's own columns."""
-    names = tuple(output_names)
-    if not names:
-        raise ValueError("output_names is empty; a recorder needs the model's output names, e.g. ('valence',)")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"output names {duplicates} appear more than once; each output needs its own name")
-    clashes = sorted(set(names) & set(reserved))
-    if clashes:
-        raise ValueError(f"output names {clashes} clash with the recorder's own columns; rename those outputs")
-    return names
 
 
 def csv_line(cells: Sequence[str]) -> str:
@@ -85,8 +79,8 @@ class _LineRecorder:
 
     kind = "recorder"
 
-    def __init__(self, path: str | Path, output_names: Sequence[str], reserved: Sequence[str] = ()) -> None:
-        self.output_names = check_output_names(output_names, reserved)
+    def __init__(self, path: str | Path, output_names: Sequence[str]) -> None:
+        self.output_names = check_output_names(output_names)
         self.path = check_output_path(path)
         self.name = f"{self.kind} {self.path}"
         self.windows = 0
@@ -119,15 +113,10 @@ class _LineRecorder:
         """True once close() has run."""
         return self._closed
 
-    def outputs_of(self, estimate: Estimate) -> list[float]:
-        """The estimate's outputs in this recorder's order; a missing output is an error that names it."""
-        missing = [name for name in self.output_names if name not in estimate.outputs]
-        if missing:
-            raise ValueError(
-                f"window {estimate.index} has no output {missing}; it has {list(estimate.outputs)}, "
-                f"the recorder was opened for {list(self.output_names)}"
-            )
-        return [float(estimate.outputs[name]) for name in self.output_names]
+    def record(self, estimate: Estimate) -> dict[str, Value]:
+        """The estimate's record (`monitor/fields.py`) with this recorder's outputs; a missing output is a
+        ValueError that names it."""
+        return record_of(estimate, self.output_names)
 
     def _write_line(self, line: str) -> None:
         """Append one line and flush it to the OS (caller holds the lock)."""
@@ -146,10 +135,9 @@ class _LineRecorder:
 
 
 class CsvRecorder(_LineRecorder):
-    """One CSV row per window:
-    `window,start_s,end_s,<outputs...>,attribution,video_ok,audio_ok,frames,audio_coverage,latency_ms,dropped_total,`
-    `frames_dropped,samples_lost,samples_restamped` (docs/reliability.md says what each means)
-    plus a JSON sidecar `<path>.json` = the caller's `sidecar` dict + "columns" + "summary" (null until `close()`;
+    """One CSV row per window, the estimate's record (`monitor/fields.py`: `window,start_s,end_s,<outputs...>,`
+    `attribution,video_ok,...`; docs/outputs.md says what each means), plus a JSON sidecar `<path>.json` =
+    "format" and "format_version", the caller's `sidecar` dict, "columns" and "summary" (null until `close()`;
     a sidecar whose summary is null means the run did not close cleanly). `input_report`, when given, is called
     at close and its dict is stored as the summary's "input" (e.g. damaged packets a replay skipped);
     `outputs_report` likewise as "outputs" (what the live outputs sent and dropped)."""
@@ -166,24 +154,29 @@ class CsvRecorder(_LineRecorder):
     ) -> None:
         self._input_report = input_report
         self._outputs_report = outputs_report
-        reserved = (*LEADING_COLUMNS, *TRAILING_COLUMNS)
-        names = check_output_names(output_names, reserved)
-        clashes = sorted({"columns", "summary"} & set(sidecar))
+        names = check_output_names(output_names)
+        clashes = sorted(set(SIDECAR_KEYS) & set(sidecar))
         if clashes:
             raise ValueError(f"sidecar keys {clashes} are written by the recorder; use other names")
-        self.columns = (*LEADING_COLUMNS, *names, *TRAILING_COLUMNS)
-        self._sidecar: dict[str, Any] = {**sidecar, "columns": list(self.columns), "summary": None}
+        self.columns = columns(names)
+        self._sidecar: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **sidecar,
+            "columns": list(self.columns),
+            "summary": None,
+        }
         try:
             json.dumps(self._sidecar, allow_nan=False)
         except (TypeError, ValueError) as error:
             raise ValueError(f"sidecar must be plain JSON (str, numbers, bools, lists, dicts): {error}") from error
         check_output_path(sidecar_path(path))  # before the CSV is opened (and an old one truncated)
-        super().__init__(path, names, reserved)
+        super().__init__(path, names)
         self.sidecar_path = sidecar_path(self.path)
         self._latencies_ms: list[float] = []
         self._dropped_total = 0
         self._missing = 0
-        self._lost = dict.fromkeys(LOSS_COLUMNS, 0)
+        self._lost = Losses()  # the loss columns, summed
         self._first_window: int | None = None
         self._last_window: int | None = None
         try:
@@ -197,22 +190,8 @@ class CsvRecorder(_LineRecorder):
             raise
 
     def row(self, estimate: Estimate) -> list[str]:
-        """The CSV cells of one estimate, formatted (outputs 6 decimals, times 3, latency in ms with 1)."""
-        latency = latency_ms(estimate)
-        return [
-            str(estimate.index),
-            f"{estimate.start_s:.3f}",
-            f"{estimate.end_s:.3f}",
-            *(f"{value:.6f}" for value in self.outputs_of(estimate)),
-            ";".join(f"{weight:.4f}" for weight in estimate.attribution),
-            str(int(estimate.video_ok)),
-            str(int(estimate.audio_ok)),
-            str(estimate.frames_seen),
-            f"{estimate.audio_coverage:.3f}",
-            "" if latency is None else f"{latency:.1f}",
-            str(estimate.dropped_total),
-            *(str(getattr(estimate, column)) for column in LOSS_COLUMNS),
-        ]
+        """The CSV cells of one estimate: its record, formatted (outputs 6 decimals, times 3, milliseconds 1)."""
+        return csv_cells(self.record(estimate), self.output_names)
 
     def write(self, estimate: Estimate) -> None:
         """Append one row and flush it (a killed process keeps every completed row)."""
@@ -223,20 +202,18 @@ class CsvRecorder(_LineRecorder):
 
     def _track(self, estimate: Estimate) -> None:
         """Remember what the summary needs (caller holds the lock)."""
-        latency = latency_ms(estimate)
-        if latency is not None:
-            self._latencies_ms.append(latency)
+        if estimate.latency_ns is not None:
+            self._latencies_ms.append(estimate.latency_ns / 1e6)
         self._dropped_total = max(self._dropped_total, estimate.dropped_total)
         self._missing += estimate.gap
-        for column in LOSS_COLUMNS:
-            self._lost[column] += getattr(estimate, column)
+        self._lost = self._lost + Losses(estimate.frames_dropped, estimate.samples_lost, estimate.samples_restamped)
         if self._first_window is None:
-            self._first_window = estimate.index
-        self._last_window = estimate.index
+            self._first_window = estimate.window
+        self._last_window = estimate.window
 
-    def summary(self, ended_by: str) -> dict[str, Any]:
+    def summary(self, end: RunEnd) -> dict[str, Any]:
         """What the sidecar's "summary" holds: counts, window range, latency percentiles (ms), the input the rows
-        lost (sums of the loss columns), how the run ended, and the caller's input report."""
+        lost (sums of the loss columns), how the run ended (`ended_by`, `message`), and the caller's reports."""
         p50, p99 = percentile(self._latencies_ms, 50), percentile(self._latencies_ms, 99)
         return {
             "windows": self.windows,
@@ -244,70 +221,37 @@ class CsvRecorder(_LineRecorder):
             "last_window": self._last_window,
             "windows_missing": self._missing,
             "dropped_total": self._dropped_total,
-            **self._lost,
+            **dataclasses.asdict(self._lost),
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "latency_p99_ms": None if p99 is None else round(p99, 3),
-            "ended_by": ended_by,
+            **end.report(),
             **({"input": self._input_report()} if self._input_report is not None else {}),
             **({"outputs": self._outputs_report()} if self._outputs_report is not None else {}),
         }
 
-    def close(self, ended_by: str = "end") -> None:
+    def close(self, end: RunEnd = NORMAL_END) -> None:
         """Flush and close the CSV, then rewrite the sidecar with a summary. Idempotent: later calls do nothing."""
         with self._lock:
             if not self._close_file():
                 return
-            self._sidecar = {**self._sidecar, "summary": self.summary(ended_by)}
+            self._sidecar = {**self._sidecar, "summary": self.summary(end)}
             write_json_atomic(self.sidecar_path, self._sidecar, self.mode)
 
     def __enter__(self) -> CsvRecorder:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self.close("end" if exc_type is None else f"error: {exc_type.__name__}")
-
-
-def _finite(value: float) -> float | None:
-    """JSON has no NaN or infinity: those become null."""
-    return value if math.isfinite(value) else None
-
-
-def json_record(estimate: Estimate, values: Sequence[float], output_names: Sequence[str]) -> dict[str, Any]:
-    """The JSON object of one estimate (JSON lines, the ZeroMQ feed): every Estimate field plus start_s, end_s
-    and latency_ms; `values` are its outputs in `output_names`' order; NaN or infinite numbers become null."""
-    outputs = dict(zip(output_names, values, strict=True))
-    latency = latency_ms(estimate)
-    return {
-        "index": estimate.index,
-        "start_s": estimate.start_s,
-        "end_s": estimate.end_s,
-        "outputs": {name: _finite(value) for name, value in outputs.items()},
-        "attribution": [_finite(float(weight)) for weight in estimate.attribution],
-        "video_ok": bool(estimate.video_ok),
-        "audio_ok": bool(estimate.audio_ok),
-        "frames_seen": estimate.frames_seen,
-        "audio_coverage": _finite(float(estimate.audio_coverage)),
-        "compute_ns": estimate.compute_ns,
-        "gap": estimate.gap,
-        "latency_ns": estimate.latency_ns,
-        "latency_ms": None if latency is None else round(latency, 3),
-        "dropped_total": estimate.dropped_total,
-        **{column: getattr(estimate, column) for column in LOSS_COLUMNS},
-    }
+        self.close(NORMAL_END if exc is None else RunEnd.cut_short(exc))
 
 
 class JsonlRecorder(_LineRecorder):
-    """One JSON object per window per line, with every Estimate field plus start_s, end_s and latency_ms
-    (outputs as an object in output order, attribution as a list; NaN or infinite numbers become null)."""
+    """One JSON object per window per line: the estimate's record (`monitor/fields.py`), the fields in the CSV's
+    order with the model's outputs as top-level keys, attribution as a list, NaN or infinite numbers as null."""
 
     kind = "jsonl recorder"
 
     def __init__(self, path: str | Path, output_names: Sequence[str]) -> None:
         super().__init__(path, output_names)
-
-    def record(self, estimate: Estimate) -> dict[str, Any]:
-        """The JSON object written for one estimate."""
-        return json_record(estimate, self.outputs_of(estimate), self.output_names)
 
     def write(self, estimate: Estimate) -> None:
         """Append one line and flush it."""
@@ -315,8 +259,8 @@ class JsonlRecorder(_LineRecorder):
         with self._lock:
             self._write_line(line)
 
-    def close(self, ended_by: str = "end") -> None:
-        """Flush and close; idempotent. `ended_by` is accepted for symmetry with CsvRecorder and not written."""
+    def close(self, end: RunEnd = NORMAL_END) -> None:
+        """Flush and close; idempotent. `end` is accepted as every sink's is, and not written."""
         with self._lock:
             self._close_file()
 

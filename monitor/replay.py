@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from monitor.queues import BoundedQueue, first_line
-from monitor.sources import SourceEnd, SourceStatus
+from monitor.queues import first_line
+from monitor.sources import InputCounters, InputQueue, Source, SourceEnd, SourceStatus
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.media import AudioChunk, FrameTick, MediaReader, VideoFrame
 
@@ -29,7 +29,7 @@ def item_time_ns(item: VideoFrame | FrameTick | AudioChunk) -> int:
     return item.first_sample * NANOS_PER_SECOND // item.sample_rate
 
 
-class FileReplay:
+class FileReplay(Source):
     """Decode `path` and put its frames and chunks on `out`, paced when `paced`. Opening happens here, so
     an unreadable file fails before any thread starts (MediaError, a ValueError). Frames are scaled down to
     `short_side` and audio resampled to `sample_rate` in this thread, before anything is queued."""
@@ -39,7 +39,7 @@ class FileReplay:
     def __init__(
         self,
         path: str | Path,
-        out: BoundedQueue,
+        out: InputQueue,
         *,
         paced: bool,
         speed: float = 1.0,
@@ -129,9 +129,9 @@ class FileReplay:
         if self._thread is None or not self._thread.is_alive():
             self.reader.close()
 
-    @property
-    def skipped(self) -> int:
-        return self.reader.skipped
+    def counters(self) -> InputCounters:
+        """Items put on the queue (a replay drops none) and the damaged packets the decoder skipped."""
+        return {"items": self._items, "dropped": 0, "damaged_packets_skipped": self.reader.skipped}
 
     @property
     def status(self) -> SourceStatus:

@@ -1,5 +1,5 @@
 """What a run is asked to do: its options (the CLI's `argparse.Namespace` or the API's `Options`, with the
-same field names), the checks that refuse contradictory ones, and how a run cut short by an exception ended."""
+same field names) and the checks that refuse contradictory ones."""
 
 from __future__ import annotations
 
@@ -60,10 +60,6 @@ class Options:
 RunArgs = Options | argparse.Namespace  # the CLI passes its parsed arguments, which carry the same names
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived before the pipeline was running (opening, loading, warm-up): abort with exit 143."""
-
-
 def check_args(args: RunArgs) -> None:
     """Refuse contradictory or out-of-range options with a one-line reason."""
     if args.replay is not None:
@@ -77,7 +73,7 @@ def check_args(args: RunArgs) -> None:
         raise ValueError("--no-camera and --no-mic leave nothing to record; drop one")
     if args.no_mic and args.mic is not None:
         raise ValueError("--no-mic and --mic contradict each other; give one")
-    if args.camera is not None and not str(args.camera).isdigit() and Path(args.camera).is_file():
+    if args.camera is not None and not str(args.camera).isdigit() and Path(str(args.camera)).is_file():
         raise ValueError(f"--camera {args.camera} is a file; replay files with --replay {args.camera}")
     if args.speed <= 0:
         raise ValueError(f"--speed {args.speed} must be > 0 (1.0 is real time)")
@@ -88,12 +84,3 @@ def check_args(args: RunArgs) -> None:
     if args.threads < 0:
         raise ValueError(f"--threads {args.threads} must be >= 0 (0: one per core)")
     precision_name(args.precision)
-
-
-def ended_by(exc: BaseException) -> str:
-    """How a run that an exception cut short ended, in the words of the sidecar's `ended_by`."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(exc, Terminated):
-        return "terminated"
-    return f"error: {type(exc).__name__}"

@@ -2,10 +2,10 @@
 where its JSON sidecar lives, and how a recorded session is read back (`read_session`, which the session plot,
 `monitor/session_plot.py`, draws).
 
-A row is `window, start_s, end_s, <one column per model output>, attribution, video_ok, audio_ok, frames,
-audio_coverage, latency_ms, dropped_total, frames_dropped, samples_lost, samples_restamped`; the sidecar of
-`talk.csv` is `talk.csv.json`. Reading goes by column name, so columns added later do not break it. This module
-is light (numpy and the standard library; no torch, no matplotlib).
+A row is one estimate's record (`monitor/fields.py`: `window, start_s, end_s, <one column per model output>,
+attribution, video_ok, ...`); the sidecar of `talk.csv` is `talk.csv.json`. Reading goes by column name, so
+columns added later do not break it, and a CSV of format version 1 (no `gap`, `compute_ms`, and before them no
+loss columns) reads too. This module is light (numpy and the standard library; no torch, no matplotlib).
 """
 
 from __future__ import annotations
@@ -20,20 +20,9 @@ from typing import Any
 
 import numpy as np
 
-LEADING_COLUMNS = ("window", "start_s", "end_s")
-LOSS_COLUMNS = ("frames_dropped", "samples_lost", "samples_restamped")  # what each window lost at the edges
-TRAILING_COLUMNS = (
-    "attribution",
-    "video_ok",
-    "audio_ok",
-    "frames",
-    "audio_coverage",
-    "latency_ms",
-    "dropped_total",
-    *LOSS_COLUMNS,
-)
-ROW_COLUMNS = (*LEADING_COLUMNS, *TRAILING_COLUMNS)  # every column that is not a model output
-# What a CSV must have to be read as a session; LOSS_COLUMNS are optional (older CSVs lack them).
+from monitor.fields import LOSS_FIELDS, OWN_FIELDS
+
+# What a CSV must have to be read as a session; the loss columns are optional (older CSVs lack them).
 REQUIRED_COLUMNS = ("window", "start_s", "end_s", "video_ok", "audio_ok", "latency_ms", "dropped_total")
 FIX = "give the CSV that `sec2sec-live --csv PATH` wrote"
 
@@ -57,7 +46,7 @@ class Session:
     audio_ok: np.ndarray  # (n,) bool
     latency_ms: np.ndarray  # (n,) float64, NaN where the pipeline did not set it
     dropped_total: np.ndarray  # (n,) int64
-    lost: dict[str, np.ndarray]  # LOSS_COLUMNS -> (n,) int64 input each window lost (zeros when not recorded)
+    lost: dict[str, np.ndarray]  # LOSS_FIELDS -> (n,) int64 input each window lost (zeros when not recorded)
     attribution: list[tuple[float, ...]] | None  # per row, oldest second first; None when the CSV has none
     sidecar: dict[str, Any] | None  # None when `<csv>.json` is missing or unreadable
 
@@ -98,12 +87,12 @@ def _parse_row(header: list[str], cells: list[str], outputs: list[str]) -> dict[
         "window": int(cell["window"]),
         "start_s": float(cell["start_s"]),
         "end_s": float(cell["end_s"]),
-        "outputs": [float(cell[name]) for name in outputs],
+        "outputs": [float(cell[name]) if cell[name] else math.nan for name in outputs],  # empty: not finite
         "video_ok": cell["video_ok"] == "1",
         "audio_ok": cell["audio_ok"] == "1",
         "latency_ms": float(cell["latency_ms"]) if cell["latency_ms"] else math.nan,
         "dropped_total": int(cell["dropped_total"]),
-        "lost": [int(cell[name]) if cell.get(name) else 0 for name in LOSS_COLUMNS],
+        "lost": [int(cell[name]) if cell.get(name) else 0 for name in LOSS_FIELDS],
         "attribution": tuple(float(w) for w in attribution.split(";")) if attribution else (),
     }
 
@@ -126,7 +115,7 @@ def read_session(path: str | Path) -> Session:
     any other malformed row, a file that is not a session CSV, or one without rows is a ValueError."""
     path = Path(path)
     header, rows = _read_rows(path)
-    outputs = [name for name in header if name not in ROW_COLUMNS]
+    outputs = [name for name in header if name not in OWN_FIELDS]
     if not outputs:
         raise ValueError(f"{str(path)!r} has no output columns (e.g. valence); {FIX}")
     parsed = []
@@ -149,9 +138,7 @@ def read_session(path: str | Path) -> Session:
         audio_ok=np.array([row["audio_ok"] for row in parsed], dtype=bool),
         latency_ms=np.array([row["latency_ms"] for row in parsed], dtype=np.float64),
         dropped_total=np.array([row["dropped_total"] for row in parsed], dtype=np.int64),
-        lost={
-            name: np.array([row["lost"][k] for row in parsed], dtype=np.int64) for k, name in enumerate(LOSS_COLUMNS)
-        },
+        lost={name: np.array([row["lost"][k] for row in parsed], dtype=np.int64) for k, name in enumerate(LOSS_FIELDS)},
         attribution=[row["attribution"] for row in parsed] if has_attribution else None,
         sidecar=_read_sidecar(path),
     )

@@ -64,9 +64,10 @@ def title_of(session: Session) -> str:
     if isinstance(summary, dict):
         p50, p99 = summary.get("latency_p50_ms"), summary.get("latency_p99_ms")
         latency = f", latency p50 {p50:.0f} / p99 {p99:.0f} ms" if p50 is not None and p99 is not None else ""
+        ended = summary.get("ended_by", "?") + (f": {summary['message']}" if summary.get("message") else "")
         model += (
             f"\n{summary.get('windows', '?')} windows, {summary.get('dropped_total', '?')} dropped{latency}; "
-            f"ended by {summary.get('ended_by', '?')}"
+            f"ended by {ended}"
         )
     else:
         model += "\nno summary in the sidecar: the run did not close cleanly"

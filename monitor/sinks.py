@@ -12,26 +12,25 @@ from typing import TYPE_CHECKING, Protocol
 from monitor.queues import call_with_deadline, first_line
 
 if TYPE_CHECKING:
+    from monitor.run_end import RunEnd
     from sec2sec.stream import Estimate
 
 SINK_CLOSE_TIMEOUT_S = 1.0  # per sink; a sink stuck in the OS (a pipe nobody reads) is abandoned, not waited on
 
 
 class Sink(Protocol):
-    """Receives every estimate on the worker thread; closed once at the end. An optional `name` attribute
-    names it in error messages."""
+    """Receives every estimate on the worker thread; closed once at the end with how the run ended (a recorder
+    writes it into its summary). `name` names it in error messages ("csv recorder talk.csv")."""
+
+    name: str
 
     def write(self, estimate: Estimate) -> None: ...
 
-    def close(self, ended_by: str = "end") -> None: ...
+    def close(self, end: RunEnd) -> None: ...
 
 
 class SinkFailed(Exception):
     """A sink raised while writing an estimate; the message names the sink and the window."""
-
-
-def sink_name(sink: Sink) -> str:
-    return str(getattr(sink, "name", type(sink).__name__))
 
 
 class SinkSet:
@@ -55,16 +54,16 @@ class SinkSet:
                 self.unwritten += 1
                 return None
             for sink in self.sinks:
-                self.writing = (sink_name(sink), time.monotonic_ns())
+                self.writing = (sink.name, time.monotonic_ns())
                 try:
                     sink.write(estimate)
                 except Exception as exc:  # noqa: BLE001 - named and reported as the reason the run ended
-                    failure = failure or f"{sink_name(sink)} failed at window {estimate.index}: {first_line(exc)}"
+                    failure = failure or f"{sink.name} failed at window {estimate.window}: {first_line(exc)}"
                 finally:
                     self.writing = None
         return failure
 
-    def close(self, ended_by: str) -> list[tuple[str, str, bool]]:
+    def close(self, end: RunEnd) -> list[tuple[str, str, bool]]:
         """Close each sink in a helper thread with `SINK_CLOSE_TIMEOUT_S` (a write in progress gets as long to
         finish). Returns (sink name, problem, left behind) for each sink that did not close: a timeout (its
         helper thread "close <name>" is left behind) or an error, one line each; empty when all closed."""
@@ -74,8 +73,8 @@ class SinkSet:
             self._lock.release()
         problems: list[tuple[str, str, bool]] = []
         for sink in self.sinks:
-            name = sink_name(sink)
-            close = lambda sink=sink: sink.close(ended_by)  # noqa: E731 - bound per sink
+            name = sink.name
+            close = lambda sink=sink: sink.close(end)  # noqa: E731 - bound per sink
             returned, error = call_with_deadline(close, SINK_CLOSE_TIMEOUT_S, f"close {name}")
             if not returned:
                 problems.append((name, f"did not close within {SINK_CLOSE_TIMEOUT_S:g} s", True))

@@ -119,7 +119,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     )
 
 
-def load_model(path: str | Path, expect: ModelConfig | None = None) -> tuple[Sec2Sec, Checkpoint]:
+def model_from_checkpoint(path: str | Path, expect: ModelConfig | None = None) -> tuple[Sec2Sec, Checkpoint]:
     """Rebuild the model a checkpoint was made for and load its weights.
 
     `expect`: a config the caller intends to use; a checkpoint made for another task or other outputs

@@ -19,6 +19,8 @@ from sec2sec.heads import Heads
 from sec2sec.temporal import build_temporal, valid_mask
 from sec2sec.video import VideoFrontEnd
 
+ENCODER_MODULES = ("video_encoder", "audio_encoder")  # the attributes of a Sec2Sec that hold its encoders (or None)
+
 
 class Sec2Sec(nn.Module):
     """Build from a ModelConfig alone (checkpoints store it)."""

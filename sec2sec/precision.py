@@ -31,7 +31,6 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 PRECISION_HELP = (
     "encoder arithmetic: auto (bfloat16 where the device computes it natively, else float32), float32 or bfloat16"
 )
-ENCODERS = ("video_encoder", "audio_encoder")
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,9 @@ def set_precision(model: Sec2Sec, precision: str) -> None:
     import torch
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
-    for name in ENCODERS:
+    from sec2sec.model import ENCODER_MODULES
+
+    for name in ENCODER_MODULES:
         encoder = getattr(model, name)
         if encoder is not None:
             encoder.compute_dtype = dtype

@@ -36,15 +36,17 @@ from sec2sec.windows import Window
 
 @dataclass(frozen=True)
 class Estimate:
-    """The model's output for window `index`: sigmoid value per named output, per-second attribution
-    over the horizon (oldest first; empty for models without attention), input flags, and timings."""
+    """The model's output for window `window` (the second [window, window + 1) of the run): sigmoid value per
+    named output, per-second attribution over the horizon (oldest first; empty for models without attention),
+    input flags, and timings. The attribute names are the output fields' (docs/outputs.md): `estimate.window`
+    is the CSV's `window` column and the JSON record's `"window"`."""
 
-    index: int
+    window: int
     outputs: dict[str, float]
     attribution: tuple[float, ...]
     video_ok: bool
     audio_ok: bool
-    frames_seen: int
+    frames: int  # video frames whose time fell inside the second (the model saw m of them)
     audio_coverage: float
     compute_ns: int
     gap: int = 0  # windows missing right before this one (dropped or never closed)
@@ -57,11 +59,11 @@ class Estimate:
 
     @property
     def start_s(self) -> float:
-        return float(self.index)
+        return float(self.window)
 
     @property
     def end_s(self) -> float:
-        return float(self.index + 1)
+        return float(self.window + 1)
 
 
 def check_window(window: Window, config: ModelConfig) -> None:
@@ -199,12 +201,12 @@ class AffectStream:
             self._fill_gap(gap)
         logits, weights = self.step_features(self.features(window))
         return Estimate(
-            index=window.index,
+            window=window.index,
             outputs=self.model.heads.named(logits),
             attribution=() if weights is None else tuple(float(w) for w in weights.tolist()),
             video_ok=window.video_ok,
             audio_ok=window.audio_ok,
-            frames_seen=window.frames_seen,
+            frames=window.frames_seen,
             audio_coverage=window.audio_coverage,
             compute_ns=time.perf_counter_ns() - started,
             gap=gap,

@@ -16,7 +16,7 @@ import pytest
 from helpers.configs import small_toml
 from helpers.pulse_fixture import PulseServer, pulse_server  # noqa: F401 - pulse_server is a fixture
 
-from monitor.api import LiveRun, RunFailed, estimate_file, live, load_model
+from monitor.api import EndReason, LiveRun, RunEnd, RunFailed, estimate_file, live, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "demo_face.mp4"
@@ -54,12 +54,12 @@ def test_leaving_the_loop_stops_the_run(small: Path, tmp_path: Path) -> None:
     assert isinstance(run, LiveRun) and run.outputs == ("valence", "arousal")
     seen = []
     for estimate in run:
-        seen.append(estimate.index)
+        seen.append(estimate.window)
         if len(seen) == 2:
             left = time.monotonic()
             break
     stopped_in = time.monotonic() - left
-    assert seen[0] == 0 and seen[1] > 0 and run.ended_by == "stopped" and stopped_in < 5
+    assert seen[0] == 0 and seen[1] > 0 and run.end == RunEnd(EndReason.STOPPED) and stopped_in < 5
     replay = run.pipeline.sources[0]
     assert replay._thread is not None and not replay._thread.is_alive()  # the decoder thread was joined
     rows = pd.read_csv(csv)
@@ -78,7 +78,7 @@ def test_a_run_that_fails_raises_after_its_estimates(small: Path, media: Path) -
     seen = []
     with pytest.raises(RunFailed, match="failing sink failed at window 1: OSError: disk gone"):
         for estimate in run:
-            seen.append(estimate.index)
+            seen.append(estimate.window)
     assert seen == [0]
 
 
@@ -89,10 +89,10 @@ class FailingSink:
         self.at = at
 
     def write(self, estimate: object) -> None:
-        if getattr(estimate, "index", 0) >= self.at:
+        if getattr(estimate, "window", 0) >= self.at:
             raise OSError("disk gone")
 
-    def close(self, ended_by: str = "end") -> None:
+    def close(self, end: RunEnd) -> None:
         pass
 
 
@@ -128,7 +128,7 @@ def test_a_live_loop_over_the_microphone(pulse_server: PulseServer, tmp_path: Pa
         estimates.append(estimate)
         if len(estimates) == 3:
             break
-    assert [e.index for e in estimates] == [0, 1, 2] and all(e.audio_ok and not e.video_ok for e in estimates)
-    assert estimates[-1].audio_coverage > 0.9 and run.ended_by == "stopped"
+    assert [e.window for e in estimates] == [0, 1, 2] and all(e.audio_ok and not e.video_ok for e in estimates)
+    assert estimates[-1].audio_coverage > 0.9 and run.end == RunEnd(EndReason.STOPPED)
     microphone = run.pipeline.sources[0]
     assert microphone.status.running is False and microphone._stream is None  # stopped and closed

@@ -14,7 +14,7 @@ from helpers.configs import small_config
 from torchvision.models import resnet18
 
 from sec2sec import weights
-from sec2sec.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from sec2sec.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint, save_checkpoint
 from sec2sec.config import AudioConfig, HeadsConfig, VideoConfig
 from sec2sec.encoders import AudioEncoder, VideoEncoder
 from sec2sec.model import Sec2Sec
@@ -100,7 +100,7 @@ def test_checkpoint_round_trip_rebuilds_the_model(tmp_path: Path) -> None:
     model = Sec2Sec(small_config("attention_lstm")).eval()
     path = tmp_path / "run" / "best.pt"
     save_checkpoint(path, model, trained=True, meta={"epoch": 3})
-    loaded, ckpt = load_model(path)
+    loaded, ckpt = model_from_checkpoint(path)
     assert ckpt.config == model.config and ckpt.trained and ckpt.meta == {"epoch": 3}
     assert ckpt.pretrained == {"video": False, "audio": False}
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
@@ -113,7 +113,7 @@ def test_checkpoint_for_another_task_is_refused(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c.pt", model, trained=False)
     traits = replace(model.config, heads=HeadsConfig(task="regression", outputs=("openness",)))
     with pytest.raises(CheckpointError) as err:
-        load_model(tmp_path / "c.pt", expect=traits)
+        model_from_checkpoint(tmp_path / "c.pt", expect=traits)
     assert "predicts binary ['valence', 'arousal'] but the config asks for regression ['openness']" in str(err.value)
 
 
@@ -161,7 +161,7 @@ def test_checkpoint_with_duplicate_tokens_is_refused_with_the_reason(tmp_path: P
     payload["config"]["video"]["token_grid"] = [2, 2, 2]
     torch.save(payload, tmp_path / "old.pt")
     with pytest.raises(CheckpointError) as err:
-        load_model(tmp_path / "old.pt")
+        model_from_checkpoint(tmp_path / "old.pt")
     message = str(err.value)
     assert "holds an invalid model config" in message and "token_grid = [2, 2, 2]" in message
     assert "(512, 1, 7, 7)" in message

@@ -20,12 +20,12 @@ from sec2sec.stream import Estimate
 
 TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
 LATEST = Estimate(
-    index=12,
+    window=12,
     outputs={"valence": 0.532, "arousal": 0.611},
     attribution=(0.05, 0.1, 0.2, 0.15, 0.3, 0.2),
     video_ok=True,
     audio_ok=False,
-    frames_seen=8,
+    frames=8,
     audio_coverage=0.5,
     compute_ns=250_000_000,
     gap=0,

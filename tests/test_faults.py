@@ -21,13 +21,22 @@ import pytest
 import torch
 from helpers.configs import small_config
 from helpers.fault_process import HANG_S, finish, start, wait_for_phase
-from helpers.pipeline_fakes import FakeStream, ListSink, pipeline_threads, replay_pipeline, run_bounded, scripted
+from helpers.pipeline_fakes import (
+    FakeStream,
+    ListSink,
+    ended_in,
+    pipeline_threads,
+    replay_pipeline,
+    run_bounded,
+    scripted,
+)
 from helpers.synthetic_clips import FPS, SAMPLE_RATE, write_mp4
 
 from monitor.pipeline import Pipeline
 from monitor.queues import BoundedQueue
 from monitor.recorders import CsvRecorder
-from monitor.sources import SourceEnd, SourceStatus
+from monitor.run_end import EndReason, RunEnd
+from monitor.sources import Source, SourceEnd, SourceStatus
 from sec2sec import media
 from sec2sec.model import Sec2Sec
 from sec2sec.stream import AffectStream, Estimate
@@ -58,7 +67,7 @@ class FailingSink(ListSink):
         self.at, self.error = at, error
 
     def write(self, estimate: Estimate) -> None:
-        if estimate.index >= self.at:
+        if estimate.window >= self.at:
             raise self.error
         super().write(estimate)
 
@@ -73,7 +82,7 @@ class StuckSink(ListSink):
         self.at, self.release = at, threading.Event()
 
     def write(self, estimate: Estimate) -> None:
-        if estimate.index >= self.at:
+        if estimate.window >= self.at:
             self.release.wait()
         super().write(estimate)
 
@@ -95,10 +104,10 @@ def test_a_full_disk_in_a_sink_ends_the_run_and_keeps_every_row(tmp_path: Path) 
     pipeline, source = scripted(FakeStream(), "offline", 40, failing, end=False)
     pipeline.sinks.insert(0, csv)
     ended = run_bounded(pipeline, HANG_S)
-    assert ended == "error: failing sink failed at window 5: OSError: [Errno 28] No space left on device"
+    assert ended == RunEnd.error("failing sink failed at window 5: OSError: [Errno 28] No space left on device")
     rows = pd.read_csv(csv.path)
     assert list(rows["window"]) == [0, 1, 2, 3, 4, 5]  # window 5 reached the CSV before the other sink failed
-    assert summary(csv.path)["ended_by"] == ended and summary(csv.path)["windows"] == 6
+    assert ended_in(csv.path) == ended and summary(csv.path)["windows"] == 6
     assert failing.closed_with == [ended] and source.stopped == 1 and pipeline_threads() == []
 
 
@@ -106,15 +115,15 @@ def test_a_model_failure_ends_the_run_and_keeps_every_row(tmp_path: Path) -> Non
     csv = recorder(tmp_path)
     pipeline, _ = scripted(FakeStream(fail_at=7), "virtual", 40, csv, end=False)
     ended = run_bounded(pipeline, HANG_S)
-    assert ended == "error: inference failed at window 7: RuntimeError: planted failure"
-    assert list(pd.read_csv(csv.path)["window"]) == list(range(7)) and summary(csv.path)["ended_by"] == ended
+    assert ended == RunEnd.error("inference failed at window 7: RuntimeError: planted failure")
+    assert list(pd.read_csv(csv.path)["window"]) == list(range(7)) and ended_in(csv.path) == ended
 
 
 def test_a_failing_source_ends_the_run_after_the_windows_it_completed(tmp_path: Path) -> None:
     inputs: BoundedQueue = BoundedQueue(1_000)
     csv = recorder(tmp_path)
 
-    class Failing:
+    class Failing(Source):
         name = "camera"
 
         def start(self, origin_ns: int | None = None) -> None:
@@ -133,7 +142,7 @@ def test_a_failing_source_ends_the_run_after_the_windows_it_completed(tmp_path: 
     windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False)
     pipeline = Pipeline(stream, [Failing()], inputs, windower, [csv], clock="offline")
     ended = run_bounded(pipeline, HANG_S)
-    assert ended == "error: camera: camera 0 failed: OSError: device unplugged"
+    assert ended == RunEnd.error("camera: camera 0 failed: OSError: device unplugged")
     assert list(pd.read_csv(csv.path)["window"]) == [0, 1, 2, 3]  # the partial last second too
 
 
@@ -162,10 +171,10 @@ def test_a_decoder_that_hangs_ends_an_offline_replay(model: Sec2Sec, monkeypatch
         ended = run_bounded(pipeline, HANG_S)
     finally:
         gate.set()
-    assert ended == "error: file: no data for 3 s (decoder stalled)"
+    assert ended == RunEnd.error("file: no data for 3 s (decoder stalled)")
     # how many windows the model finished before the stall was seen depends on the machine's speed; that every
     # finished one was kept, in order, does not
-    assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(sink.rows) >= 1
+    assert [r.window for r in sink.rows] == list(range(len(sink.rows))) and len(sink.rows) >= 1
 
 
 def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:
@@ -174,7 +183,7 @@ def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:
     input, so they are a gap (no model step), reported on the next estimate once frames return."""
     inputs: BoundedQueue = BoundedQueue(100)
 
-    class Stalling:
+    class Stalling(Source):
         name = "camera"
 
         def __init__(self) -> None:
@@ -205,14 +214,14 @@ def test_a_camera_that_stalls_mid_run_leaves_a_gap_not_empty_windows() -> None:
 
     def seen(estimate: Any) -> None:
         first_row.append(first_row[0] if first_row else time.monotonic())
-        if estimate.index >= 3:  # the first window after the stall: stop there, whatever the machine's speed
-            pipeline.request_stop("interrupted")
+        if estimate.window >= 3:  # the first window after the stall: stop there, whatever the machine's speed
+            pipeline.request_stop(EndReason.INTERRUPTED)
 
     pipeline.on_estimate = seen
     started = time.monotonic()
-    assert run_bounded(pipeline, HANG_S) == "interrupted"
+    assert run_bounded(pipeline, HANG_S) == RunEnd(EndReason.INTERRUPTED)
     assert first_row and first_row[0] - started < 2.5  # window 0 did not wait for the stalled camera (3 s)
-    assert [(r.index, r.video_ok) for r in sink.rows] == [(0, True), (3, True)]
+    assert [(r.window, r.video_ok) for r in sink.rows] == [(0, True), (3, True)]
     assert windower.skipped_windows == 2  # seconds 1 and 2 (AffectStream turns them into the estimate's gap)
 
 
@@ -223,9 +232,9 @@ def test_a_stuck_sink_cannot_hold_the_shutdown(tmp_path: Path) -> None:
     csv, stuck = recorder(tmp_path), StuckSink(2)
     pipeline, _ = scripted(FakeStream(), "offline", 20, stuck, end=False)
     pipeline.sinks.insert(0, csv)
-    threading.Timer(1.0, lambda: pipeline.request_stop("terminated")).start()
+    threading.Timer(1.0, lambda: pipeline.request_stop(EndReason.TERMINATED)).start()
     try:
-        assert run_bounded(pipeline, HANG_S) == "terminated"
+        assert run_bounded(pipeline, HANG_S) == RunEnd(EndReason.TERMINATED)
         assert list(pd.read_csv(csv.path)["window"]) == [0, 1, 2] and summary(csv.path)["ended_by"] == "terminated"
         assert "inference" in pipeline.abandoned
     finally:
@@ -243,12 +252,12 @@ def test_a_sink_whose_write_never_returns_ends_the_run_with_its_name(tmp_path: P
         ended = run_bounded(pipeline, HANG_S)
     finally:
         stuck.release.set()
-    assert ended.startswith("error: stuck sink: a write has not returned for 0.5 s"), ended
-    assert list(pd.read_csv(csv.path)["window"]) == [0, 1, 2, 3] and summary(csv.path)["ended_by"] == ended
+    assert ended.failed and ended.message.startswith("stuck sink: a write has not returned for 0.5 s"), ended
+    assert list(pd.read_csv(csv.path)["window"]) == [0, 1, 2, 3] and ended_in(csv.path) == ended
     assert "inference" in pipeline.abandoned
 
 
-class StuckStop:
+class StuckStop(Source):
     """A source whose stop() blocks (ALSA's Pa_StopStream after a USB device was unplugged)."""
 
     name = "microphone"
@@ -274,7 +283,7 @@ def test_a_source_whose_stop_blocks_cannot_hold_the_shutdown(tmp_path: Path) -> 
     pipeline.sources.append(stuck)
     started = time.monotonic()
     try:
-        assert run_bounded(pipeline, HANG_S) == "end"
+        assert run_bounded(pipeline, HANG_S) == RunEnd(EndReason.END)
     finally:
         stuck.release.set()
     assert time.monotonic() - started < HANG_S / 2
@@ -286,15 +295,15 @@ def test_a_sink_that_cannot_close_turns_the_end_into_an_error(tmp_path: Path) ->
     class FullAtClose(ListSink):
         name = "csv recorder x.csv"
 
-        def close(self, ended_by: str = "end") -> None:
+        def close(self, end: RunEnd) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
     line = "csv recorder x.csv could not be closed: OSError: [Errno 28] No space left on device"
     pipeline, _ = scripted(FakeStream(), "offline", 2, FullAtClose())
-    assert run_bounded(pipeline, HANG_S) == f"error: {line}"
+    assert run_bounded(pipeline, HANG_S) == RunEnd.error(line)
     pipeline, _ = scripted(FakeStream(), "offline", 2, FullAtClose(), end=False)
-    pipeline.request_stop("terminated")  # a signal keeps its exit code; the failure is kept as the close error
-    assert run_bounded(pipeline, HANG_S) == "terminated" and pipeline.close_error == line
+    pipeline.request_stop(EndReason.TERMINATED)  # a signal keeps its exit code; the failure is its warning
+    assert run_bounded(pipeline, HANG_S) == RunEnd(EndReason.TERMINATED, line)
 
 
 class ClosingFails(ListSink):
@@ -302,8 +311,8 @@ class ClosingFails(ListSink):
 
     name, kind = "failing outlet", "failing"
 
-    def close(self, ended_by: str = "end") -> None:
-        super().close(ended_by)
+    def close(self, end: RunEnd) -> None:
+        super().close(end)
         raise OSError("the network went away")
 
     def report(self) -> dict[str, Any]:
@@ -327,7 +336,7 @@ def test_a_sink_that_cannot_close_while_a_run_is_built_hides_no_signal(
     args = argparse.Namespace(csv=str(csv), jsonl=str(tmp_path / "run.jsonl"), no_ui=False)
     with pytest.raises(KeyboardInterrupt):
         assembly.open_sinks(args, ("valence",), {}, [], [failing])  # type: ignore[list-item]
-    assert failing.closed_with == ["interrupted"] and summary(csv)["ended_by"] == "interrupted"
+    assert failing.closed_with == [RunEnd(EndReason.INTERRUPTED)] and summary(csv)["ended_by"] == "interrupted"
     assert "warning: failing outlet could not be closed: OSError: the network went away" in capsys.readouterr().err
 
 
@@ -355,8 +364,8 @@ def test_shutdown_finishes_the_window_in_flight(tmp_path: Path) -> None:
     closing count agree."""
     csv = recorder(tmp_path)
     pipeline, _ = scripted(FakeStream(sleep_s=1.0), "offline", 20, csv, end=False)
-    threading.Timer(1.5, lambda: pipeline.request_stop("interrupted")).start()
-    assert run_bounded(pipeline, HANG_S) == "interrupted"
+    threading.Timer(1.5, lambda: pipeline.request_stop(EndReason.INTERRUPTED)).start()
+    assert run_bounded(pipeline, HANG_S) == RunEnd(EndReason.INTERRUPTED)
     rows = pd.read_csv(csv.path)
     assert list(rows["window"]) == [0, 1] and pipeline.summary()["windows"] == 2 == summary(csv.path)["windows"]
     assert pipeline.abandoned == [] and pipeline.unwritten == 0
@@ -373,10 +382,10 @@ def test_a_stream_that_ends_early_in_a_long_replay(model: Sec2Sec, tmp_path: Pat
     sink, positions = ListSink(), []
     pipeline = replay_pipeline(clip, AffectStream(model), "offline", sink)
     replay = pipeline.sources[0]
-    pipeline.on_estimate = lambda estimate: positions.append((estimate.index, replay.status.detail))
-    assert run_bounded(pipeline, HANG_S) == "end"
+    pipeline.on_estimate = lambda estimate: positions.append((estimate.window, replay.status.detail))
+    assert run_bounded(pipeline, HANG_S) == RunEnd(EndReason.END)
     rows = sink.rows[:seconds]  # AAC's padding may add a 31st, partial window
-    assert [r.index for r in sink.rows] == list(range(len(sink.rows))) and len(rows) == seconds
+    assert [r.window for r in sink.rows] == list(range(len(sink.rows))) and len(rows) == seconds
     missing = [not (r.audio_ok if ends_early == "audio" else r.video_ok) for r in rows]
     assert missing[:3] == [False] * 3 and all(missing[4:])  # window 3 may hold the encoder's last padding
     at_window_5 = float(dict(positions)[5].split()[1])  # "<name> 12.3 / 30.0 s": the decoder's position
@@ -449,7 +458,8 @@ def test_disk_full_mid_run_exits_1_with_one_line(small: Path, tmp_path: Path) ->
     text = csv.read_text()
     assert text.endswith("\n") and text.count("\n") == 5
     assert list(pd.read_csv(csv)["window"]) == [0, 1, 2, 3]
-    assert summary(csv)["ended_by"].startswith("error: csv recorder") and summary(csv)["windows"] == 4
+    assert summary(csv)["ended_by"] == "error" and summary(csv)["message"].startswith("csv recorder")
+    assert summary(csv)["windows"] == 4
 
 
 def test_a_summary_that_cannot_be_written_exits_1(small: Path, tmp_path: Path) -> None:
@@ -518,7 +528,7 @@ def test_a_jsonl_fifo_nobody_reads_ends_the_run(small: Path, tmp_path: Path, how
     expected = f"error: jsonl recorder {fifo}: a write has not returned for 2 s"
     errors = [x for x in lines if x.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(expected), lines
-    assert summary(csv)["ended_by"].startswith(f"error: jsonl recorder {fifo}")
+    assert summary(csv)["ended_by"] == "error" and summary(csv)["message"].startswith(f"jsonl recorder {fifo}")
 
 
 def test_a_decoder_failure_mid_run_exits_1_and_keeps_the_rows(small: Path, tmp_path: Path) -> None:

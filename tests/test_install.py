@@ -118,3 +118,18 @@ def test_installed_demo_clip_replays(installed: Path, tmp_path: Path) -> None:
     plot = run(installed, "-m", "monitor.cli", "plot", "a.csv", "--size", "640x400", cwd=tmp_path)
     assert plot.returncode == 0 and plot.stdout.strip() == "wrote a.png", plot.stderr
     assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_readme_opens_with_two_commands_and_ci_installs_as_the_first() -> None:
+    """The README's first block: the set-up joined with the replay of the shipped sample, then the tests; `.ci/run`
+    installs exactly as that set-up does and runs exactly that test command."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```\n", 2)[1]
+    setup_and_replay, tests = block.splitlines()
+    setup, replay = setup_and_replay.split(" && .venv/bin/sec2sec-live ")
+    assert setup.startswith("python3 -m venv .venv && .venv/bin/pip install torch==")
+    assert replay == "--replay samples/demo_face.mp4 --csv demo.csv" and (ROOT / "samples" / "demo_face.mp4").is_file()
+    assert tests == ".venv/bin/python -m pytest -q"
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert setup in [line.replace("pip install -q ", "pip install ") for line in ci]
+    assert ci[-1] == tests

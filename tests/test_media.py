@@ -14,6 +14,7 @@ from helpers.configs import small_config
 from helpers.odd_clips import write_clock_jump, write_rawvideo, write_size_change_ts
 from helpers.pipeline_fakes import ListSink, replay_pipeline, run_bounded
 
+from monitor.run_end import EndReason, RunEnd
 from sec2sec.media import (
     MAX_ASPECT,
     MAX_PIXELS,
@@ -222,11 +223,11 @@ def test_replay_of_a_clock_jump_steps_the_model_twice_and_reports_the_gap(tmp_pa
     pipeline = replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "offline", sink)
     tracemalloc.start()
     try:
-        assert run_bounded(pipeline) == "end"
+        assert run_bounded(pipeline) == RunEnd(EndReason.END)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert [(r.index, r.gap, r.video_ok) for r in sink.rows] == [(0, 0, True), (100_000, 99_999, True)]
+    assert [(r.window, r.gap, r.video_ok) for r in sink.rows] == [(0, 0, True), (100_000, 99_999, True)]
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.1f} MiB"
 
 
@@ -236,10 +237,10 @@ def test_realtime_replay_skips_a_clock_jump_instead_of_sleeping_through_it(tmp_p
     sink = ListSink()
     pipeline = replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "realtime", sink)
     started, started_ns = time.monotonic(), time.monotonic_ns()
-    assert run_bounded(pipeline) == "end"
+    assert run_bounded(pipeline) == RunEnd(EndReason.END)
     ended_ns = time.monotonic_ns()
     assert time.monotonic() - started < 30  # 1 s of media at real pace; before: 100000 s of sleeping
-    assert [(r.index, r.gap) for r in sink.rows] == [(0, 0), (100_000, 99_999)]
+    assert [(r.window, r.gap) for r in sink.rows] == [(0, 0), (100_000, 99_999)]
     (replay,) = pipeline.sources
     assert replay.skipped_ns == 100_000 * 1_000_000_000 - 960_000_000  # from the frame at 0.96 s
     # the pacing origin moved back by what was skipped (before: it stayed, and stamps were 100000 s ahead)
@@ -274,7 +275,7 @@ def test_a_resolution_change_mid_second_is_rescaled_to_one_size_per_window(tmp_p
     sink = ListSink()
     torch.manual_seed(0)
     ended = run_bounded(replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "offline", sink))
-    assert ended == "end" and [(r.index, r.video_ok) for r in sink.rows] == [(0, True), (1, True)]
+    assert ended == RunEnd(EndReason.END) and [(r.window, r.video_ok) for r in sink.rows] == [(0, True), (1, True)]
 
 
 def test_absurd_frame_dimensions_are_refused_with_one_line(tmp_path: Path) -> None:

@@ -137,16 +137,16 @@ def test_sample_clock_maps_adc_time_and_stays_contiguous() -> None:
     # jitter of 15 ms (ALSA's pulse plugin jitters past 10 ms under load), under the 25 ms tolerance (and more
     # than the block of 480 = 10 ms), keeps the count contiguous
     first2, _ = clock.stamp(480, adc_time_s=99.99 + 0.01 + 0.015, current_time_s=100.02, now_ns=0)
-    assert first2 == first + 480 and clock.discontinuities == 0
+    assert first2 == first + 480 and clock.restamps == 0
     # a 0.5 s gap (lost buffers): re-stamp and count it
     first3, _ = clock.stamp(480, adc_time_s=99.99 + 0.02 + 0.5, current_time_s=100.6, now_ns=0)
-    assert first3 == round((4.99 + 0.02 + 0.5 - 1.0) * rate) and clock.discontinuities == 1
+    assert first3 == round((4.99 + 0.02 + 0.5 - 1.0) * rate) and clock.restamps == 1
     # the clock says this block starts 1440 samples (30 ms) before the previous one ended: re-stamp, but never go
     # back in time: trim the overlap
     first4, skip4 = clock.stamp(2400, adc_time_s=99.99 + 0.52 + 0.01 - 0.030, current_time_s=100.6, now_ns=0)
-    assert (first4, skip4) == (first3 + 480, 1440) and clock.discontinuities == 2
+    assert (first4, skip4) == (first3 + 480, 1440) and clock.restamps == 2
     first5, skip5 = clock.stamp(480, adc_time_s=99.99 + 0.52 + 0.01 - 0.030 + 0.05, current_time_s=100.7, now_ns=0)
-    assert (first5, skip5) == (first4 + 960, 0) and clock.discontinuities == 2
+    assert (first5, skip5) == (first4 + 960, 0) and clock.restamps == 2
 
 
 def test_sample_clock_without_adc_time_and_before_origin() -> None:
@@ -272,7 +272,7 @@ def test_callback_copies_stamps_counts_and_restamps_on_a_jump() -> None:
         assert not np.shares_memory(chunk.samples, block.data)  # copied out of PortAudio's buffer
     assert abs(chunks[0].first_sample - 2 * rate) <= 5  # 2 s after the origin, less the 2 ms of the block
     assert [c.first_sample - chunks[0].first_sample for c in chunks] == [0, 100, 200, 800, 900]
-    assert (mic.overflows, mic.other_flags, mic.discontinuities, mic.queue_drops) == (1, 1, 1, 0)
+    assert (mic.overflows, mic.other_flags, mic.restamps, mic.queue_drops) == (1, 1, 1, 0)
     status = mic.status
     assert (status.name, status.running, status.items, status.dropped) == ("microphone", True, 5, 1)
     assert status.detail == "USB Audio Mic: Audio (hw:1,0) 1000 Hz" and status.error == ""
@@ -303,7 +303,7 @@ def test_samples_lost_and_restamped_are_counted_and_filed_under_their_second() -
     mic.on_loss = lambda second, samples=0, restamped=0: losses.append((second, samples, restamped))
     mic.start()
     mic.stop()
-    assert (mic.overflows, mic.discontinuities) == (1, 1)
+    assert (mic.overflows, mic.restamps) == (1, 1)
     (second_1, lost_1, moved_1), (second_2, lost_2, moved_2) = losses
     assert (second_1, moved_1, second_2) == (1, 0, 2) and abs(lost_1 - 800) <= 2  # 50 ms at 16 kHz
     assert abs(lost_2 - 8000) <= 2 and abs(moved_2 - 8800) <= 4  # the re-stamp also undoes the hidden 50 ms
@@ -322,6 +322,7 @@ def test_a_microphone_with_missing_blocks_shows_them_in_the_rows_and_the_summary
     from monitor.assembly import open_sinks
     from monitor.pipeline import Pipeline
     from monitor.recorders import CsvRecorder
+    from monitor.run_end import EndReason, RunEnd
     from sec2sec.windows import Windower
 
     inputs: BoundedQueue = BoundedQueue(100)
@@ -333,8 +334,8 @@ def test_a_microphone_with_missing_blocks_shows_them_in_the_rows_and_the_summary
     model = FakeModel()
     windower = Windower(model.config.video.frames_per_window, 16_000, expect_video=False)
     pipeline = Pipeline(model, [mic], inputs, windower, [recorder], clock="live", window_queue=8)
-    threading.Timer(1.5, lambda: pipeline.request_stop("interrupted")).start()
-    assert run_bounded(pipeline) == "interrupted"
+    threading.Timer(1.5, lambda: pipeline.request_stop(EndReason.INTERRUPTED)).start()
+    assert run_bounded(pipeline) == RunEnd(EndReason.INTERRUPTED)
     rows = pd.read_csv(csv)
     assert list(rows["window"][:3]) == [0, 1, 2]
     lost, moved = rows["samples_lost"].tolist(), rows["samples_restamped"].tolist()
@@ -343,6 +344,15 @@ def test_a_microphone_with_missing_blocks_shows_them_in_the_rows_and_the_summary
     summary = json.loads(Path(f"{csv}.json").read_text())["summary"]
     assert summary["samples_lost"] == sum(lost) and summary["samples_restamped"] == sum(moved)
     report = summary["input"]["microphone"]
+    assert set(report) == {
+        "items",
+        "dropped",
+        "overflows",
+        "queue_drops",
+        "restamps",
+        "samples_lost",
+        "samples_restamped",
+    }
     assert (report["overflows"], report["restamps"], report["queue_drops"]) == (1, 1, 0)
     assert (report["samples_lost"], report["samples_restamped"]) == (sum(lost), sum(moved))
 
@@ -435,7 +445,7 @@ def test_a_stop_that_blocks_is_left_behind_within_the_bound() -> None:
         mic.stop(timeout_s=0.5)
         took = time.monotonic() - started
         assert 0.4 < took < 5, took
-        assert mic.abandoned == ["stop microphone"] and not made[0].closed
+        assert mic.abandoned == ("stop microphone",) and not made[0].closed
         assert mic.status.error == "microphone 'pulse' did not stop within 0.5 s (unplugged?); left behind"
         mic.stop()  # idempotent: returns at once
     finally:
@@ -475,7 +485,7 @@ def test_records_the_tone_through_pulseaudio(pulse_server: PulseServer) -> None:
     rate = mic.sample_rate
     # pacing: contiguous, and as many samples as the wall clock says (within 20 %)
     assert [c.first_sample for c in chunks[1:]] == [c.end_sample for c in chunks[:-1]]
-    assert mic.discontinuities == 0
+    assert mic.restamps == 0
     total = sum(len(c.samples) for c in chunks)
     expected = (stopped - started) * rate / 1e9
     assert 0.8 * expected <= total <= 1.2 * expected, (total, expected)

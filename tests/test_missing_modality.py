@@ -33,7 +33,7 @@ from helpers.synthetic_clips import (
     write_mp4,
 )
 
-from sec2sec.checkpoint import load_model
+from sec2sec.checkpoint import model_from_checkpoint
 from sec2sec.config import Config, parse_config
 from sec2sec.offline.evaluate import evaluate
 from sec2sec.offline.extract import extract
@@ -129,7 +129,7 @@ def test_live_without_a_modality_reproduces_evaluate(redundant, modality: str) -
     """Live windows without audio (--no-mic) or video (--no-camera) give evaluate --without's numbers."""
     root, cache, runs = redundant
     result = evaluate(runs["dropout"], cache, "test", without=modality)
-    model, _ = load_model(runs["dropout"])
+    model, _ = model_from_checkpoint(runs["dropout"])
     for k in (0, 1):
         path = root / "data" / f"{result.ids[k]}.mp4"
         windows, _ = file_windows(str(path), 8, 16_000, model.config.video.resize)
@@ -203,8 +203,9 @@ def test_finetune_applies_modality_dropout(monkeypatch: pytest.MonkeyPatch) -> N
         config = _config(p)
         split = Split(records, cached, torch.zeros(n, 1))
         seen.clear()
-        train.finetune_epoch(model, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), split, config, 3)
-        expected = train.with_modality_dropout(model, cached, config, 3)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        train.finetune_epoch(model, optimizer, split, config.train, 3)
+        expected = train.with_modality_dropout(model, cached, config.train, 3)
         position = {cid: i for i, cid in enumerate(cached.ids)}
         video = torch.zeros_like(present)
         audio = torch.zeros_like(present)

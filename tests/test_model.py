@@ -183,7 +183,7 @@ def test_missing_video_is_masked_and_flagged() -> None:
     blind = Window(0, None, window.audio, 16_000, frames_seen=0, samples_seen=16_000)
     stream = AffectStream(model, horizon=0)
     estimate = stream.step(blind)
-    assert not estimate.video_ok and estimate.audio_ok and estimate.frames_seen == 0
+    assert not estimate.video_ok and estimate.audio_ok and estimate.frames == 0
     no = torch.tensor([False, False])
     with torch.inference_mode():
         _, audio_tokens = model.encode(None, torch.from_numpy(window.audio)[None])

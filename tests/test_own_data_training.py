@@ -15,7 +15,7 @@ from helpers.configs import TINY_ENCODERS_TOML, TINY_FUSION_TOML
 from helpers.hume_tree import write_hume_info
 from helpers.synthetic_clips import Second, render, write_mp4
 
-from sec2sec.checkpoint import load_model
+from sec2sec.checkpoint import model_from_checkpoint
 from sec2sec.commands import main
 from sec2sec.config import Config, parse_config
 from sec2sec.offline.compare import compare, comparison_table
@@ -192,7 +192,7 @@ def test_evaluate_scores_seconds_on_the_targets_validation_uses(mixed_cache: Pat
     trained = fit(mixed_cache, config, tmp_path / "run")
     split = prepare(mixed_cache, config, "official", 0).splits["validation"]
     assert int((~split.seconds.isnan()).sum()) == 5  # 4 traced seconds + the untraced clip's last second
-    model, _ = load_model(trained.best_path)
+    model, _ = model_from_checkpoint(trained.best_path)
     expected = second_scores(model, split, config.model.heads.outputs, "regression", 8)
     got = evaluate(trained.best_path, mixed_cache, "validation").second_scores
     assert got["brightness"] == pytest.approx(expected["brightness"])

@@ -23,6 +23,7 @@ from helpers.pipeline_fakes import (
 
 from monitor.pipeline import Pipeline
 from monitor.queues import BoundedQueue
+from monitor.run_end import EndReason, RunEnd
 from monitor.sources import SourceEnd
 from sec2sec.model import Sec2Sec
 from sec2sec.stream import AffectStream
@@ -42,9 +43,9 @@ def test_offline_and_virtual_clocks_give_identical_outputs(model: Sec2Sec, media
     for clock in ("offline", "virtual"):
         sink = ListSink()
         ended = replay_pipeline(media / "grid_speaker_mpeg1.mpg", AffectStream(model), clock, sink).run()
-        assert ended == "end" and sink.closed_with == ["end"]
+        assert ended == RunEnd(EndReason.END) and sink.closed_with == [ended]
         results[clock] = sink.rows
-    assert [r.index for r in results["offline"]] == [0, 1, 2]
+    assert [r.window for r in results["offline"]] == [0, 1, 2]
     for a, b in zip(results["offline"], results["virtual"], strict=True):
         assert a.outputs == b.outputs and a.attribution == b.attribution
     assert all(r.latency_ns == r.compute_ns for r in results["offline"])
@@ -60,7 +61,7 @@ def test_replay_windows_equal_file_windows(model: Sec2Sec, media: Path) -> None:
     m = model.config.video.frames_per_window
     direct = [stream.step(w) for w in file_windows(str(path), m, 16_000, model.config.video.resize)[0]]
     assert [r.outputs for r in sink.rows] == [d.outputs for d in direct]
-    assert [(r.video_ok, r.audio_ok, r.frames_seen) for r in sink.rows] == [
+    assert [(r.video_ok, r.audio_ok, r.frames) for r in sink.rows] == [
         (True, True, 30),
         (True, True, 30),
         (True, True, 12),
@@ -71,7 +72,7 @@ def test_realtime_replay_is_paced(model: Sec2Sec, media: Path) -> None:
     sink = ListSink()
     started = time.monotonic()
     pipeline = replay_pipeline(media / "grid_speaker_0.6s.mp4", AffectStream(model), "realtime", sink, speed=2.0)
-    assert pipeline.run() == "end"
+    assert pipeline.run() == RunEnd(EndReason.END)
     assert time.monotonic() - started >= 0.25  # paced: 0.6 s of media at 2x takes at least 0.3 s
     assert len(sink.rows) == 1 and sink.rows[0].latency_ns > 0
 
@@ -79,22 +80,22 @@ def test_realtime_replay_is_paced(model: Sec2Sec, media: Path) -> None:
 def test_duration_stops_after_that_many_windows(model: Sec2Sec) -> None:
     sink = ListSink()
     pipeline = replay_pipeline(DEMO, AffectStream(model), "offline", sink, max_windows=2)
-    assert pipeline.run() == "duration"
-    assert [r.index for r in sink.rows] == [0, 1] and sink.closed_with == ["duration"]
+    assert pipeline.run() == RunEnd(EndReason.DURATION)
+    assert [r.window for r in sink.rows] == [0, 1] and sink.closed_with == [RunEnd(EndReason.DURATION)]
     assert pipeline_threads() == []
 
 
 def test_stop_from_another_thread_ends_the_run(model: Sec2Sec) -> None:
     sink = ListSink()
     pipeline = replay_pipeline(DEMO, AffectStream(model), "realtime", sink)
-    timer = threading.Timer(1.5, lambda: pipeline.request_stop("interrupted"))
+    timer = threading.Timer(1.5, lambda: pipeline.request_stop(EndReason.INTERRUPTED))
     timer.start()
     started = time.monotonic()
-    assert pipeline.run() == "interrupted"
+    assert pipeline.run() == RunEnd(EndReason.INTERRUPTED)
     assert time.monotonic() - started < 1.5 + 30  # only a hang exceeds this
-    assert sink.closed_with == ["interrupted"] and len(sink.rows) <= 2
+    assert sink.closed_with == [RunEnd(EndReason.INTERRUPTED)] and len(sink.rows) <= 2
     pipeline.stop()  # idempotent
-    assert sink.closed_with == ["interrupted"] and pipeline_threads() == []
+    assert sink.closed_with == [RunEnd(EndReason.INTERRUPTED)] and pipeline_threads() == []
 
 
 def test_virtual_clock_simulates_live_drops_and_latency() -> None:
@@ -103,8 +104,8 @@ def test_virtual_clock_simulates_live_drops_and_latency() -> None:
     (closing at 5 s and 6 s); window 4 runs 6.0-8.5 s, 5 is pushed out by 7, 6 runs 8.5-11, 7 runs 11-13.5."""
     sink = ListSink()
     pipeline, _ = scripted(FakeStream(compute_ns=2_500_000_000), "virtual", 8, sink)
-    assert pipeline.run() == "end"
-    assert [r.index for r in sink.rows] == [0, 1, 4, 6, 7]
+    assert pipeline.run() == RunEnd(EndReason.END)
+    assert [r.window for r in sink.rows] == [0, 1, 4, 6, 7]
     assert [r.latency_ns / 1e9 for r in sink.rows] == [2.5, 4.0, 3.5, 4.0, 5.5]
     assert pipeline.dropped == 3 and [r.dropped_total for r in sink.rows] == [0, 0, 2, 3, 3]
 
@@ -119,9 +120,9 @@ def test_windows_the_virtual_clock_drops_are_empty_seconds_in_the_history(horizo
     model = Sec2Sec(small_config("lstm")).eval()  # clip_seconds = 6
     slow, sink = SlowStream(AffectStream(model, horizon=horizon), 2_500_000_000), ListSink()
     pipeline, _ = scripted(slow, "virtual", 8, sink, noise_seed=1)
-    assert pipeline.run() == "end"
+    assert pipeline.run() == RunEnd(EndReason.END)
     kept = [w.index for w in slow.stepped]
-    assert kept == [r.index for r in sink.rows] == [0, 1, 4, 6, 7] and pipeline.dropped == 3
+    assert kept == [r.window for r in sink.rows] == [0, 1, 4, 6, 7] and pipeline.dropped == 3
     assert [r.gap for r in sink.rows] == [0, 0, 2, 1, 0]
     with torch.inference_mode():
         frames = torch.from_numpy(np.stack([w.frames for w in slow.stepped]))
@@ -132,9 +133,9 @@ def test_windows_the_virtual_clock_drops_are_empty_seconds_in_the_history(horizo
         present = torch.zeros(1, 8, dtype=torch.bool)
         present[0, kept] = True
         for row in sink.rows:
-            first = 0 if horizon == 0 else max(0, row.index + 1 - horizon)
-            seconds = slice(first, row.index + 1)
-            n = torch.tensor([row.index + 1 - first])
+            first = 0 if horizon == 0 else max(0, row.window + 1 - horizon)
+            seconds = slice(first, row.window + 1)
+            n = torch.tensor([row.window + 1 - first])
             logits, _ = model.forward_tokens(tokens[:, seconds], None, n, present[:, seconds])
             assert list(row.outputs.values()) == pytest.approx(torch.sigmoid(logits[0]).tolist(), abs=1e-5)
         glued, _ = model.forward_tokens(video_tokens[None], None, torch.tensor([5]))
@@ -144,8 +145,8 @@ def test_windows_the_virtual_clock_drops_are_empty_seconds_in_the_history(horizo
 def test_live_clock_drops_the_oldest_window_when_the_model_falls_behind() -> None:
     sink = ListSink()
     pipeline, _ = scripted(FakeStream(sleep_s=0.3), "realtime", 8, sink)
-    assert pipeline.run() == "end"
-    indices = [r.index for r in sink.rows]
+    assert pipeline.run() == RunEnd(EndReason.END)
+    indices = [r.window for r in sink.rows]
     assert indices[-1] == 7 and len(indices) < 8  # the newest is kept, older ones dropped
     assert pipeline.dropped == 8 - len(indices) and sink.rows[-1].dropped_total <= pipeline.dropped
     assert sink.rows[-1].latency_ns > 0
@@ -157,8 +158,8 @@ def test_an_exception_in_the_worker_stops_everything_and_keeps_rows() -> None:
     sink = ListSink()
     pipeline, source = scripted(FakeStream(fail_at=2), "offline", 30, sink, end=False)
     ended = run_bounded(pipeline)
-    assert ended == "error: inference failed at window 2: RuntimeError: planted failure"
-    assert [r.index for r in sink.rows] == [0, 1] and sink.closed_with == [ended]
+    assert ended == RunEnd.error("inference failed at window 2: RuntimeError: planted failure")
+    assert [r.window for r in sink.rows] == [0, 1] and sink.closed_with == [ended]
     assert source.stopped == 1 and pipeline_threads() == []
 
 
@@ -172,8 +173,29 @@ def test_a_failing_camera_ends_the_run_with_its_message() -> None:
             self.out.put_wait(SourceEnd("camera", error="read failed"))
 
     pipeline = Pipeline(stream, [Broken(inputs, 0)], inputs, Windower(4, 16_000), [sink], clock="live")
-    assert pipeline.run() == "error: camera: read failed"
+    assert pipeline.run() == RunEnd.error("camera: read failed")
     assert pipeline.snapshot().message == "camera: read failed"
+
+
+@pytest.mark.parametrize("words", ["terminated", "interrupted", "end", "error: ended by end"])
+def test_the_words_of_a_failure_cannot_change_its_exit_code(words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A source fails with a message that reads like another way to end: the run still ended by an error, its
+    exit code is 1 and the message is printed as it came (the reason, not the words, decides)."""
+    from monitor.cli import _report
+
+    inputs: BoundedQueue = BoundedQueue(100)
+
+    class Broken(ScriptedSource):
+        def start(self, origin_ns: int | None = None) -> None:
+            self.out.put_wait(SourceEnd("camera", error=words))
+
+    pipeline = Pipeline(FakeStream(), [Broken(inputs, 0)], inputs, Windower(4, 16_000), [ListSink()], clock="live")
+    ended = pipeline.run()
+    assert ended == RunEnd(EndReason.ERROR, f"camera: {words}") and _report(pipeline, ended) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "0 windows, 0 dropped, latency p50 - p99 -; ended by error",
+        f"error: camera: {words}",
+    ]
 
 
 def test_the_shutdown_bound_counts_every_step_at_its_deadline() -> None:
@@ -198,7 +220,7 @@ def test_snapshot_reports_progress(model: Sec2Sec, media: Path) -> None:
     snap = pipeline.snapshot()
     assert snap.windows_done == 3 and snap.windows_dropped == 0
     assert snap.output_names == ("valence", "arousal") and len(snap.history["valence"]) == 3
-    assert snap.latest.index == 2 and len(snap.attribution) == 3
+    assert snap.latest.window == 2 and len(snap.attribution) == 3
     assert snap.latency_p50_ms is not None and snap.latency_p99_ms >= snap.latency_p50_ms
     assert snap.sources[0].name == "file" and "grid_speaker_mpeg1.mpg" in snap.sources[0].detail
 
@@ -219,9 +241,9 @@ def test_frames_the_full_input_queue_displaced_are_in_the_rows() -> None:
     stream, sink = FakeStream(), ListSink()
     windower = Windower(stream.config.video.frames_per_window, 16_000, expect_audio=False)
     pipeline = Pipeline(stream, [Burst(inputs, 3)], inputs, windower, [sink], clock="offline")
-    assert run_bounded(pipeline) == "end"
+    assert run_bounded(pipeline) == RunEnd(EndReason.END)
     # seconds 0 and 1 lost every frame: no input, so no model step (a gap); their losses land in the next row
-    assert [(r.index, r.frames_seen) for r in sink.rows] == [(2, 4)] and windower.skipped_windows == 2
+    assert [(r.window, r.frames) for r in sink.rows] == [(2, 4)] and windower.skipped_windows == 2
     assert inputs.dropped == 26
     assert sink.rows[0].frames_dropped == 10 + 10 + 6 and sink.rows[0].samples_lost == 0
     assert pipeline.losses.total.frames_dropped == 26

@@ -36,12 +36,12 @@ def estimate(index: int, dropped_total: int) -> Estimate:
     seen = min(index + 1, HORIZON)
     raw = np.arange(1, seen + 1, dtype=np.float64)  # oldest first, newest heaviest
     return Estimate(
-        index=index,
+        window=index,
         outputs={"valence": 0.5 + 0.4 * np.sin(index / 5), "arousal": 0.5 + 0.3 * np.cos(index / 7)},
         attribution=tuple(raw / raw.sum()),
         video_ok=index not in NO_VIDEO,
         audio_ok=index not in NO_AUDIO,
-        frames_seen=0 if index in NO_VIDEO else 25,
+        frames=0 if index in NO_VIDEO else 25,
         audio_coverage=0.0 if index in NO_AUDIO else 1.0,
         compute_ns=400_000_000,
         gap=2 if index == DROPPED[-1] + 1 else 0,

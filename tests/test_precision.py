@@ -269,7 +269,7 @@ def test_bfloat16_without_native_support_is_a_usage_error(
     from monitor import assembly, cli
 
     monkeypatch.setattr(precision, "bf16_native", lambda device: False)
-    monkeypatch.setattr(assembly, "build_model", lambda args: pytest.fail("the model was built"))
+    monkeypatch.setattr(assembly, "model_for_run", lambda args: pytest.fail("the model was built"))
     clip = ROOT / "tests" / "data" / "grid_speaker_0.6s.mp4"
     code = cli.main(["--replay", str(clip), "--config", str(small), "--no-ui", "--precision", "bfloat16"])
     assert code == 2

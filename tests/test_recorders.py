@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from monitor.recorders import CsvRecorder, JsonlRecorder, sidecar_path
+from monitor.run_end import EndReason, RunEnd
 from monitor.snapshot import percentile
 from sec2sec.stream import Estimate
 
@@ -23,19 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("valence", "arousal")
 HEADER = (
     "window,start_s,end_s,valence,arousal,attribution,video_ok,audio_ok,frames,audio_coverage,latency_ms,dropped_total,"
-    "frames_dropped,samples_lost,samples_restamped"
+    "frames_dropped,samples_lost,samples_restamped,gap,compute_ms"
 )
 
 
 def estimate(index: int, **changes: object) -> Estimate:
     """A plausible Estimate for window `index`; keyword arguments override fields."""
     fields: dict[str, object] = {
-        "index": index,
+        "window": index,
         "outputs": {"valence": 0.25, "arousal": 0.7512345678},
         "attribution": (0.1021, 0.2113, 0.6866),
         "video_ok": True,
         "audio_ok": False,
-        "frames_seen": 8,
+        "frames": 8,
         "audio_coverage": 0.5,
         "compute_ns": 5_000_000,
         "gap": 0,
@@ -53,7 +54,7 @@ SECOND = estimate(
     attribution=(),
     video_ok=False,
     audio_ok=True,
-    frames_seen=0,
+    frames=0,
     audio_coverage=1.0,
     gap=1,
     latency_ns=None,
@@ -63,8 +64,8 @@ SECOND = estimate(
     samples_restamped=8800,
 )
 ROWS = (
-    "0,0.000,1.000,0.250000,0.751235,0.1021;0.2113;0.6866,1,0,8,0.500,312.3,0,0,0,0",
-    "1,1.000,2.000,0.500000,0.125000,,0,1,0,1.000,,2,3,800,8800",
+    "0,0.000,1.000,0.250000,0.751235,0.1021;0.2113;0.6866,1,0,8,0.500,312.3,0,0,0,0,0,5.0",
+    "1,1.000,2.000,0.500000,0.125000,,0,1,0,1.000,,2,3,800,8800,1,5.0",
 )
 
 
@@ -146,12 +147,13 @@ def test_sidecar_before_and_after_close(tmp_path: Path) -> None:
     recorder = CsvRecorder(path, NAMES, given)
     assert sidecar_path(path) == tmp_path / "talk.csv.json"
     before = json.loads((tmp_path / "talk.csv.json").read_text())
-    assert before == {**given, "columns": HEADER.split(","), "summary": None}
+    format_version = {"format": "sec2sec-session", "format_version": 2}
+    assert before == {**format_version, **given, "columns": HEADER.split(","), "summary": None}
     for index, latency_ms in enumerate([400.0, 100.0, None, 300.0, 200.0]):
         latency_ns = None if latency_ms is None else int(latency_ms * 1e6)
         lost = {"frames_dropped": index, "samples_lost": 100 * index, "samples_restamped": 7 if index == 2 else 0}
         recorder.write(estimate(index, latency_ns=latency_ns, dropped_total=index, gap=1 if index == 3 else 0, **lost))
-    recorder.close(ended_by="ctrl-c")
+    recorder.close(RunEnd(EndReason.INTERRUPTED))
     after = json.loads((tmp_path / "talk.csv.json").read_text())
     assert {**after, "summary": None} == before  # only the summary changed
     assert after["summary"] == {
@@ -165,7 +167,8 @@ def test_sidecar_before_and_after_close(tmp_path: Path) -> None:
         "samples_restamped": 7,
         "latency_p50_ms": 250.0,  # of 100, 200, 300, 400 (the window without a latency is left out)
         "latency_p99_ms": 397.0,  # 300 + 0.97 * (400 - 300)
-        "ended_by": "ctrl-c",
+        "ended_by": "interrupted",
+        "message": None,
     }
     assert not list(tmp_path.glob("*.tmp")), "atomic write left a temporary file behind"
 
@@ -174,9 +177,9 @@ def test_close_twice_keeps_the_first_summary_and_refuses_writes(tmp_path: Path) 
     path = tmp_path / "talk.csv"
     recorder = CsvRecorder(path, NAMES, {})
     recorder.write(FIRST)
-    recorder.close("end")
+    recorder.close(RunEnd(EndReason.END))
     text = sidecar_path(path).read_text()
-    recorder.close("error")
+    recorder.close(RunEnd.error("too late"))
     assert recorder.closed
     assert sidecar_path(path).read_text() == text
     assert json.loads(text)["summary"]["ended_by"] == "end"
@@ -259,26 +262,26 @@ def test_jsonl_lines_carry_every_field(tmp_path: Path) -> None:
     recorder.close()
     first, second = (json.loads(line) for line in path.read_text().splitlines())
     assert first == {
-        "index": 0,
+        "window": 0,
         "start_s": 0.0,
         "end_s": 1.0,
-        "outputs": {"valence": 0.25, "arousal": 0.7512345678},
+        "valence": 0.25,
+        "arousal": 0.7512345678,
         "attribution": [0.1021, 0.2113, 0.6866],
         "video_ok": True,
         "audio_ok": False,
-        "frames_seen": 8,
+        "frames": 8,
         "audio_coverage": 0.5,
-        "compute_ns": 5_000_000,
-        "gap": 0,
-        "latency_ns": 312_345_678,
         "latency_ms": 312.346,
         "dropped_total": 0,
         "frames_dropped": 0,
         "samples_lost": 0,
         "samples_restamped": 0,
+        "gap": 0,
+        "compute_ms": 5.0,
     }
-    assert list(second["outputs"]) == ["valence", "arousal"]  # output order, not the estimate's dict order
-    assert second["attribution"] == [] and second["latency_ns"] is None and second["latency_ms"] is None
+    assert list(first) == list(second) == HEADER.split(",")  # the CSV's columns, outputs in the recorder's order
+    assert second["attribution"] == [] and second["latency_ms"] is None
     assert (second["gap"], second["dropped_total"], second["video_ok"]) == (1, 2, False)
     assert (second["frames_dropped"], second["samples_lost"], second["samples_restamped"]) == (3, 800, 8800)
     with pytest.raises(ValueError, match="closed"):
@@ -290,7 +293,7 @@ def test_jsonl_writes_nan_as_null(tmp_path: Path) -> None:
     with JsonlRecorder(path, NAMES) as recorder:
         recorder.write(estimate(0, outputs={"valence": float("nan"), "arousal": 0.5}, attribution=(float("inf"),)))
     line = json.loads(path.read_text())
-    assert line["outputs"] == {"valence": None, "arousal": 0.5} and line["attribution"] == [None]
+    assert (line["valence"], line["arousal"], line["attribution"]) == (None, 0.5, [None])
 
 
 def test_the_sidecar_gets_the_csv_permissions(tmp_path: Path) -> None:
@@ -325,7 +328,7 @@ def test_a_write_that_fails_part_way_is_cut_back_to_whole_lines(
     with pytest.raises(OSError, match="No space left on device"):
         rec.write(SECOND)
     monkeypatch.undo()
-    rec.close("error")
+    rec.close(RunEnd.error("OSError: [Errno 28] No space left on device"))
     assert (tmp_path / "full.csv").read_text().splitlines() == [HEADER, ROWS[0]]
     assert json.loads(sidecar_path(tmp_path / "full.csv").read_text())["summary"]["windows"] == 1
 

@@ -188,3 +188,20 @@ def test_the_dispatcher_imports_every_command_and_only_the_commands_import_the_l
         and i.source != "sec2sec.__main__"
     ]
     assert not offending, "; ".join(offending)
+
+
+def test_the_run_speaks_to_its_parts_through_types_not_probes() -> None:
+    """Where a run is put together and driven (the pipeline, its assembly, the CLI, the sinks), no part is found
+    by `getattr`/`hasattr`: a source's optional abilities have defaults in `monitor.sources.Source`, a sink's
+    name is part of `Sink`, and a renamed attribute is an error, not a counter silently missing."""
+    found = []
+    for name in ("pipeline", "assembly", "cli", "sinks", "sources", "recorders", "outlets", "run_end", "fields"):
+        path = ROOT / "monitor" / f"{name}.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.id}")
+    assert found == []

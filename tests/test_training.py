@@ -31,7 +31,7 @@ from helpers.synthetic_clips import (
     write_mp4,
 )
 
-from sec2sec.checkpoint import load_model
+from sec2sec.checkpoint import model_from_checkpoint
 from sec2sec.commands import main
 from sec2sec.config import parse_config
 from sec2sec.offline.compare import compare, comparison_table
@@ -228,7 +228,7 @@ def test_stream_reproduces_evaluate(order_cache: tuple[Path, Path], order_run: P
     prediction to 1e-5: the checkpoint holds the cache's own encoders and the windows are the same."""
     root, cache = order_cache
     result = evaluate(order_run, cache, "test")
-    model, ckpt = load_model(order_run)
+    model, ckpt = model_from_checkpoint(order_run)
     assert encoder_identity(model) == read_index(cache).encoders
     assert ckpt.trained and ckpt.meta["dataset"] == "liris" and ckpt.meta["clip_seconds"] == 3
     # 39 readable training clips (the corrupt one was positive): 20 at 1.5 and 19 at 4.0, so the median is 1.5
@@ -254,10 +254,12 @@ def test_trained_checkpoint_gives_the_same_estimates_in_bfloat16(
 
     monkeypatch.setattr(precision, "bf16_native", lambda device: True)
     root, cache = order_cache
-    model, ckpt = load_model(order_run)
+    model, ckpt = model_from_checkpoint(order_run)
     assert ckpt.meta["cache_precision"] == "float32"
     result = evaluate(order_run, cache, "test")
-    streams = {p: AffectStream(load_model(order_run)[0], horizon=3, precision=p) for p in ("float32", "bfloat16")}
+    streams = {
+        p: AffectStream(model_from_checkpoint(order_run)[0], horizon=3, precision=p) for p in ("float32", "bfloat16")
+    }
     for stream in streams.values():
         stream.warm_up()
     assert streams["bfloat16"].precision_used == "bfloat16"
@@ -324,7 +326,7 @@ def test_finetune_trains_the_encoders(order_cache: tuple[Path, Path], tmp_path: 
     extract("liris", tmp_path / "liris", tmp_path / "cache", config, dtype="float32", workers=0)
     args = ["--config", str(tmp_path / "config.toml"), "--cache", str(tmp_path / "cache")]
     assert main(["train", *args, "--out", str(tmp_path / "run"), "--finetune"]) == 0
-    model, ckpt = load_model(tmp_path / "run" / "best.pt")
+    model, ckpt = model_from_checkpoint(tmp_path / "run" / "best.pt")
     identity = encoder_identity(model)
     cached = read_index(tmp_path / "cache").encoders
     assert ckpt.meta["finetuned"] is True
@@ -377,3 +379,18 @@ def test_first_impressions_regression_path(order_cache: tuple[Path, Path], tmp_p
     constant = 1 - np.abs(result.truth - 0.5).mean()
     assert bar == pytest.approx(0.975) and constant < 0.87
     assert result.average("mean_accuracy") >= bar - 0.02, (result.average("mean_accuracy"), bar)
+
+
+def test_each_epochs_draws_have_their_own_named_seed() -> None:
+    """The seed scheme (`epoch_seed`): the values training has always used, one per draw, epoch and rank."""
+    from sec2sec.offline.train import Draw, epoch_seed
+
+    assert epoch_seed(3, 5, Draw.ORDER) == 3 * 100_003 + 5
+    assert epoch_seed(3, 5, Draw.MODALITY_DROPOUT) == 3 * 100_003 + 5 + 7_919
+    assert epoch_seed(3, 5, Draw.RANK, rank=2) == 3 * 1_000_003 + 5 * 1_009 + 2
+    for seed in (0, 1):  # within a run, every epoch (and rank) of one draw has a seed of its own
+        assert len({epoch_seed(seed, epoch, Draw.RANK, rank) for epoch in range(50) for rank in range(4)}) == 200
+        assert (
+            len({epoch_seed(seed, epoch, draw) for epoch in range(50) for draw in (Draw.ORDER, Draw.MODALITY_DROPOUT)})
+            == 100
+        )

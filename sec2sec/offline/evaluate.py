@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, load_model, setting
+from sec2sec.checkpoint import Checkpoint, encoder_settings_mismatch, model_from_checkpoint, setting
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import features_from_clips
 from sec2sec.offline.datasets import SPLITS, labelled, labels
@@ -89,7 +89,7 @@ def evaluate(
         raise ValueError(f"split {split!r} is not allowed; use one of {', '.join(SPLITS)}")
     if without not in WITHOUT:
         raise ValueError(f"without = {without!r} is not allowed; use video or audio (or nothing)")
-    model, ckpt = load_model(checkpoint)
+    model, ckpt = model_from_checkpoint(checkpoint)
     device = resolve_device(device) if isinstance(device, str) else device
     model = model.to(device)  # --from-clips encodes there too
     index = read_index(cache)

@@ -31,7 +31,7 @@ from sec2sec.checkpoint import encoder_settings_mismatch, without_weight_files
 from sec2sec.config import Config, ModelConfig
 from sec2sec.faces import detector_identity
 from sec2sec.framing import SUBJECTS, choose_framing
-from sec2sec.model import Sec2Sec
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.batching import WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
 from sec2sec.offline.datasets import ClipRecord, read_dataset
@@ -39,7 +39,6 @@ from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Dist, Heartbeat,
 from sec2sec.offline.features import (
     DTYPES,
     ENCODE_BATCH,
-    ENCODERS,
     CacheIndex,
     clip_loader,
     encoder_identity,
@@ -123,13 +122,13 @@ def open_cache(
             )
         model = Sec2Sec(encoder_config(without_weight_files(index.config)))
         state = read_encoders(folder, index)
-        for name in ENCODERS:
+        for name in ENCODER_MODULES:
             getattr(model, name).load_state_dict(state[name])
         return model.eval(), index
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.train.seed)
     model = Sec2Sec(encoder_config(config.model)).eval()
-    torch.save({name: getattr(model, name).state_dict() for name in ENCODERS}, folder / "encoders.pt")
+    torch.save({name: getattr(model, name).state_dict() for name in ENCODER_MODULES}, folder / "encoders.pt")
     identity = encoder_identity(model)
     faces = config.model.video.framing == "face"
     index = CacheIndex(

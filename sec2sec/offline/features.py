@@ -36,7 +36,7 @@ import torch
 from sec2sec.checkpoint import tensor_digest
 from sec2sec.config import ModelConfig, from_dict, to_dict
 from sec2sec.framing import Framer, framer_for
-from sec2sec.model import Sec2Sec
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
 from sec2sec.offline.distributed import RankStalled
 from sec2sec.video import same_size, trim_to_input
@@ -46,7 +46,6 @@ FORMAT = "sec2sec-features"
 FORMAT_VERSION = 1
 ENCODE_BATCH = 8  # windows per encoder call (extract --batch default)
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
-ENCODERS = ("video_encoder", "audio_encoder")
 DECODE_TIMEOUT_S = 600.0  # one clip's decoding (a 15 s clip takes well under a second): longer is a hung decoder
 MAX_GAP_S = 60  # a clip whose clock jumps further than this over nothing ends at the jump (see decode_clip)
 
@@ -54,7 +53,7 @@ MAX_GAP_S = 60  # a clip whose clock jumps further than this over nothing ends a
 def encoder_identity(model: Sec2Sec) -> dict[str, str]:
     """{"video_encoder": sha256, "audio_encoder": sha256} of the encoders the model has."""
     out = {}
-    for name in ENCODERS:
+    for name in ENCODER_MODULES:
         module = getattr(model, name)
         if module is not None:
             out[name] = tensor_digest(module.state_dict())

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from sec2sec.checkpoint import encoder_settings_mismatch, setting, without_weight_files
-from sec2sec.config import Config
-from sec2sec.model import Sec2Sec
+from sec2sec.config import Config, ModelConfig
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.datasets import ClipRecord, label_thresholds, labelled, labels, second_labels
-from sec2sec.offline.features import ENCODERS, CacheIndex, Features, load_features, read_encoders, read_index
+from sec2sec.offline.features import CacheIndex, Features, load_features, read_encoders, read_index
 from sec2sec.offline.splits import Assignment, apply_split, pinned_split
 
 
@@ -49,7 +49,7 @@ def prepare(cache: str | Path, config: Config, split_mode: str, split_seed: int)
     """Read the cache, split it by film (or officially) as pinned in the cache folder (pinning the split on
     first use; a cache changed since is refused), and label it; see `sec2sec.offline.datasets.labels`."""
     index = read_index(cache)
-    _check_cache_config(index, config)
+    _check_cache_config(index, config.model)
     assignment = pinned_split(cache, index.dataset, index.records(), split_mode, split_seed)
     records = apply_split(index.records(), assignment)
     heads = config.model.heads
@@ -92,22 +92,22 @@ def per_second_targets(
     return seconds
 
 
-def _check_cache_config(index: CacheIndex, config: Config) -> None:
-    key = encoder_settings_mismatch(index.config, config.model)
+def _check_cache_config(index: CacheIndex, model: ModelConfig) -> None:
+    key = encoder_settings_mismatch(index.config, model)
     if key is not None:
         raise ValueError(
             f"the cache was extracted with model.{key} = {setting(index.config, key)!r} but the config has "
-            f"{setting(config.model, key)!r}; use the extraction's settings or extract again"
+            f"{setting(model, key)!r}; use the extraction's settings or extract again"
         )
 
 
-def build_model(config: Config, folder: str | Path, index: CacheIndex, train: Split | None) -> Sec2Sec:
+def model_for_cache(config: Config, folder: str | Path, index: CacheIndex, train: Split | None) -> Sec2Sec:
     """The model of `config` with the cache's encoder weights and, given the training split, FeatureNorm
     statistics from its tokens. Seeded with `train.seed`, so the initial weights are reproducible."""
     torch.manual_seed(config.train.seed)
     model = Sec2Sec(without_weight_files(config.model))
     state = read_encoders(folder, index)
-    for name in ENCODERS:
+    for name in ENCODER_MODULES:
         module = getattr(model, name)
         if module is not None:
             module.load_state_dict(state[name])

@@ -14,6 +14,7 @@ Resumable: RUN/last.pt holds the weights, optimizer, RNG state and history after
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,8 +27,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from sec2sec.checkpoint import save_checkpoint
-from sec2sec.config import Config, to_dict
-from sec2sec.model import Sec2Sec
+from sec2sec.config import Config, TrainConfig, to_dict
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.batching import features_from_clips
 from sec2sec.offline.distributed import (
     DataParallelModel,
@@ -40,9 +41,9 @@ from sec2sec.offline.distributed import (
     share_batch,
     unwrap,
 )
-from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, read_index, stack_features
+from sec2sec.offline.features import Features, clip_loader, encode_clip, read_index, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
-from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
+from sec2sec.offline.prepared import Prepared, Split, drop_modalities, model_for_cache, prepare
 from sec2sec.offline.progress import progress_bar
 from sec2sec.offline.seconds import clip_logits, labelled_seconds, logits_of, predict, second_scores
 from sec2sec.offline.train_state import (
@@ -55,14 +56,35 @@ from sec2sec.offline.train_state import (
 )
 
 
-def with_modality_dropout(model: Sec2Sec, features: Features, config: Config, epoch: int) -> Features:
+class Draw(enum.Enum):
+    """What one epoch's seeded random draws are for; each gets its own seed from `train.seed` (`epoch_seed`)."""
+
+    ORDER = "order"  # the order the training clips are visited in
+    MODALITY_DROPOUT = "modality dropout"  # which clips lose a modality (the same in every torchrun process)
+    RANK = "rank"  # torch's global generator on one torchrun rank (nn.Dropout's draws), distinct per rank
+
+
+EPOCH_STRIDE = 100_003  # a prime: seeds of one run's epochs never equal another seed's for 100_003 epochs
+MODALITY_OFFSET = 7_919  # a prime: the modality draws never reuse the same epoch's order seed
+RANK_STRIDE, RANK_EPOCH_STRIDE = 1_000_003, 1_009  # primes: (seed, epoch, rank) -> a distinct seed per rank
+
+
+def epoch_seed(seed: int, epoch: int, draw: Draw, rank: int = 0) -> int:
+    """The seed of epoch `epoch`'s `draw`, from the run's `train.seed`: the same in a resumed run and in every
+    process (RANK: one per rank)."""
+    if draw is Draw.RANK:
+        return seed * RANK_STRIDE + epoch * RANK_EPOCH_STRIDE + rank
+    return seed * EPOCH_STRIDE + epoch + (MODALITY_OFFSET if draw is Draw.MODALITY_DROPOUT else 0)
+
+
+def with_modality_dropout(model: Sec2Sec, features: Features, train: TrainConfig, epoch: int) -> Features:
     """The epoch's presence masks after modality dropout (two-modality models only), drawn once for every
     clip of the split with a generator seeded by (seed, epoch): the same masks in every torchrun process and
     in a resumed run, whichever rows a process takes."""
-    p = config.train.modality_dropout
+    p = train.modality_dropout
     if p <= 0 or not (model.fusion.use_video and model.fusion.use_audio):
         return features
-    generator = torch.Generator().manual_seed(config.train.seed * 100_003 + epoch + 7_919)
+    generator = torch.Generator().manual_seed(epoch_seed(train.seed, epoch, Draw.MODALITY_DROPOUT))
     device = features.video_ok.device
     video_ok, audio_ok = drop_modalities(features.video_ok.cpu(), features.audio_ok.cpu(), p, generator)
     return replace(features, video_ok=video_ok.to(device), audio_ok=audio_ok.to(device))
@@ -103,19 +125,20 @@ def _accuracy(task: str, scores: dict[str, dict[str, float]]) -> float:
     return float(np.mean([row[key] for row in scores.values()]))
 
 
-def validate(model: Sec2Sec, split: Split, config: Config) -> dict[str, float]:
+def validate(model: Sec2Sec, split: Split, train: TrainConfig) -> dict[str, float]:
     """Loss, mean accuracy and the early-stopping metric on one split (under torchrun each rank predicts
     its share of the clips and all get every prediction, so every rank returns the same numbers)."""
-    model, batch, heads = unwrap(model), config.train.batch_size * 4, config.model.heads
+    model = unwrap(model)
+    batch, heads = train.batch_size * 4, model.config.heads
     probabilities = gather_rows(
         split.targets.shape[0], lambda rows: predict(model, split.features, batch, rows), len(heads.outputs)
     )
     targets = split.targets.cpu()
     p = torch.from_numpy(probabilities).clamp(1e-7, 1 - 1e-7)
-    loss = loss_of(torch.logit(p), targets, config.train.loss)
+    loss = loss_of(torch.logit(p), targets, train.loss)
     scores = score_outputs(heads.outputs, heads.task, targets.numpy(), probabilities)
     metric = headline(heads.task, scores)[1]
-    if split.seconds is not None and config.train.supervision == "second":
+    if split.seconds is not None and train.supervision == "second":
         metric = headline(heads.task, second_scores(model, split, heads.outputs, heads.task, batch))[1]
     return {"loss": float(loss), "accuracy": _accuracy(heads.task, scores), "metric": metric}
 
@@ -123,10 +146,10 @@ def validate(model: Sec2Sec, split: Split, config: Config) -> dict[str, float]:
 def _start_epoch(model: Sec2Sec, n: int, seed: int, epoch: int) -> torch.Tensor:
     """Train mode with the encoders' BatchNorm statistics kept (eval); the epoch's seeded order of n items."""
     model.train()
-    for name in ENCODERS:
+    for name in ENCODER_MODULES:
         if getattr(model, name) is not None:
             getattr(model, name).eval()
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, Draw.ORDER)))
 
 
 def _step(model: Sec2Sec, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
@@ -138,27 +161,26 @@ def _step(model: Sec2Sec, optimizer: torch.optim.Optimizer, loss: torch.Tensor, 
     optimizer.step()
 
 
-def make_optimizer(params: list[torch.nn.Parameter], config: Config) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW at the fixed `train.lr`, fused: one kernel per step over all parameters instead of a loop of
     per-tensor ops (about 5% less CPU per epoch on this machine, measured with benchmarks/train_epoch.py)."""
-    return torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay, fused=True)
+    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, fused=True)
 
 
 def train_epoch(
     model: Sec2Sec,
     optimizer: torch.optim.Optimizer,
     split: Split,
-    config: Config,
+    t: TrainConfig,
     epoch: int,
     progress: Progress | None = None,
 ) -> dict[str, float]:
     """One pass over the training split in a seeded order -> mean loss and accuracy (from training logits)."""
-    t = config.train
     n = split.targets.shape[0]
     order = _start_epoch(model, n, t.seed, epoch)
     total, seen, outputs = 0.0, 0, []
     task = progress.add_task(f"epoch {epoch + 1}", total=n, note="") if progress is not None else None
-    features = with_modality_dropout(model, split.features, config, epoch)
+    features = with_modality_dropout(model, split.features, t, epoch)
     seconds = split.seconds is not None and t.supervision == "second"
     for start in range(0, n, t.batch_size):
         batch = order[start : start + t.batch_size]
@@ -181,7 +203,7 @@ def train_epoch(
     total, seen, outputs = reduce_epoch(total, seen, outputs)
     rows = torch.cat([r for r, _ in outputs])
     probabilities = torch.cat([p for _, p in outputs]).numpy()
-    heads = config.model.heads
+    heads = unwrap(model).config.heads
     scores = score_outputs(heads.outputs, heads.task, split.targets.cpu()[rows].numpy(), probabilities)
     return {"loss": total / max(seen, 1), "accuracy": _accuracy(heads.task, scores)}
 
@@ -190,7 +212,7 @@ def finetune_epoch(
     model: Sec2Sec,
     optimizer: torch.optim.Optimizer,
     split: Split,
-    config: Config,
+    t: TrainConfig,
     epoch: int,
     progress: Progress | None = None,
 ) -> dict[str, float]:
@@ -198,11 +220,10 @@ def finetune_epoch(
 
     Modality dropout is the cached path's: the epoch's masks are drawn once over the split's cached presence
     masks (`with_modality_dropout`, same seed) and laid over each batch's freshly read ones."""
-    t = config.train
     n = len(split.records)
     order = _start_epoch(model, n, t.seed, epoch)
     total, seen = 0.0, 0
-    kept = with_modality_dropout(model, split.features, config, epoch)
+    kept = with_modality_dropout(model, split.features, t, epoch)
     for start in range(0, n, t.batch_size):
         rows = order[start : start + t.batch_size]
         chosen = [split.records[i] for i in rows.tolist()]
@@ -234,20 +255,20 @@ def _one_epoch(
     model: Sec2Sec,
     optimizer: torch.optim.Optimizer,
     data: Prepared,
-    config: Config,
+    t: TrainConfig,
     epoch: int,
     finetune: bool,
     progress,
 ) -> dict[str, float]:
     started = time.perf_counter()
     step = finetune_epoch if finetune else train_epoch
-    train = step(model, optimizer, data.splits["train"], config, epoch, progress)
+    train = step(model, optimizer, data.splits["train"], t, epoch, progress)
     train_seconds = time.perf_counter() - started
     val_split = data.splits["validation"]
     if finetune:
         device = next(model.parameters()).device
         val_split = replace(val_split, features=features_to(features_from_clips(model, val_split.records), device))
-    val = validate(model, val_split, config)
+    val = validate(model, val_split, t)
     return {
         "epoch": epoch + 1,
         "train_loss": train["loss"],
@@ -284,10 +305,10 @@ def _checkpoint_meta(
     }
 
 
-def _check_finetune(cache: str | Path, config: Config, finetune: bool) -> None:
+def _check_finetune(cache: str | Path, train: TrainConfig, finetune: bool) -> None:
     """Refuse `--finetune` on a cache with per-second labels under `supervision = "second"`: finetune_epoch
     trains the clip outputs only, while validation would early-stop on the per-second scores."""
-    if not finetune or config.train.supervision != "second":
+    if not finetune or train.supervision != "second":
         return
     if any(clip.get("seconds") for clip in read_index(cache).clips.values()):
         raise ValueError(
@@ -314,7 +335,7 @@ def fit(
     best.pt. With dropout 0 a run over N processes gives one process's numbers up to float summation order;
     with dropout each rank draws its own masks (seeded by seed, epoch and rank).
     """
-    _check_finetune(cache, config, finetune)
+    _check_finetune(cache, config.train, finetune)
     dist = context(device)
     if finetune and dist.world > 1:
         raise ValueError("--finetune runs in one process; start it without torchrun (or with --nproc_per_node 1)")
@@ -335,8 +356,8 @@ def fit(
         task = progress.add_task("train", total=config.train.epochs, completed=history.epoch, note="")
         while history.bad_epochs < config.train.patience and history.epoch < config.train.epochs:
             if dist.world > 1:  # distinct, reproducible dropout draws per rank
-                torch.manual_seed(config.train.seed * 1_000_003 + history.epoch * 1009 + dist.rank)
-            row = _one_epoch(trainer, optimizer, data, config, history.epoch, finetune, progress)
+                torch.manual_seed(epoch_seed(config.train.seed, history.epoch, Draw.RANK, dist.rank))
+            row = _one_epoch(trainer, optimizer, data, config.train, history.epoch, finetune, progress)
             history.record(row, model, finetune, config.train.patience)
             if dist.main:
                 save_state(last, model, optimizer, history, ident, finetune)
@@ -365,8 +386,8 @@ def _set_up(
     device (encoders trainable only with `finetune`) and its optimizer."""
     device = dist.device
     data = dist.in_turn(lambda: prepare(cache, config, split_mode, split_seed))
-    model = build_model(config, cache, data.index, data.splits["train"])
-    for name in ENCODERS:
+    model = model_for_cache(config, cache, data.index, data.splits["train"])
+    for name in ENCODER_MODULES:
         if getattr(model, name) is not None:
             getattr(model, name).requires_grad_(finetune)
     model.to(device)
@@ -379,5 +400,5 @@ def _set_up(
         )
         for k, v in data.splits.items()
     }
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config.train)
     return replace(data, splits=splits), model, optimizer

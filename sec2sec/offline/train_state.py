@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from sec2sec.config import Config, to_dict
-from sec2sec.model import Sec2Sec
-from sec2sec.offline.features import ENCODERS, CacheIndex
+from sec2sec.model import ENCODER_MODULES, Sec2Sec
+from sec2sec.offline.features import CacheIndex
 from sec2sec.offline.output_files import replace_text
 
 STATE_FORMAT = "sec2sec-train-state"
@@ -31,13 +31,13 @@ COLUMNS = (
 
 def trainable_state(model: Sec2Sec, finetune: bool) -> dict[str, torch.Tensor]:
     """The weights training changes (without the frozen encoders unless fine-tuning), deep-copied."""
-    keep = {k: v for k, v in model.state_dict().items() if finetune or not k.startswith(ENCODERS)}
+    keep = {k: v for k, v in model.state_dict().items() if finetune or not k.startswith(ENCODER_MODULES)}
     return copy.deepcopy(keep)
 
 
 def load_trainable(model: Sec2Sec, state: dict[str, torch.Tensor]) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith(ENCODERS) for k in missing):
+    if unexpected or any(not k.startswith(ENCODER_MODULES) for k in missing):
         raise ValueError(f"saved training state does not fit the model (missing {missing[:3]}, extra {unexpected[:3]})")
 
 

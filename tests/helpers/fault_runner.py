@@ -75,7 +75,7 @@ def stuck_stdout(n: int) -> None:
     write = dashboard.PlainPrinter.write
 
     def blocking(self: Any, estimate: Any) -> None:
-        if estimate.index >= n:
+        if estimate.window >= n:
             phase("stuck")
             threading.Event().wait()
         write(self, estimate)

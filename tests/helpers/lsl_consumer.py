@@ -84,14 +84,14 @@ def with_gaps(out: Path, name: str) -> None:
     from sec2sec.stream import Estimate
 
     outlet = LslOutlet(name, "sec2sec-gap-test", 1.0)
-    outlet.capture_end_ns = lambda estimate: origin + (estimate.index + 1) * 1_000_000_000
+    outlet.capture_end_ns = lambda estimate: origin + (estimate.window + 1) * 1_000_000_000
     origin = time.monotonic_ns()
     outlet.start(("valence",), {"software": "test"})
     inlet = pylsl.StreamInlet(pylsl.resolve_byprop("name", name, timeout=30)[0])
     inlet.open_stream(timeout=10)
     for index, gap in ((0, 0), (1, 0), (4, 2)):
         outlet.write(Estimate(index, {"valence": index / 10}, (), True, True, 8, 1.0, 1000, gap=gap))
-    outlet.close("end")
+    outlet.close()
     samples = pull_until_quiet(inlet, lambda: True, quiet_s=1.0)
     out.write_text(json.dumps({"samples": samples, "origin_lsl": origin / 1e9}, allow_nan=True))
 

@@ -3,6 +3,7 @@ source, a replay pipeline builder, and a bounded run()."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -14,7 +15,8 @@ from helpers.configs import small_config
 from monitor.pipeline import Pipeline
 from monitor.queues import BoundedQueue
 from monitor.replay import FileReplay
-from monitor.sources import SourceEnd, SourceStatus
+from monitor.run_end import EndReason, RunEnd
+from monitor.sources import Source, SourceEnd, SourceStatus
 from sec2sec.config import ModelConfig
 from sec2sec.media import VideoFrame
 from sec2sec.stream import AffectStream, Estimate
@@ -22,15 +24,23 @@ from sec2sec.windows import Window, Windower
 
 
 class ListSink:
+    name = "list sink"
+
     def __init__(self) -> None:
         self.rows: list[Estimate] = []
-        self.closed_with: list[str] = []
+        self.closed_with: list[RunEnd] = []
 
     def write(self, estimate: Estimate) -> None:
         self.rows.append(estimate)
 
-    def close(self, ended_by: str = "end") -> None:
-        self.closed_with.append(ended_by)
+    def close(self, end: RunEnd) -> None:
+        self.closed_with.append(end)
+
+
+def ended_in(csv: Path) -> RunEnd:
+    """How the run ended, as the summary in the sidecar of `csv` says."""
+    summary = json.loads(Path(f"{csv}.json").read_text())["summary"]
+    return RunEnd(EndReason(summary["ended_by"]), summary["message"] or "")
 
 
 def replay_pipeline(path: Path, stream: AffectStream, clock: str, sink: ListSink, **kw: object) -> Pipeline:
@@ -91,7 +101,7 @@ class SlowStream:
         return replace(self.inner.step(window), compute_ns=self.compute_ns)
 
 
-class ScriptedSource:
+class ScriptedSource(Source):
     """Puts pre-made frames on the queue (as a camera would), then ends."""
 
     name = "camera"
@@ -133,9 +143,9 @@ def scripted(
     return Pipeline(stream, [source], inputs, windower, [sink], clock=clock), source
 
 
-def run_bounded(pipeline: Pipeline, timeout_s: float = 60) -> str:
+def run_bounded(pipeline: Pipeline, timeout_s: float = 60) -> RunEnd:
     """run() in a thread, so that a hang fails the test instead of hanging the suite."""
-    result: list[str] = []
+    result: list[RunEnd] = []
     runner = threading.Thread(target=lambda: result.append(pipeline.run()), daemon=True)
     runner.start()
     runner.join(timeout_s)
