@@ -2,9 +2,10 @@
 
 Resumable: finished clips are in `index.json` and are skipped by a second run, which reuses the cache's
 own `encoders.pt` (never new random weights). Unreadable clips are listed in `unreadable.tsv`, never fatal.
-Decoding overlaps encoding: torch DataLoader worker processes decode the next clips (only the frames a
-window uses, scaled to the model's input in the worker) while the main process runs the encoders on
-batches of windows gathered across clips (`WindowBatcher`); `--workers 0` decodes inline.
+Decoding overlaps encoding: torch DataLoader worker processes (started clean, see `features.WORKER_START`)
+decode the next clips (only the frames a window uses, scaled to the model's input in the worker) while the
+main process runs the encoders on batches of windows gathered across clips (`WindowBatcher`); `--workers 0`
+decodes inline.
 
 `--precision auto` (default) runs the encoders' trunks in bfloat16 where the device computes it natively,
 after the same check against float32 as `sec2sec-live` (`sec2sec.precision`); the cache records the precision

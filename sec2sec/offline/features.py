@@ -23,7 +23,7 @@ windows are the same.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,13 +133,18 @@ def decode_clip(
     )
 
 
+Decode = Callable[..., DecodedClip]  # decode_clip's signature: what a ClipReader calls per clip
+
+
 class ClipReader(torch.utils.data.Dataset):
     """A torch Dataset of DecodedClip, so a DataLoader worker process decodes while the main one encodes.
-    What crosses to the main process is model-sized: m frames per window, at most (resize, resize) pixels."""
+    What crosses to the main process is model-sized: m frames per window, at most (resize, resize) pixels.
+    `decode` is `decode_clip` (a test may give another module-level function: a worker unpickles it by name)."""
 
-    def __init__(self, records: list[ClipRecord], config: ModelConfig) -> None:
+    def __init__(self, records: list[ClipRecord], config: ModelConfig, decode: Decode = decode_clip) -> None:
         self.records = records
         self.config = config
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.records)
@@ -147,27 +152,49 @@ class ClipReader(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> DecodedClip:
         c = self.config
         v = c.video
-        return decode_clip(self.records[i], v.frames_per_window, c.audio.sample_rate, c.clip_seconds, v.resize, v.crop)
+        return self.decode(self.records[i], v.frames_per_window, c.audio.sample_rate, c.clip_seconds, v.resize, v.crop)
 
 
 def _keep(item: DecodedClip) -> DecodedClip:
     return item
 
 
+# Decoding workers start from a fresh interpreter, never by fork. A forked child gets the parent's memory but
+# not its threads: a parent that scaled frames with PyAV (replay, the Python API, a notebook) holds FFmpeg
+# scaler contexts whose slice threads do not exist in the child, and the child's first `frame.reformat`
+# waits for them for ever (issue 27). `spawn` pays an interpreter start and the imports once per worker
+# and run (the loader is iterated once per extraction), a second or two beside minutes of encoding.
+WORKER_START = "spawn"
+
+
+def _decode_worker_init(worker_id: int) -> None:
+    """A decoding worker's own settings, set where it starts: one torch thread (it decodes, with FFmpeg's
+    own threads; the main process runs the encoders on the cores)."""
+    torch.set_num_threads(1)
+
+
 def clip_loader(
-    records: list[ClipRecord], config: ModelConfig, workers: int, decode_timeout_s: float = DECODE_TIMEOUT_S
+    records: list[ClipRecord],
+    config: ModelConfig,
+    workers: int,
+    decode_timeout_s: float | None = None,
+    decode: Decode = decode_clip,
 ) -> Iterator[DecodedClip]:
-    """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes ahead of the caller,
-    and a clip that takes more than `decode_timeout_s` to arrive (a decoder that hung) raises RankStalled."""
+    """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes (started by
+    `WORKER_START`, once per call) ahead of the caller, and a clip that takes more than `decode_timeout_s`
+    (default `DECODE_TIMEOUT_S`) to arrive (a decoder that hung) raises RankStalled."""
+    timeout = DECODE_TIMEOUT_S if decode_timeout_s is None else decode_timeout_s
     loader = torch.utils.data.DataLoader(
-        ClipReader(records, config),
+        ClipReader(records, config, decode),
         batch_size=None,
         shuffle=False,
         num_workers=workers,
         collate_fn=_keep,
         prefetch_factor=2 if workers else None,
-        persistent_workers=False,
-        timeout=decode_timeout_s if workers else 0,
+        persistent_workers=False,  # one pass per loader: the workers start once and end with it
+        timeout=timeout if workers else 0,
+        multiprocessing_context=WORKER_START if workers else None,
+        worker_init_fn=_decode_worker_init if workers else None,
     )
     try:
         yield from loader
@@ -175,7 +202,7 @@ def clip_loader(
         if "timed out" not in str(exc):
             raise
         raise RankStalled(
-            f"no decoded clip came from the decoding workers for {decode_timeout_s:g} s (a decoder hung on a "
+            f"no decoded clip came from the decoding workers for {timeout:g} s (a decoder hung on a "
             "clip); the run is stopped. A resumed run skips the clips already done; --workers 0 decodes inline"
         ) from None
 
