@@ -21,8 +21,8 @@ import torch
 import torchaudio.functional as AF
 
 from sec2sec.config import NANOS_PER_SECOND
+from sec2sec.frame_sizes import same_size
 from sec2sec.media import AudioChunk, FrameTick, VideoFrame, sample_frame_times
-from sec2sec.video import same_size
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from sec2sec.media import (
 )
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
-from sec2sec.offline.features import MAX_GAP_S, decode_clip
+from sec2sec.offline.decoding import MAX_GAP_S, decode_clip
 from sec2sec.stream import AffectStream
 from sec2sec.windows import Windower, file_windows
 

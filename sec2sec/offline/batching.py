@@ -27,7 +27,8 @@ import torch
 
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
-from sec2sec.offline.features import ENCODE_BATCH, DecodedClip, Features, clip_loader, stack_features
+from sec2sec.offline.decoding import DecodedClip, clip_loader
+from sec2sec.offline.features import ENCODE_BATCH, Features, stack_features
 
 AUTOCAST = {"off": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 Encode = Callable[[torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor | None, torch.Tensor | None]]

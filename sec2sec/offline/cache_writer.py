@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from sec2sec.offline.datasets import ClipRecord
-from sec2sec.offline.features import DTYPES, CacheIndex, DecodedClip, write_index
+from sec2sec.offline.decoding import DecodedClip
+from sec2sec.offline.features import DTYPES, CacheIndex, write_index
 
 PART = "index.rank{rank}.json"
 

@@ -29,6 +29,7 @@ from sec2sec.checkpoint import save_checkpoint
 from sec2sec.config import Config, to_dict
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import features_from_clips
+from sec2sec.offline.decoding import clip_loader
 from sec2sec.offline.distributed import (
     DataParallelModel,
     Dist,
@@ -40,7 +41,7 @@ from sec2sec.offline.distributed import (
     share_batch,
     unwrap,
 )
-from sec2sec.offline.features import ENCODERS, Features, clip_loader, encode_clip, read_index, stack_features
+from sec2sec.offline.features import ENCODERS, Features, encode_clip, read_index, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, build_model, drop_modalities, prepare
 from sec2sec.offline.progress import progress_bar

@@ -1,11 +1,11 @@
-"""Decoders with a fault planted, for `features.clip_loader(..., decode=...)`. Decoding workers start from a
+"""Decoders with a fault planted, for `decoding.clip_loader(..., decode=...)`. Decoding workers start from a
 fresh interpreter (spawn), so a fault reaches them only as a module-level function they import by name."""
 
 from __future__ import annotations
 
 import time
 
-from sec2sec.offline.features import DecodedClip
+from sec2sec.offline.decoding import DecodedClip
 
 HANG_S = 120  # far past any decode timeout a test sets
 
