@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,19 +31,28 @@ class DecodedClip:
 
     frames uint8 (T, m, H, W, 3) (zeros where video_ok is False), audio float32 (T, sample_rate),
     video_ok / audio_ok bool (T,), `length` positions up to the last window kept, `windows` seconds the file
-    spans (to its end, or to a jump that ended it: `note`); `error` is the reason the clip could not be read
-    ("" when it could).
+    spans (to its end, or to a jump that ended it: `note`).
     """
 
     clip_id: str
-    frames: torch.Tensor | None
-    audio: torch.Tensor | None
-    video_ok: torch.Tensor | None
-    audio_ok: torch.Tensor | None
+    frames: torch.Tensor
+    audio: torch.Tensor
+    video_ok: torch.Tensor
+    audio_ok: torch.Tensor
     length: int
     windows: int
-    error: str = ""
     note: str = ""  # why the clip was cut short (a jump in its clock), "" when it was read to its end
+
+
+@dataclass(frozen=True)
+class UnreadableClip:
+    """A clip that could not be read, and why (extraction lists it in `unreadable.tsv` and goes on)."""
+
+    clip_id: str
+    error: str
+
+
+Decoded = DecodedClip | UnreadableClip  # what decoding one clip gives
 
 
 def decode_clip(
@@ -53,7 +63,7 @@ def decode_clip(
     short_side: int | None = None,
     crop: int | None = None,
     max_gap_s: int = MAX_GAP_S,
-) -> DecodedClip:
+) -> Decoded:
     """Read a clip through `iter_file_windows` (only the frames a window slot uses are converted, scaled to
     `short_side` in the decoding worker, as replay does) into `seconds` positions (window i at position i;
     seconds with neither modality stay masked); with `crop` too, frames are trimmed to the square the front
@@ -71,9 +81,9 @@ def decode_clip(
             if w.index < seconds:
                 kept.append(w)
     except (ValueError, OSError, RuntimeError) as exc:
-        return DecodedClip(record.clip_id, None, None, None, None, 0, 0, f"{type(exc).__name__}: {exc}")
+        return UnreadableClip(record.clip_id, f"{type(exc).__name__}: {exc}")
     if not kept:
-        return DecodedClip(record.clip_id, None, None, None, None, 0, 0, "the file decoded to no windows")
+        return UnreadableClip(record.clip_id, "the file decoded to no windows")
     shape = next((w.frames.shape for w in kept if w.frames is not None), (frames_per_window, 8, 8, 3))
     frames = np.zeros((seconds, *shape), dtype=np.uint8)
     audio = np.zeros((seconds, sample_rate), dtype=np.float32)
@@ -99,12 +109,12 @@ def decode_clip(
     )
 
 
-Decode = Callable[..., DecodedClip]  # decode_clip's signature: what a ClipReader calls per clip
+Decode = Callable[..., Decoded]  # decode_clip's signature: what a ClipReader calls per clip
 
 
-class ClipReader(torch.utils.data.Dataset):
-    """A torch Dataset of DecodedClip, so a DataLoader worker process decodes while the main one encodes.
-    What crosses to the main process is model-sized: m frames per window, at most (resize, resize) pixels.
+class ClipReader(torch.utils.data.Dataset[Decoded]):
+    """A torch Dataset of decoded (or unreadable) clips, so a DataLoader worker process decodes while the main
+    one encodes. What crosses to the main process is model-sized: m frames per window, at most (resize, resize) pixels.
     `decode` is `decode_clip` (a test may give another module-level function: a worker unpickles it by name)."""
 
     def __init__(self, records: list[ClipRecord], config: ModelConfig, decode: Decode = decode_clip) -> None:
@@ -115,13 +125,15 @@ class ClipReader(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> DecodedClip:
+    def __getitem__(self, i: int) -> Decoded:
         c = self.config
         v = c.video
         return self.decode(self.records[i], v.frames_per_window, c.audio.sample_rate, c.clip_seconds, v.resize, v.crop)
 
 
-def _keep(item: DecodedClip) -> DecodedClip:
+def _keep(item: Any) -> Any:
+    """The collate function: with batch_size=None the loader hands each sample (a DecodedClip or an
+    UnreadableClip) over as it is (typed Any: torch annotates collate functions for batches of samples)."""
     return item
 
 
@@ -145,7 +157,7 @@ def clip_loader(
     workers: int,
     decode_timeout_s: float | None = None,
     decode: Decode = decode_clip,
-) -> Generator[DecodedClip, None, None]:
+) -> Generator[Decoded, None, None]:
     """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes (at most one per
     clip; started by `WORKER_START` when this is called, and decoding from then on) ahead of the caller, and
     a clip that takes more than `decode_timeout_s` (default `DECODE_TIMEOUT_S`) to arrive (a decoder that
@@ -167,7 +179,7 @@ def clip_loader(
     return _stall_named(iter(loader), timeout)  # iter() starts the workers and hands them the first clips
 
 
-def _stall_named(clips: Iterator[DecodedClip], timeout: float) -> Generator[DecodedClip, None, None]:
+def _stall_named(clips: Iterator[Decoded], timeout: float) -> Generator[Decoded, None, None]:
     """`clips`, with the DataLoader's timeout turned into RankStalled and its one-line message."""
     try:
         yield from clips

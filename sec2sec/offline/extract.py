@@ -33,7 +33,7 @@ from sec2sec.model import Sec2Sec
 from sec2sec.offline.batching import WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
 from sec2sec.offline.datasets import ClipRecord, read_dataset
-from sec2sec.offline.decoding import DecodedClip, clip_loader
+from sec2sec.offline.decoding import Decoded, UnreadableClip, clip_loader
 from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Dist, Heartbeat, context
 from sec2sec.offline.features import (
     DTYPES,
@@ -257,7 +257,7 @@ def _encode_all(
     writer: ShardWriter,
     batcher: WindowBatcher,
     todo: list[ClipRecord],
-    clips: Iterator[DecodedClip],
+    clips: Iterator[Decoded],
     clip_seconds: int,
     console: Console,
     heartbeat: Heartbeat,
@@ -268,7 +268,7 @@ def _encode_all(
     with progress_bar(console) as progress, torch.inference_mode():
         task = progress.add_task("extract", total=len(todo), note="")
         for k, (record, clip) in enumerate(zip(todo, clips, strict=True)):
-            if clip.error:
+            if isinstance(clip, UnreadableClip):
                 writer.unreadable(record, clip.error)
                 bad += 1
             else:

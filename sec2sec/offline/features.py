@@ -22,6 +22,7 @@ Clips are decoded by `sec2sec.offline.decoding` (the reader and windower of live
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,33 @@ def encoder_identity(model: Sec2Sec) -> dict[str, str]:
     return out
 
 
-def encode_clip(model: Sec2Sec, clip: DecodedClip, batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+Encode = Callable[[torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor | None, torch.Tensor | None]]
+
+
+def encode_modality(encode: Encode, modality: int, x: torch.Tensor) -> torch.Tensor:
+    """One modality's batch (0: frames uint8 (B, m, H, W, 3), 1: audio (B, sample_rate)) -> tokens
+    (B, N, 512) through `encode` (`Sec2Sec.encode`); the model must have that modality's encoder."""
+    v, a = encode(x, None) if modality == 0 else encode(None, x)
+    tokens = v if modality == 0 else a
+    if tokens is None:
+        raise ValueError(f"the model has no {('video', 'audio')[modality]} encoder")
+    return tokens
+
+
+Tokens = tuple[torch.Tensor | None, torch.Tensor | None]  # (video tokens, audio tokens), None: no such encoder
+
+
+def encode_clip(model: Sec2Sec, clip: DecodedClip, batch: int) -> Tokens:
     """A decoded clip -> video tokens (T, Nv, 512) and audio tokens (T, Na, 512), float32, zero where not ok.
 
     Runs the model's encoders (with gradient if enabled by the caller) on the ok windows, `batch` at a time.
     """
-    outs = []
-    for encoder, data, ok, n in (
-        (model.video_encoder, clip.frames, clip.video_ok, model.video_tokens),
-        (model.audio_encoder, clip.audio, clip.audio_ok, model.audio_tokens),
+    outs: list[torch.Tensor | None] = []
+    for modality, (encoder, data, ok, n) in enumerate(
+        (
+            (model.video_encoder, clip.frames, clip.video_ok, model.video_tokens),
+            (model.audio_encoder, clip.audio, clip.audio_ok, model.audio_tokens),
+        )
     ):
         if encoder is None:
             outs.append(None)
@@ -70,8 +89,7 @@ def encode_clip(model: Sec2Sec, clip: DecodedClip, batch: int) -> tuple[torch.Te
         for start in range(0, len(rows), batch):
             part = rows[start : start + batch]
             x = data[part].to(device)
-            v, a = model.encode(x, None) if encoder is model.video_encoder else model.encode(None, x)
-            tokens = tokens.index_put((torch.tensor(part, device=device),), v if v is not None else a)
+            tokens = tokens.index_put((torch.tensor(part, device=device),), encode_modality(model.encode, modality, x))
         outs.append(tokens)
     return outs[0], outs[1]
 
@@ -189,29 +207,52 @@ def load_features(folder: str | Path, index: CacheIndex, ids: list[str]) -> Feat
     by_shard: dict[str, list[int]] = {}
     for position, cid in enumerate(ids):
         by_shard.setdefault(index.clips[cid]["shard"], []).append(position)
-    parts: dict[str, list[torch.Tensor | None]] = {k: [None] * len(ids) for k in ("v", "a", "vo", "ao", "n")}
+    found: dict[int, dict[str, torch.Tensor]] = {}  # position in ids -> that clip's row of each shard array
     for shard, positions in by_shard.items():
         data = torch.load(folder / shard, map_location="cpu", weights_only=True, mmap=True)
         for p in positions:
             row = index.clips[ids[p]]["row"]
-            for key, name in (("v", "video"), ("a", "audio"), ("vo", "video_ok"), ("ao", "audio_ok")):
-                parts[key][p] = data[name][row].clone()
-            parts["n"][p] = data["lengths"][row].clone()
+            found[p] = {name: data[name][row].clone() for name in ("video", "audio", "video_ok", "audio_ok", "lengths")}
     if not ids:
         empty = torch.zeros(0, index.config.clip_seconds, dtype=torch.bool)
         return Features([], None, None, empty, empty, torch.zeros(0, dtype=torch.long))
+    rows = [found[p] for p in range(len(ids))]
     return Features(
         ids=list(ids),
-        video=torch.stack(parts["v"]),
-        audio=torch.stack(parts["a"]),
-        video_ok=torch.stack(parts["vo"]),
-        audio_ok=torch.stack(parts["ao"]),
-        lengths=torch.stack(parts["n"]).long(),
+        video=torch.stack([r["video"] for r in rows]),
+        audio=torch.stack([r["audio"] for r in rows]),
+        video_ok=torch.stack([r["video_ok"] for r in rows]),
+        audio_ok=torch.stack([r["audio_ok"] for r in rows]),
+        lengths=torch.stack([r["lengths"] for r in rows]).long(),
     )
 
 
-def stack_features(ids: list[str], parts: list[tuple]) -> Features:
-    def stack(k: int) -> torch.Tensor | None:
-        return None if not parts or parts[0][k] is None else torch.stack([p[k] for p in parts])
+# One clip's tokens as `encode_clip` / `WindowBatcher` give them, with its masks and length: video tokens
+# (T, Nv, 512) or None (no video encoder), audio tokens (T, Na, 512) or None, video_ok (T,), audio_ok (T,), length.
+ClipTokens = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor, int]
 
-    return Features(ids, stack(0), stack(1), stack(2), stack(3), torch.tensor([p[4] for p in parts]).long())
+
+def stack_features(ids: list[str], parts: list[ClipTokens], clip_seconds: int) -> Features:
+    """Clips' tokens (in the order of `ids`) -> Features; T = `clip_seconds` shapes the masks of no clips."""
+    if not parts:
+        empty = torch.zeros(0, clip_seconds, dtype=torch.bool)
+        return Features(ids, None, None, empty, empty, torch.zeros(0, dtype=torch.long))
+    video, audio = [p[0] for p in parts], [p[1] for p in parts]
+    return Features(
+        ids,
+        _stacked(video),
+        _stacked(audio),
+        torch.stack([p[2] for p in parts]),
+        torch.stack([p[3] for p in parts]),
+        torch.tensor([p[4] for p in parts]).long(),
+    )
+
+
+def _stacked(tokens: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """Tokens of every clip stacked, or None where the model has no encoder of that modality (all None)."""
+    present = [t for t in tokens if t is not None]
+    if not present:
+        return None
+    if len(present) != len(tokens):
+        raise ValueError("some clips have tokens of a modality and others none; they come from one model")
+    return torch.stack(present)

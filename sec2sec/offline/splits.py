@@ -22,6 +22,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from sec2sec.offline.datasets import SPLIT_MODES, SPLITS, ClipRecord, assign_splits
 
@@ -77,7 +78,7 @@ def _resplit_hint(folder: Path, mode: str, seed: int) -> str:
     return f"`sec2sec split --cache {folder} --split {mode}{seed_arg} --resplit`"
 
 
-def _write(path: Path, payload: dict) -> None:
+def _write(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     tmp.replace(path)
