@@ -119,8 +119,9 @@ class Windower:
     def push_frame(self, frame: VideoFrame | FrameTick) -> None:
         """Take one frame (a FrameTick counts as seen and moves the clock, but fills no slot); a frame for an
         already closed window (or before time 0) is counted as late."""
-        tick = isinstance(frame, FrameTick)
-        if not tick and (frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3 or frame.rgb.dtype != np.uint8):
+        if not isinstance(frame, FrameTick) and (
+            frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3 or frame.rgb.dtype != np.uint8
+        ):
             raise ValueError(f"video frame must be uint8 (H, W, 3) RGB, got {frame.rgb.dtype} {frame.rgb.shape}")
         index = frame.t_ns // NANOS_PER_SECOND
         self._video_end_ns = max(self._video_end_ns, frame.t_ns)
@@ -129,7 +130,7 @@ class Windower:
             return
         window = self._open.setdefault(index, _OpenWindow(slots=[None] * self.frames_per_window))
         window.seen += 1
-        if tick:
+        if isinstance(frame, FrameTick):
             return
         for k, centre in enumerate(sample_frame_times(index, self.frames_per_window)):
             held = window.slots[k]

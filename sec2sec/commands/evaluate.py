@@ -40,7 +40,7 @@ def _report(args: argparse.Namespace, result: Evaluation) -> None:
         console.print(f"scores and per-clip predictions written to {args.out}")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("evaluate", help="score a trained checkpoint on a split of a feature cache")
     p.add_argument("--checkpoint", required=True, help="RUN/best.pt made by `sec2sec train`")
     p.add_argument("--cache", required=True, help="the feature cache the checkpoint was trained on")
