@@ -62,17 +62,20 @@ class CaptureClock:
         """Monotonic time (ns) of a frame whose capture clock says `capture_ms` (None: there is none), read at
         `read_ns`; `fresh`: the frame is known to have been captured just before it was read."""
         t = read_ns
-        if self.trusted and (problem := self._check(capture_ms, read_ns, fresh)):
-            self.trusted, self.reason = False, problem
         if self.trusted:
-            t = round(capture_ms * 1_000_000) + self._offset
+            mapped = self._mapped(capture_ms, read_ns, fresh)
+            if isinstance(mapped, str):
+                self.trusted, self.reason = False, mapped
+            else:
+                t = mapped
         if self._last_ns is not None:
             t = max(t, self._last_ns + 1)
         self._last_ns = t
         return t
 
-    def _check(self, capture_ms: float | None, read_ns: int, fresh: bool) -> str:
-        """Why the capture clock cannot be trusted with this frame ("" when it can); updates the mapping."""
+    def _mapped(self, capture_ms: float | None, read_ns: int, fresh: bool) -> int | str:
+        """The frame's capture time on the monotonic clock (ns), or why the capture clock cannot be trusted
+        with this frame; updates the mapping."""
         if capture_ms is None or not capture_ms >= 0:
             return "the device gives no capture time"
         capture = round(capture_ms * 1_000_000)
@@ -90,7 +93,7 @@ class CaptureClock:
             if abs(pace - 1) > RATE_TOLERANCE:
                 return f"its clock ran at {pace:.2f}x real time"
             self._reference = (capture, read_ns)
-        return ""
+        return capture + self._offset
 
 
 class CameraError(ValueError):
@@ -209,8 +212,7 @@ class CameraSource:
             raise CameraError(_open_error(device))
         self._request_size(width, height)
         self._first: VideoFrame | None = None
-        self._read_first_frame(first_frame_timeout_s)
-        h, w = self._first.rgb.shape[:2]
+        h, w = self._read_first_frame(first_frame_timeout_s).rgb.shape[:2]
         fps = float(self._cap.get(_cv2().CAP_PROP_FPS) or 0.0)
         self._frame_ns = int(1e9 / (fps if 1 <= fps <= 1000 else DEFAULT_FPS))
         self._detail = f"{w}x{h} @ {fps:.1f} fps" if fps > 0 else f"{w}x{h} @ ? fps"
@@ -223,8 +225,9 @@ class CameraSource:
         if height is not None:
             self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
 
-    def _read_first_frame(self, timeout_s: float) -> None:
-        """Read one frame in a helper thread so a device that never delivers cannot hang the caller."""
+    def _read_first_frame(self, timeout_s: float) -> VideoFrame:
+        """Read one frame in a helper thread so a device that never delivers cannot hang the caller; it is
+        kept (`_first`) as the run's first frame."""
         probe = threading.Thread(target=self._probe, name="camera-probe", daemon=True)
         probe.start()
         probe.join(timeout_s)
@@ -241,6 +244,7 @@ class CameraSource:
                 f"camera {self.device!r} opened but its first frame could not be read"
                 f"{' (' + self._error + ')' if self._error else ''}; try another --camera, or check the file"
             )
+        return self._first
 
     def _probe(self) -> None:
         """Body of the first-frame helper thread."""

@@ -228,7 +228,7 @@ class MicrophoneSource:
             raise MicrophoneError(f"sample_rate = {sample_rate}; give a positive rate in Hz, e.g. 48000")
         if blocksize < 0:
             raise MicrophoneError(f"blocksize = {blocksize}; give 0 (the host's choice) or a number of frames")
-        self._sd = None if stream_factory is not None else _sounddevice()
+        self._sd: Any = None if stream_factory is not None else _sounddevice()  # the module, when it is used
         self.device = resolve_device(device)
         self.sample_rate = int(sample_rate) if sample_rate is not None else self.device.default_samplerate
         self.device_rate = self.sample_rate  # the rate the stream records at (differs when resampling)
@@ -329,6 +329,7 @@ class MicrophoneSource:
         """Open the input stream at `rate`: mono if the device allows it, else two channels averaged."""
         factory = self._factory or self._sd.InputStream
         channel_options = [1, 2] if self.device.channels >= 2 else [1]
+        error: BaseException | None = None
         for channels in channel_options:
             try:
                 return factory(
