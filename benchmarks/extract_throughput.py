@@ -90,8 +90,8 @@ def compute_and_decode(
     from sec2sec.config import load_config
     from sec2sec.model import Sec2Sec
     from sec2sec.offline.datasets import read_dataset
+    from sec2sec.offline.decoding import ClipReader
     from sec2sec.offline.extract import encoder_config
-    from sec2sec.offline.features import ClipReader
     from sec2sec.precision import resolve_precision, set_precision
 
     config = load_config(config_path).model

@@ -61,17 +61,20 @@ class CaptureClock:
         """Monotonic time (ns) of a frame whose capture clock says `capture_ms` (None: there is none), read at
         `read_ns`; `fresh`: the frame is known to have been captured just before it was read."""
         t = read_ns
-        if self.trusted and (problem := self._check(capture_ms, read_ns, fresh)):
-            self.trusted, self.reason = False, problem
-        if self.trusted and capture_ms is not None and self._offset is not None:  # `_check` passed: both are set
-            t = round(capture_ms * 1_000_000) + self._offset
+        if self.trusted:
+            mapped = self._mapped(capture_ms, read_ns, fresh)
+            if isinstance(mapped, str):
+                self.trusted, self.reason = False, mapped
+            else:
+                t = mapped
         if self._last_ns is not None:
             t = max(t, self._last_ns + 1)
         self._last_ns = t
         return t
 
-    def _check(self, capture_ms: float | None, read_ns: int, fresh: bool) -> str:
-        """Why the capture clock cannot be trusted with this frame ("" when it can); updates the mapping."""
+    def _mapped(self, capture_ms: float | None, read_ns: int, fresh: bool) -> int | str:
+        """The frame's capture time on the monotonic clock (ns), or why the capture clock cannot be trusted
+        with this frame; updates the mapping."""
         if capture_ms is None or not capture_ms >= 0:
             return "the device gives no capture time"
         capture = round(capture_ms * 1_000_000)
@@ -89,7 +92,7 @@ class CaptureClock:
             if abs(pace - 1) > RATE_TOLERANCE:
                 return f"its clock ran at {pace:.2f}x real time"
             self._reference = (capture, read_ns)
-        return ""
+        return capture + self._offset
 
 
 class CameraError(ValueError):

@@ -344,6 +344,7 @@ class MicrophoneSource(Source):
         """Open the input stream at `rate`: mono if the device allows it, else two channels averaged."""
         factory = self._factory or self._sd.InputStream
         channel_options = [1, 2] if self.device.channels >= 2 else [1]
+        error: BaseException | None = None
         for channels in channel_options:
             try:
                 return factory(

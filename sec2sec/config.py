@@ -12,7 +12,10 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -363,7 +366,10 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict[str, Any], section: str) -> Any:
+D = TypeVar("D", bound="DataclassInstance")
+
+
+def from_dict(cls: type[D], data: dict[str, Any], section: str) -> D:
     """Build dataclass `cls` from a (nested) dict, refusing unknown keys with the allowed ones listed."""
     if not isinstance(data, dict):
         raise ValueError(f"[{section}] must be a table, got {data!r}")
@@ -376,7 +382,7 @@ def from_dict(cls: type, data: dict[str, Any], section: str) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(hint, value, f"{section}.{key}" if section else key)
         else:
             kwargs[key] = _coerce(section, key, value, hint)

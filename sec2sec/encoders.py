@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
-from torchvision.models.video import r2plus1d_18
+from torchvision.models import ResNet, resnet18
+from torchvision.models.video import VideoResNet, r2plus1d_18
 
 from sec2sec.config import AudioConfig, VideoConfig
 from sec2sec.folded_trunk import FoldedCache
@@ -20,7 +20,7 @@ from sec2sec.weights import load_pretrained
 TOKEN_WIDTH = 512  # channels of layer4 in both ResNet-18 variants
 
 
-def _resnet_trunk(model: nn.Module) -> nn.Sequential:
+def _resnet_trunk(model: ResNet | VideoResNet) -> nn.Sequential:
     """Everything before global pooling: stem, layer1..layer4."""
     stem = [model.conv1, model.bn1, model.relu, model.maxpool] if hasattr(model, "bn1") else [model.stem]
     return nn.Sequential(*stem, model.layer1, model.layer2, model.layer3, model.layer4)

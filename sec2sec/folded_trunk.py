@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,8 +74,11 @@ class FoldedConv(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        padding = conv.padding
+        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(padding, str):
             raise ValueError(f"cannot fold {conv}: only plain zero-padded, ungrouped convolutions")
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError(f"cannot fold {bn}: it keeps no running statistics (track_running_stats=False)")
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         bias = bn.bias - bn.running_mean * scale
         if conv.bias is not None:
@@ -82,17 +86,17 @@ class FoldedConv(nn.Module):
         weight = conv.weight * scale.reshape(-1, *[1] * (conv.weight.dim() - 1))
         self.time_stride, self.relu = 1, relu
         if isinstance(conv, nn.Conv2d):
-            self.kind, self.stride, self.padding = "2d", list(conv.stride), list(conv.padding)
+            self.kind, self.stride, self.padding = "2d", list(conv.stride), list(padding)
             self.dilation = list(conv.dilation)
         else:
-            self.kind, weight = self._factorise(conv, weight)
+            self.kind, weight = self._factorise(conv, weight, padding)
         self.weight = weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
         self.bias = bias.detach().to(dtype).contiguous()
         self._packed: tuple[tuple[int, ...], torch.Tensor] | None = None
 
-    def _factorise(self, conv: nn.Conv3d, weight: torch.Tensor) -> tuple[str, torch.Tensor]:
+    def _factorise(self, conv: nn.Conv3d, weight: torch.Tensor, padding: tuple[int, ...]) -> tuple[str, torch.Tensor]:
         """A (1, kh, kw) or (kt, 1, 1) Conv3d's 2D form: its kind and (C', C, kh, kw) or (C', C, kt, 1) kernel."""
-        (kt, kh, kw), (st, sh, sw), (pt, ph, pw) = conv.kernel_size, conv.stride, conv.padding
+        (kt, kh, kw), (st, sh, sw), (pt, ph, pw) = conv.kernel_size, conv.stride, padding
         if conv.dilation != (1, 1, 1):
             raise ValueError(f"cannot fold {conv}: dilated")
         if kt == 1 and pt == 0:
@@ -202,19 +206,23 @@ def _fold_run(modules: list[nn.Module], dtype: torch.dtype) -> list[nn.Module]:
     return stages
 
 
-def _fold_block(block: nn.Module, dtype: torch.dtype) -> FoldedBlock:
+def _fold_block(block: BasicBlock2d | BasicBlockVideo, dtype: torch.dtype) -> FoldedBlock:
     if isinstance(block, BasicBlockVideo):
         main = [*_leaves(block.conv1), *_leaves(block.conv2)]
     else:
         main = [block.conv1, block.bn1, block.relu, block.conv2, block.bn2]
-    convs = _fold_run(main, dtype)
-    if not all(isinstance(c, FoldedConv) for c in convs) or convs[-1].relu:
+    stages = _fold_run(main, dtype)
+    convs = [c for c in stages if isinstance(c, FoldedConv)]
+    if len(convs) != len(stages) or convs[-1].relu:
         raise ValueError(f"cannot fold {type(block).__name__}: expected convolutions ending without a ReLU")
     convs[-1].relu = True  # the block's ReLU, after the residual sum
     downsample = None
     if block.downsample is not None:
-        (downsample,) = _fold_run(list(_leaves(block.downsample)), dtype)
-    return FoldedBlock(convs, downsample)  # type: ignore[arg-type]
+        (folded,) = _fold_run(list(_leaves(block.downsample)), dtype)
+        if not isinstance(folded, FoldedConv):
+            raise ValueError(f"cannot fold {type(block).__name__}: its downsample is not a convolution + BatchNorm")
+        downsample = folded
+    return FoldedBlock(convs, downsample)
 
 
 class FoldedTrunk(nn.Sequential):
@@ -227,7 +235,10 @@ class FoldedTrunk(nn.Sequential):
             return cls(*_fold_run(list(_leaves(trunk)), dtype))
 
 
-def _state_key(module: nn.Module) -> tuple:
+StateKey = tuple[tuple[int, int | None, torch.device, torch.dtype], ...]
+
+
+def _state_key(module: nn.Module) -> StateKey:
     """What the folded weights are made of: each tensor's storage, version and device (None: no version)."""
     key = []
     for t in (*module.parameters(), *module.buffers()):
@@ -241,14 +252,14 @@ class FoldedCache:
     inference_mode have no version, so it is remade every call, and a warning says so once."""
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
+        self._key: tuple[torch.dtype, StateKey] | None = None
         self._folded: FoldedTrunk | None = None
         self._warned = False
 
-    def __deepcopy__(self, memo: dict) -> FoldedCache:
+    def __deepcopy__(self, memo: dict[int, Any]) -> FoldedCache:
         return FoldedCache()  # derived state (oneDNN's packed weights cannot be copied): made again on use
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {"_key": None, "_folded": None, "_warned": False}
 
     def get(self, trunk: nn.Sequential, dtype: torch.dtype = torch.float32) -> FoldedTrunk:

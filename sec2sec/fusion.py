@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,9 @@ from sec2sec.encoders import TOKEN_WIDTH
 
 class FeatureNorm(nn.Module):
     """Per-channel standardisation of encoder tokens with training-set statistics (identity until set)."""
+
+    mean: torch.Tensor  # buffers (B, width): saved with the model
+    std: torch.Tensor
 
     def __init__(self, width: int = TOKEN_WIDTH) -> None:
         super().__init__()
@@ -112,6 +116,12 @@ def attend(
     return mha.out_proj(out), weights.mean(dim=1)
 
 
+def _mha(modules: nn.ModuleDict, key: str) -> nn.MultiheadAttention:
+    """`modules[key]` as what it is: a layer's attention ModuleDicts hold only MultiheadAttention (a ModuleDict
+    keeps the state dict's names, e.g. `self_attn.v.in_proj_weight`)."""
+    return cast(nn.MultiheadAttention, modules[key])
+
+
 class FeedForward(nn.Sequential):
     def __init__(self, width: int, hidden: int, dropout: float) -> None:
         super().__init__(
@@ -172,7 +182,7 @@ class CoAttentionLayer(nn.Module):
         for k, x in tokens.items():
             if x is not None:
                 y = self.norms[f"{k}1"](x)
-                out, weights = attend(self.self_attn[k], y, y, self.attn_drop)
+                out, weights = attend(_mha(self.self_attn, k), y, y, self.attn_drop)
                 if need_weights:
                     maps[f"self_{k}"] = weights
                 tokens[k] = self.drop.residual(x, out)
@@ -196,8 +206,8 @@ class CoAttentionLayer(nn.Module):
             return v, a
         xv, xa = (v, a) if pairs is None else (v[pairs[0]], a[pairs[1]])
         qv, qa = self.norms["v2"](xv), self.norms["a2"](xa)
-        out_v, v_to_a = attend(self.cross_attn["v"], qv, qa, self.attn_drop)
-        out_a, a_to_v = attend(self.cross_attn["a"], qa, qv, self.attn_drop)
+        out_v, v_to_a = attend(_mha(self.cross_attn, "v"), qv, qa, self.attn_drop)
+        out_a, a_to_v = attend(_mha(self.cross_attn, "a"), qa, qv, self.attn_drop)
         if need_weights:
             maps["video_to_audio"], maps["audio_to_video"] = v_to_a, a_to_v
         if pairs is None:
@@ -282,12 +292,13 @@ class Fusion(nn.Module):
         present = {"v": _presence(video, video_ok, b, device), "a": _presence(audio, audio_ok, b, device)}
         rows = {k: _present_rows(ok) for k, ok in present.items()}
         tokens: dict[str, torch.Tensor | None] = {"v": None, "a": None}
-        for k, used, x, norm, layer, pos in (
-            ("v", self.use_video, video, self.video_norm, self.video_in, self.video_pos),
-            ("a", self.use_audio, audio, self.audio_norm, self.audio_in, self.audio_pos),
+        for k, x, norm, project, pos in (
+            ("v", video, self.video_norm, self.video_in, self.video_pos),
+            ("a", audio, self.audio_norm, self.audio_in, self.audio_pos),
         ):
-            if used and x is not None and (rows[k] is None or rows[k].numel() > 0):
-                tokens[k] = self._tokens(x if rows[k] is None else x[rows[k]], norm, layer, pos)
+            kept = rows[k]  # project is None where the model does not use the modality
+            if project is not None and x is not None and (kept is None or kept.numel() > 0):
+                tokens[k] = self._tokens(x if kept is None else x[kept], norm, project, pos)
         pairs = None
         if rows["v"] is not None or rows["a"] is not None:
             pairs = _pairs(

@@ -11,12 +11,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sec2sec.config import NANOS_PER_SECOND
 from sec2sec.framing import FaceRecord, Framer
 from sec2sec.framing import scaled_size as scaled_size  # re-exported: the camera scales with it
+
+if TYPE_CHECKING:
+    from av.audio.frame import AudioFrame
+    from av.audio.resampler import AudioResampler
+    from av.video.frame import VideoFrame as DecodedFrame
 
 
 class MediaError(ValueError):
@@ -108,7 +115,7 @@ def _to_ns(t: Fraction) -> int:
     return round(t * NANOS_PER_SECOND)
 
 
-def _import_av():
+def _import_av() -> ModuleType:
     import av
 
     return av
@@ -189,7 +196,7 @@ class MediaReader:
         self._origin = self._stream_origin()
         self._tolerance_ms = audio_tolerance_ms
         self.skipped = 0
-        self._resampler = None
+        self._resampler: AudioResampler | None = None
         self.info = self._probe()
         if self.info.has_video and self.info.width and (problem := frame_size_error(self.info.width, self.info.height)):
             self._container.close()
@@ -290,22 +297,23 @@ class MediaReader:
                 next_sample = chunk.end_sample
                 yield chunk
 
-    def _resample(self, frame) -> list:
+    def _resample(self, frame: AudioFrame) -> list[AudioFrame]:
         """One decoded audio frame -> mono float32 frames at the output rate. A frame whose layout or rate
         differs from the ones before (damaged data, a stream that changes format) gets a new resampler; one
         that still cannot be converted is counted as skipped."""
         av = _import_av()
         for attempt in range(2):
-            if self._resampler is None or attempt:
-                self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.output_rate)
+            resampler = self._resampler
+            if resampler is None or attempt:
+                resampler = self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.output_rate)
             try:
-                return self._resampler.resample(frame)
+                return resampler.resample(frame)
             except (av.error.FFmpegError, ValueError):
                 continue
         self.skipped += 1
         return []
 
-    def _video_items(self, frame, thinning: SlotThinning | None) -> Iterator[VideoFrame | FrameTick]:
+    def _video_items(self, frame: DecodedFrame, thinning: SlotThinning | None) -> Iterator[VideoFrame | FrameTick]:
         """The item(s) one decoded frame releases: itself, or (thinning) the frame before it, decided now."""
         if frame.pts is None or frame.time_base is None:
             return
@@ -318,19 +326,19 @@ class MediaReader:
             yield self._decided(previous, thinning, t_ns)
 
     def _decided(
-        self, held: tuple[object, int], thinning: SlotThinning, next_t_ns: int | None
+        self, held: tuple[DecodedFrame, int], thinning: SlotThinning, next_t_ns: int | None
     ) -> VideoFrame | FrameTick:
         """The frame held back, converted when a window slot will use it, else a FrameTick."""
         frame, t_ns = held
         return self._video_frame(frame, t_ns) if thinning.needed(t_ns, next_t_ns) else FrameTick(t_ns)
 
-    def _video_frame(self, frame, t_ns: int) -> VideoFrame:
+    def _video_frame(self, frame: DecodedFrame, t_ns: int) -> VideoFrame:
         if problem := frame_size_error(frame.width, frame.height):  # the size may change mid-stream
             raise MediaError(f"{self.path}: at {t_ns / NANOS_PER_SECOND:.3f} s, {problem}")
         framed = self._framer.frame(_AvPicture(frame), t_ns)
         return VideoFrame(rgb=framed.rgb, t_ns=t_ns, face=framed.face)
 
-    def _audio_chunks(self, resampled: list, next_sample: int | None) -> Iterator[AudioChunk]:
+    def _audio_chunks(self, resampled: list[AudioFrame], next_sample: int | None) -> Iterator[AudioChunk]:
         """Resampled mono float32 frames -> chunks, contiguous unless the timestamps jump."""
         rate = self.output_rate
         for out in resampled:
@@ -377,7 +385,7 @@ class _AvPicture:
     """A decoded PyAV frame as a `sec2sec.framing.Picture`: upright (its display-matrix rotation applied, e.g.
     phone videos), scaled by FFmpeg's area filter."""
 
-    def __init__(self, frame) -> None:
+    def __init__(self, frame: DecodedFrame) -> None:
         self.frame = frame
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
         self.turns = rotation // 90 if rotation in (90, 180, 270) else 0
@@ -419,7 +427,7 @@ class SlotThinning:
     def __init__(self, m: int) -> None:
         self.m = m
         self.centres = sample_frame_times
-        self.pending: tuple[object, int] | None = None
+        self.pending: tuple[DecodedFrame, int] | None = None
         self.previous_t_ns: int | None = None
         self.off = False  # frames came out of time order: convert everything from then on
 

@@ -62,9 +62,9 @@ class Sec2Sec(nn.Module):
         A modality the config does not use, or that is given as None (missing), comes back as None.
         """
         video_tokens = audio_tokens = None
-        if self.video_encoder is not None and frames is not None:
+        if self.video_frontend is not None and self.video_encoder is not None and frames is not None:
             video_tokens = self.video_encoder(self.video_frontend(frames))
-        if self.audio_encoder is not None and audio is not None:
+        if self.audio_frontend is not None and self.audio_encoder is not None and audio is not None:
             audio_tokens = self.audio_encoder(self.audio_frontend(audio))
         return video_tokens, audio_tokens
 

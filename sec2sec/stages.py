@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -21,7 +23,10 @@ class Stage:
     shape: str
 
 
-def count_flops(fn, *args: torch.Tensor) -> tuple[float, torch.Tensor]:
+R = TypeVar("R")
+
+
+def count_flops(fn: Callable[..., R], *args: torch.Tensor | None) -> tuple[float, R]:
     """GFLOP of one call (matmuls and convolutions, as torch's FlopCounterMode counts them)."""
     with FlopCounterMode(display=False) as counter:
         out = fn(*args)
@@ -37,7 +42,7 @@ def measure_stages(model: Sec2Sec, height: int = 240, width: int = 320) -> list[
     """Each stage run once on a blank window: video/audio front end + encoder, fusion, temporal step, heads."""
     cfg = model.config
     stages, vt, at = [], None, None
-    if model.video_encoder is not None:
+    if model.video_frontend is not None and model.video_encoder is not None:
         frames = torch.zeros(1, cfg.video.frames_per_window, height, width, 3, dtype=torch.uint8)
         clip = model.video_frontend(frames)
         g, vt = count_flops(model.video_encoder, clip)
@@ -46,7 +51,7 @@ def measure_stages(model: Sec2Sec, height: int = 240, width: int = 320) -> list[
                 f"video encoder ({cfg.video.encoder})", parameter_count(model.video_encoder), g, str(tuple(clip.shape))
             )
         )
-    if model.audio_encoder is not None:
+    if model.audio_frontend is not None and model.audio_encoder is not None:
         image = model.audio_frontend(torch.zeros(1, cfg.audio.sample_rate))
         g, at = count_flops(model.audio_encoder, image)
         stages.append(

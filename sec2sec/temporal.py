@@ -8,6 +8,7 @@ for the models that attend over the past, so a state carried for hours stays bou
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -46,7 +47,21 @@ def _remember(memory: torch.Tensor | None, item: torch.Tensor, limit: int) -> to
     return memory[:, -limit:]
 
 
-class LstmTemporal(nn.Module):
+class TemporalModel(nn.Module, ABC):
+    """What every temporal model offers: `forward(F (B, T, D), lengths (B,))` -> (summary (B, out_width),
+    attribution (B, T) or None), and `step(F (B, D), state or None)` -> (summary, attribution over the
+    remembered steps or None, the next state)."""
+
+    out_width: int
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> Summary: ...
+
+    @abstractmethod
+    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, torch.Tensor | None, State]: ...
+
+
+class LstmTemporal(TemporalModel):
     """The paper's LSTM: the summary is the last valid hidden state of the top layer."""
 
     def __init__(self, width: int, config: TemporalConfig, memory: int) -> None:
@@ -65,7 +80,7 @@ class LstmTemporal(nn.Module):
         return out[:, 0], None, {"hidden": hidden}
 
 
-class AttentionLstmTemporal(nn.Module):
+class AttentionLstmTemporal(TemporalModel):
     """LSTM + additive attention over its outputs: alpha_t = softmax(v . tanh(W o_t)), summary sum alpha_t o_t.
 
     alpha is the per-second contribution reported as attribution.
@@ -98,7 +113,7 @@ class AttentionLstmTemporal(nn.Module):
         return summary, alpha, {"hidden": hidden, "memory": memory}
 
 
-class GruTransformerTemporal(nn.Module):
+class GruTransformerTemporal(TemporalModel):
     """ABAW5 ERI model: a frame-to-frame GRU, then a transformer over the GRU states with a learned
     regression token prepended; the token's output is the summary. No positional embedding, so no
     maximum length; the step path recomputes the transformer over the remembered GRU states."""
@@ -137,7 +152,7 @@ class GruTransformerTemporal(nn.Module):
         return self._read(memory, mask), None, {"hidden": hidden, "memory": memory}
 
 
-class MeanTemporal(nn.Module):
+class MeanTemporal(TemporalModel):
     """No temporal model (the paper's ablation): the mean of the valid per-second features."""
 
     def __init__(self, width: int, config: TemporalConfig, memory: int) -> None:
@@ -155,7 +170,7 @@ class MeanTemporal(nn.Module):
         return memory.mean(dim=1), None, {"memory": memory}
 
 
-TEMPORAL_MODELS: dict[str, type[nn.Module]] = {
+TEMPORAL_MODELS: dict[str, type[TemporalModel]] = {
     "lstm": LstmTemporal,
     "attention_lstm": AttentionLstmTemporal,
     "gru_transformer": GruTransformerTemporal,
@@ -163,6 +178,6 @@ TEMPORAL_MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_temporal(width: int, config: TemporalConfig, memory: int) -> nn.Module:
+def build_temporal(width: int, config: TemporalConfig, memory: int) -> TemporalModel:
     """The temporal model named by `config.kind`, over features of `width`, remembering `memory` steps."""
     return TEMPORAL_MODELS[config.kind](width, config, memory)

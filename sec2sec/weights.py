@@ -28,7 +28,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request
@@ -178,7 +178,9 @@ def file_problem(hub: HubFile) -> str | None:
 class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow a redirect only to an allowed URL (https), so a download never continues in the clear."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(
+        self, req: Request, fp: IO[bytes], code: int, msg: str, headers: http.client.HTTPMessage, newurl: str
+    ) -> Request | None:
         _check_url(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -191,7 +193,7 @@ def _check_url(url: str) -> None:
     raise URLError(f"refusing {parsed.scheme or 'a relative'} URL {url}: weight files are fetched over https only")
 
 
-def urlopen(url: str, timeout: float):
+def urlopen(url: str, timeout: float) -> Any:
     """GET `url` over https (redirects too, each checked), with `timeout` per socket operation."""
     _check_url(url)
     opener = urllib.request.build_opener(_HttpsOnlyRedirects)
@@ -352,9 +354,10 @@ def load_pretrained(model: nn.Module, arch: str, mode: str, path: str = "", down
     if problem is not None and download:
         try:
             fetch(hub, progress=True)
-            data, problem = verified_bytes(hub)
         except DownloadError as exc:
             problem += f", and downloading {hub.url} failed ({exc.reason})"
+        else:
+            data, problem = verified_bytes(hub)
     elif problem is not None:
         problem += " (downloads are off)"
     if data is not None:

@@ -25,9 +25,9 @@ import torch
 import torchaudio.functional as AF
 
 from sec2sec.config import NANOS_PER_SECOND
+from sec2sec.frame_sizes import same_size
 from sec2sec.framing import FaceSummary, Framer, summarize
 from sec2sec.media import AudioChunk, FrameTick, VideoFrame, sample_frame_times
-from sec2sec.video import same_size
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,9 @@ class Windower:
     def push_frame(self, frame: VideoFrame | FrameTick) -> None:
         """Take one frame (a FrameTick counts as seen and moves the clock, but fills no slot); a frame for an
         already closed window (or before time 0) is counted as late."""
-        tick = isinstance(frame, FrameTick)
-        if not tick and (frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3 or frame.rgb.dtype != np.uint8):
+        if not isinstance(frame, FrameTick) and (
+            frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3 or frame.rgb.dtype != np.uint8
+        ):
             raise ValueError(f"video frame must be uint8 (H, W, 3) RGB, got {frame.rgb.dtype} {frame.rgb.shape}")
         index = frame.t_ns // NANOS_PER_SECOND
         self._video_end_ns = max(self._video_end_ns, frame.t_ns)
@@ -141,7 +142,7 @@ class Windower:
             return
         window = self._open.setdefault(index, _OpenWindow(slots=[None] * self.frames_per_window))
         window.seen += 1
-        if tick:
+        if isinstance(frame, FrameTick):
             return
         for k, centre in enumerate(sample_frame_times(index, self.frames_per_window)):
             held = window.slots[k]

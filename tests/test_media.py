@@ -27,7 +27,7 @@ from sec2sec.media import (
 )
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
-from sec2sec.offline.features import MAX_GAP_S, decode_clip
+from sec2sec.offline.decoding import MAX_GAP_S, DecodedClip, decode_clip
 from sec2sec.stream import AffectStream
 from sec2sec.windows import Windower, file_windows
 
@@ -253,7 +253,7 @@ def test_extraction_ends_a_clip_at_a_jump_longer_than_the_limit(tmp_path: Path) 
     path = write_clock_jump(tmp_path / "jump.mkv", jump_s=1_000_000)
     record = ClipRecord("jump", path, "g", "train", {})
     clip = decode_clip(record, 4, 16_000, 3)
-    assert clip.error == "" and clip.length == 1 and clip.windows == 1
+    assert isinstance(clip, DecodedClip) and clip.length == 1 and clip.windows == 1
     assert clip.note == f"ended at 1 s: the next data is 999999 s later (more than {MAX_GAP_S} s)"
     assert clip.video_ok.tolist() == [True, False, False]
     near_path = write_clock_jump(tmp_path / "near.mkv", jump_s=2)
@@ -271,7 +271,7 @@ def test_a_resolution_change_mid_second_is_rescaled_to_one_size_per_window(tmp_p
     first = windows[0].frames[0]  # a uniform 64x48 frame, scaled up: still uniform
     assert int(first.max()) - int(first.min()) <= 2
     clip = decode_clip(ClipRecord("change", path, "g", "train", {}), 8, 16_000, 2, short_side=48)
-    assert clip.error == "" and clip.video_ok.tolist() == [True, True]
+    assert isinstance(clip, DecodedClip) and clip.video_ok.tolist() == [True, True]
     sink = ListSink()
     torch.manual_seed(0)
     ended = run_bounded(replay_pipeline(path, AffectStream(Sec2Sec(small_config()).eval()), "offline", sink))

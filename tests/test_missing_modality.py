@@ -174,7 +174,8 @@ def test_finetune_applies_modality_dropout(monkeypatch: pytest.MonkeyPatch) -> N
     from sec2sec.model import Sec2Sec
     from sec2sec.offline import train
     from sec2sec.offline.datasets import ClipRecord
-    from sec2sec.offline.features import DecodedClip, Features
+    from sec2sec.offline.decoding import DecodedClip
+    from sec2sec.offline.features import Features
     from sec2sec.offline.prepared import Split
 
     n = 96

@@ -193,7 +193,7 @@ def test_evaluate_scores_seconds_on_the_targets_validation_uses(mixed_cache: Pat
     split = prepare(mixed_cache, config, "official", 0).splits["validation"]
     assert int((~split.seconds.isnan()).sum()) == 5  # 4 traced seconds + the untraced clip's last second
     model, _ = model_from_checkpoint(trained.best_path)
-    expected = second_scores(model, split, config.model.heads.outputs, "regression", 8)
+    expected = second_scores(model, split.features, split.seconds, config.model.heads.outputs, "regression", 8)
     got = evaluate(trained.best_path, mixed_cache, "validation").second_scores
     assert got["brightness"] == pytest.approx(expected["brightness"])
 

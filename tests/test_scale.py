@@ -19,9 +19,11 @@ from helpers.synthetic_clips import FIRST_HALF_BEEP, MID_FLASH, Second, render, 
 
 from sec2sec.commands import main
 from sec2sec.config import parse_config
+from sec2sec.offline.decoding import ClipReader, decode_clip
 from sec2sec.offline.extract import extract, open_cache
-from sec2sec.offline.features import ClipReader, decode_clip, encode_clip, load_features, read_index
+from sec2sec.offline.features import encode_clip, load_features, read_index
 from sec2sec.offline.train import fit
+from sec2sec.windows import file_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = (
@@ -191,6 +193,41 @@ def test_rank_files_of_a_killed_run_are_merged_on_resume(dataset, one_process_ca
     assert not (cache / "index.rank1.json").exists()
 
 
+def test_decoding_workers_start_clean_after_the_parent_scaled_frames(
+    dataset: tuple[Path, Path], one_process_cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27: this process first decodes and scales frames on its main thread, as the Python API's
+    `file_windows` and training do, so PyAV keeps a scaler with FFmpeg slice threads here; then it extracts
+    with 2 decoding workers. Workers forked from it inherited that scaler without its threads and hung in
+    their first `reformat`; started clean, they finish, and the tokens are those of `--workers 0`."""
+    from sec2sec.offline import decoding
+
+    root, config_path = dataset
+    windows, _ = file_windows(str(root / "data" / "ACCEDE00000.mp4"), 4, 16_000, short_side=64)
+    assert windows[0].frames is not None and windows[0].frames.shape[1:] == (64, 64, 3)  # scaled 112 -> 64 here
+    monkeypatch.setattr(decoding, "DECODE_TIMEOUT_S", 180.0)  # a hung worker fails this test, not the suite
+    config = _config(config_path)
+    summary = extract("liris", root, tmp_path / "cache", config, dtype="float32", workers=2, batch=3, shard_size=3)
+    assert (summary.encoded, summary.windows) == (8, 16)
+    inline_cache = one_process_cache[0]  # the same clips, settings and seed with --workers 0
+    inline, spawned = read_index(inline_cache), read_index(tmp_path / "cache")
+    assert list(spawned.clips) == list(inline.clips)
+    a = load_features(inline_cache, inline, list(inline.clips))
+    b = load_features(tmp_path / "cache", spawned, list(inline.clips))
+    for x, y in ((a.video, b.video), (a.audio, b.audio), (a.video_ok, b.video_ok), (a.audio_ok, b.audio_ok)):
+        assert x is not None and y is not None and torch.equal(x, y)
+    assert torch.equal(a.lengths, b.lengths)
+
+
+def test_a_decoding_worker_imports_no_encoders() -> None:
+    """What a spawned decoding worker imports when it starts (the module its dataset comes from) loads no
+    torchvision and no model: a worker's start-up is torch, PyAV and the windower."""
+    heavy = ("torchvision", "sec2sec.model")
+    code = f"import sys, sec2sec.offline.decoding; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -317,21 +354,20 @@ def test_ranks_that_finished_wait_on_progress_not_on_a_collective(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_a_hung_decoder_worker_ends_extraction_with_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: tuple[Path, Path]
-) -> None:
+def test_a_hung_decoder_worker_ends_extraction_with_one_line(tmp_path: Path, dataset: tuple[Path, Path]) -> None:
     import time
 
-    from sec2sec.offline import features
+    from helpers.decode_faults import hung_decode
+
+    from sec2sec.offline import decoding
     from sec2sec.offline.datasets import read_dataset
     from sec2sec.offline.distributed import RankStalled
 
     root, config = dataset
     records = read_dataset("liris", root)[:2]
-    monkeypatch.setattr(features, "decode_clip", lambda *args: time.sleep(120))  # the forked worker inherits it
     started = time.monotonic()
-    with pytest.raises(RankStalled, match="no decoded clip came from the decoding workers for 1 s"):
-        list(features.clip_loader(records, _config(config).model, workers=1, decode_timeout_s=1.0))
+    with pytest.raises(RankStalled, match="no decoded clip came from the decoding workers for 5 s"):
+        list(decoding.clip_loader(records, _config(config).model, workers=1, decode_timeout_s=5.0, decode=hung_decode))
     assert time.monotonic() - started < 60  # only a hang exceeds this
 
 
@@ -348,7 +384,7 @@ def test_extraction_records_a_clip_cut_at_a_clock_jump(tmp_path: Path, dataset: 
     why, and extraction costs what its one second of content costs."""
     from helpers.odd_clips import write_clock_jump
 
-    from sec2sec.offline.features import MAX_GAP_S
+    from sec2sec.offline.decoding import MAX_GAP_S
 
     _, config = dataset
     root = tmp_path / "liris"

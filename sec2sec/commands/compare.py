@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("compare", help="train and test the paper's variants and print the comparison table")
     p.add_argument("--config-dir", default="", help="folder of variant TOML files (default: the shipped configs)")
     p.add_argument("--variants", default=",".join(PAPER_VARIANTS), help="comma-separated variant file stems")

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("describe", help="print the model's parts, parameter counts and GFLOP per window")
     p.add_argument("--config", help=config_help())
     p.set_defaults(func=run)

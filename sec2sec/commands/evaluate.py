@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -46,10 +47,10 @@ def _report(args: argparse.Namespace, result: Evaluation) -> None:
         console.print(f"scores and per-clip predictions written to {args.out}")
 
 
-def evaluation_json(result: Evaluation) -> dict:
+def evaluation_json(result: Evaluation) -> dict[str, Any]:
     """What `--out` holds: the split, the scores (per clip, and per second with traces), each clip's
     predictions, and, where a metric is undefined (null in the file), why."""
-    payload = {
+    payload: dict[str, Any] = {
         "split": result.split,
         "scores": result.scores,
         "second_scores": result.second_scores,
@@ -60,7 +61,7 @@ def evaluation_json(result: Evaluation) -> dict:
     return payload
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("evaluate", help="score a trained checkpoint on a split of a feature cache")
     p.add_argument("--checkpoint", required=True, help="RUN/best.pt made by `sec2sec train`")
     p.add_argument("--cache", required=True, help="the feature cache the checkpoint was trained on")

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("prepare", help="unpack a dataset as downloaded into the folder `extract` reads")
     p.add_argument("dataset", choices=("fi",), help="fi: ChaLearn First Impressions (train-1.zip ... parts)")
     p.add_argument("--from", dest="source", required=True, help="folder of the downloaded zip parts")

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("split", help="show, pin or re-split the train/validation/test split of a cache")
     p.add_argument("--cache", required=True, help="feature cache made by `sec2sec extract`")
     p.add_argument("--split", default="official", choices=SPLIT_MODES, help="as for `sec2sec train`")

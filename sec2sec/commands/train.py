@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("train", help="train fusion + temporal model + heads on a feature cache")
     p.add_argument("--config", help=config_help(" ([model] and [train])"))
     p.add_argument("--cache", required=True, help="feature cache made by `sec2sec extract`")

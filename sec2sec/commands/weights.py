@@ -67,7 +67,7 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("weights", help="list, download and verify the pretrained encoder weight files")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="each weight file: encoder, torchvision enum, URL, path, status").set_defaults(

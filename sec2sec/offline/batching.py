@@ -18,7 +18,6 @@ autocast over the unfolded modules would undo.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,10 +26,10 @@ import torch
 
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
-from sec2sec.offline.features import ENCODE_BATCH, DecodedClip, Features, clip_loader, stack_features
+from sec2sec.offline.decoding import DecodedClip, UnreadableClip, clip_loader
+from sec2sec.offline.features import ENCODE_BATCH, Encode, Features, Tokens, encode_modality, stack_features
 
 AUTOCAST = {"off": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-Encode = Callable[[torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor | None, torch.Tensor | None]]
 
 
 def check_autocast(autocast: str, device: torch.device) -> None:
@@ -63,7 +62,7 @@ class _Flight:
 @dataclass
 class _Queue:
     modality: int  # 0 video, 1 audio
-    windows: deque = field(default_factory=deque)  # (clip, row) not yet encoded
+    windows: deque[tuple[_Clip, int]] = field(default_factory=deque)  # (clip, row) not yet encoded
     buffers: list[torch.Tensor | None] = field(default_factory=lambda: [None, None])
     turn: int = 0
     flight: _Flight | None = None
@@ -89,7 +88,7 @@ class WindowBatcher:
         self.queues = [_Queue(0), _Queue(1)]
         self.clips: deque[_Clip] = deque()
 
-    def push(self, key: Any, clip: DecodedClip) -> list[tuple[Any, DecodedClip, tuple]]:
+    def push(self, key: Any, clip: DecodedClip) -> list[tuple[Any, DecodedClip, Tokens]]:
         oks = (clip.video_ok, clip.audio_ok)
         tokens = [torch.zeros(len(ok), self.widths[m], 512) if self.encoders[m] else None for m, ok in enumerate(oks)]
         entry = _Clip(key, clip, tokens, 0)
@@ -105,7 +104,7 @@ class WindowBatcher:
             self._drain(queue, whole=True)
         return self._finished()
 
-    def finish(self) -> list[tuple[Any, DecodedClip, tuple]]:
+    def finish(self) -> list[tuple[Any, DecodedClip, Tokens]]:
         for queue in self.queues:
             self._drain(queue, whole=False)
             self._land(queue)
@@ -138,8 +137,7 @@ class WindowBatcher:
             x = torch.stack(items)
         amp = torch.autocast("cuda", dtype=self.autocast) if self.autocast is not None else nullcontext()
         with amp:
-            v, a = self.encode(x, None) if queue.modality == 0 else self.encode(None, x)
-        tokens = (v if queue.modality == 0 else a).float()
+            tokens = encode_modality(self.encode, queue.modality, x).float()
         if not cuda:
             return _Flight(slots, tokens, None)
         done = torch.cuda.Event()
@@ -155,11 +153,13 @@ class WindowBatcher:
         if flight.done is not None:
             flight.done.synchronize()
         for (entry, row), tokens in zip(flight.slots, flight.tokens, strict=True):
-            entry.tokens[queue.modality][row] = tokens
+            into = entry.tokens[queue.modality]
+            assert into is not None  # windows are queued only for the modalities the model encodes
+            into[row] = tokens
             entry.remaining -= 1
 
-    def _finished(self) -> list[tuple[Any, DecodedClip, tuple]]:
-        out = []
+    def _finished(self) -> list[tuple[Any, DecodedClip, Tokens]]:
+        out: list[tuple[Any, DecodedClip, Tokens]] = []
         while self.clips and self.clips[0].remaining == 0:  # remaining counts queued and in-flight windows
             entry = self.clips.popleft()
             out.append((entry.key, entry.clip, (entry.tokens[0], entry.tokens[1])))
@@ -179,8 +179,8 @@ def features_from_clips(
     model.eval()
     batcher, done = WindowBatcher(model, batch), []
     for record, clip in zip(records, clip_loader(records, model.config, workers), strict=True):
-        if clip.error:
+        if isinstance(clip, UnreadableClip):
             raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
         done += batcher.push(record, clip)
     parts = [(*tokens, c.video_ok, c.audio_ok, c.length) for _, c, tokens in done + batcher.finish()]
-    return stack_features([r.clip_id for r in records], parts)
+    return stack_features([r.clip_id for r in records], parts, model.config.clip_seconds)

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from sec2sec.offline.datasets import ClipRecord
-from sec2sec.offline.features import DTYPES, CacheIndex, DecodedClip, write_index
+from sec2sec.offline.decoding import DecodedClip
+from sec2sec.offline.features import DTYPES, CacheIndex, Tokens, write_index
 from sec2sec.offline.output_files import replace_json
 
 PART = "index.rank{rank}.json"
@@ -42,11 +43,14 @@ class ShardWriter:
         self.folder, self.index, self.dtype, self.shard_size = folder, index, dtype, shard_size
         self.rank, self.world = rank, world
         self.base, self.written = next_shard_number(index.shards), 0
-        self.pending: list[tuple[ClipRecord, DecodedClip, tuple]] = []
+        self.pending: list[tuple[ClipRecord, DecodedClip, tuple[torch.Tensor, torch.Tensor]]] = []
         self.part: dict[str, Any] = {"shards": [], "clips": {}, "unreadable": {}}
 
-    def add(self, record: ClipRecord, clip: DecodedClip, tokens: tuple) -> None:
-        self.pending.append((record, clip, tokens))
+    def add(self, record: ClipRecord, clip: DecodedClip, tokens: Tokens) -> None:
+        video, audio = tokens
+        if video is None or audio is None:
+            raise ValueError("a feature cache holds the tokens of both modalities; extract with both encoders")
+        self.pending.append((record, clip, (video, audio)))
         if len(self.pending) >= self.shard_size:
             self.flush()
 
@@ -93,7 +97,9 @@ def trace_to_json(seconds: dict[str, list[float]]) -> dict[str, list[float | Non
     return {k: [None if math.isnan(v) else v for v in values] for k, values in seconds.items()}
 
 
-def _save_shard(path: Path, rows: list[tuple[ClipRecord, DecodedClip, tuple]], dtype: str) -> None:
+def _save_shard(
+    path: Path, rows: list[tuple[ClipRecord, DecodedClip, tuple[torch.Tensor, torch.Tensor]]], dtype: str
+) -> None:
     cast = DTYPES[dtype]
     payload = {
         "ids": [r.clip_id for r, _, _ in rows],

@@ -128,8 +128,9 @@ def compare(
     for variant, config in configs.items():
         console.print(f"[bold]{variant}[/]: training into {Path(out) / variant}")
         folder = Path(out) / variant
-        split = {"split_mode": split_mode, "split_seed": split_seed}
-        trained = fit(cache, config, folder, **split, device=device, console=console)
+        trained = fit(
+            cache, config, folder, split_mode=split_mode, split_seed=split_seed, device=device, console=console
+        )
         scored = scored_split(cache, config, split_mode, split_seed)
         results.append(VariantResult(variant, trained, evaluate(trained.best_path, cache, scored, device=device)))
     return results

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from torch import nn
 
 from sec2sec.devices import cuda_count, device_name, torch_threads
 from sec2sec.devices import resolve_device as plain_device
+
+if TYPE_CHECKING:
+    from sec2sec.model import Sec2Sec
 
 T = TypeVar("T")
 COLLECTIVE_TIMEOUT_MIN = 30.0  # one collective (or one rank's progress, see Heartbeat) waits at most this long
@@ -255,7 +258,10 @@ def gather_rows(n: int, fn: Callable[[torch.Tensor], np.ndarray], width: int) ->
     return out
 
 
-def reduce_epoch(total: float, seen: int, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple:
+Outputs = list[tuple[torch.Tensor, torch.Tensor]]  # (rows, probabilities) per batch
+
+
+def reduce_epoch(total: float, seen: int, outputs: Outputs) -> tuple[float, int, Outputs]:
     """(loss sum, rows seen, [(rows, probabilities)]) of every rank -> the same sums and list on every rank."""
     _, world = rank_and_world()
     if world == 1:
@@ -277,7 +283,7 @@ def features_to(features: Any, device: torch.device) -> Any:
 class _TokenForward(nn.Module):
     """`forward` = the model's `forward_tokens`, so DDP (which hooks `forward`) can wrap the cached-token path."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Sec2Sec) -> None:
         super().__init__()
         self.model = model
 
@@ -285,7 +291,7 @@ class _TokenForward(nn.Module):
         return self.model.forward_tokens(*args, **kwargs)
 
 
-def _no_buffer_sync() -> dict[str, bool]:
+def _no_buffer_sync() -> dict[str, Any]:
     """DDP's switch for not re-broadcasting buffers before every forward (feature statistics and frozen
     BatchNorm never change in training). torch 2.14 deprecates `broadcast_buffers` (a FutureWarning from every
     rank) for `forward_sync_buffers`, which still syncs once at start: harmless, every rank computed the same
@@ -299,7 +305,7 @@ class DataParallelModel:
     """A Sec2Sec whose `forward_tokens` runs through DistributedDataParallel; every other attribute is the
     model's own, so the training step code is the same for one process and for N."""
 
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
+    def __init__(self, model: Sec2Sec, device: torch.device) -> None:
         self._model = model
         self._ddp = nn.parallel.DistributedDataParallel(
             _TokenForward(model),
@@ -315,6 +321,6 @@ class DataParallelModel:
         return getattr(self._model, name)
 
 
-def unwrap(model: Any) -> Any:
+def unwrap(model: Sec2Sec | DataParallelModel) -> Sec2Sec:
     """The plain model behind a DataParallelModel (for forward passes outside the training step)."""
     return model._model if isinstance(model, DataParallelModel) else model

@@ -112,7 +112,7 @@ def evaluate(
     )
     if without:
         absent = torch.zeros_like(features.video_ok)
-        features = replace(features, **{f"{without}_ok": absent})
+        features = replace(features, video_ok=absent) if without == "video" else replace(features, audio_ok=absent)
     features = features_to(features, device)
     probabilities = predict(model, features)
     rate = _positive_rate(ckpt, heads.task)

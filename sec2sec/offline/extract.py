@@ -2,9 +2,10 @@
 
 Resumable: finished clips are in `index.json` and are skipped by a second run, which reuses the cache's
 own `encoders.pt` (never new random weights). Unreadable clips are listed in `unreadable.tsv`, never fatal.
-Decoding overlaps encoding: torch DataLoader worker processes decode the next clips (only the frames a
-window uses, scaled to the model's input in the worker) while the main process runs the encoders on
-batches of windows gathered across clips (`WindowBatcher`); `--workers 0` decodes inline.
+Decoding overlaps encoding: torch DataLoader worker processes (started clean, see `decoding.WORKER_START`)
+decode the next clips (only the frames a window uses, scaled to the model's input in the worker) while the
+main process runs the encoders on batches of windows gathered across clips (`WindowBatcher`); `--workers 0`
+decodes inline.
 
 `--precision auto` (default) runs the encoders' trunks in bfloat16 where the device computes it natively,
 after the same check against float32 as `sec2sec-live` (`sec2sec.precision`); the cache records the precision
@@ -21,6 +22,8 @@ them into `index.json` (see `cache_writer`). A killed run resumes with any numbe
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,12 +38,12 @@ from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.batching import WindowBatcher, check_autocast
 from sec2sec.offline.cache_writer import ShardWriter, merge_parts
 from sec2sec.offline.datasets import ClipRecord, read_dataset
+from sec2sec.offline.decoding import Decoded, UnreadableClip, clip_loader
 from sec2sec.offline.distributed import COLLECTIVE_TIMEOUT_MIN, Dist, Heartbeat, context
 from sec2sec.offline.features import (
     DTYPES,
     ENCODE_BATCH,
     CacheIndex,
-    clip_loader,
     encoder_identity,
     read_encoders,
     read_index,
@@ -198,16 +201,19 @@ def extract(
     records = keep_cached_groups(records, index)
     todo, bad_rows = _pending(records, index)
     mine = todo[dist.rank :: dist.world]
-    model = model.to(dist.device)
-    if mine:
-        index = _check_precision(model, folder, index, dist.device, dist.main)
-    writer = ShardWriter(folder, index, dtype, shard_size, dist.rank, dist.world)
-    if dist.main:
-        for record in bad_rows:
-            writer.unreadable(record, record.problem)
-    started = time.perf_counter()  # the encoders are ready: their precision check is start-up
-    batcher = WindowBatcher(model, batch, autocast)
-    counts = _encode_all(writer, batcher, mine, index.config, workers, console, heartbeat, subject)
+    with closing(
+        clip_loader(mine, index.config, workers, subject=subject)
+    ) as clips:  # workers start up beside the encoders
+        model = model.to(dist.device)
+        if mine:
+            index = _check_precision(model, folder, index, dist.device, dist.main)
+        writer = ShardWriter(folder, index, dtype, shard_size, dist.rank, dist.world)
+        if dist.main:
+            for record in bad_rows:
+                writer.unreadable(record, record.problem)
+        started = time.perf_counter()  # the encoders are ready: their precision check is start-up
+        batcher = WindowBatcher(model, batch, autocast)
+        counts = _encode_all(writer, batcher, mine, clips, index.config.clip_seconds, console, heartbeat)
     heartbeat.wait_all()
     dist.barrier()
     heartbeat.remove()
@@ -297,19 +303,18 @@ def _encode_all(
     writer: ShardWriter,
     batcher: WindowBatcher,
     todo: list[ClipRecord],
-    config: ModelConfig,
-    workers: int,
+    clips: Iterator[Decoded],
+    clip_seconds: int,
     console: Console,
     heartbeat: Heartbeat,
-    subject: str = "largest",
 ) -> tuple[int, int, int, int]:
-    """This rank's clips -> shards; returns (clips encoded, windows encoded, clips trimmed, clips padded)."""
+    """This rank's clips (`todo`, decoded in that order by `clips`) -> shards; returns (clips encoded,
+    windows encoded, clips trimmed, clips padded)."""
     started, windows, trimmed, padded, bad = time.perf_counter(), 0, 0, 0, 0
     with progress_bar(console) as progress, torch.inference_mode():
         task = progress.add_task("extract", total=len(todo), note="")
-        loader = clip_loader(todo, config, workers, subject=subject)
-        for k, (record, clip) in enumerate(zip(todo, loader, strict=True)):
-            if clip.error:
+        for k, (record, clip) in enumerate(zip(todo, clips, strict=True)):
+            if isinstance(clip, UnreadableClip):
                 writer.unreadable(record, clip.error)
                 bad += 1
             else:
@@ -317,7 +322,7 @@ def _encode_all(
                     writer.add(*done)
                 windows += clip.length
                 trimmed += clip.windows > clip.length
-                padded += clip.length < config.clip_seconds
+                padded += clip.length < clip_seconds
                 if clip.note:  # also kept in the clip's index entry
                     progress.console.print(f"  {record.clip_id}: {clip.note}")
             rate = windows / max(time.perf_counter() - started, 1e-9)

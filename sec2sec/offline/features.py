@@ -18,36 +18,30 @@ A cache folder holds:
 - `index.rank<r>.json` only while a torchrun extraction runs (or after one was killed): the shards rank r
   finished, merged into `index.json` by rank 0 (see `cache_writer`).
 
-Clips are read with `file_windows`, the reader and windower of live replay, framed by the model's framing
-(`sec2sec.framing`) in the decoding worker, so training windows and live windows are the same.
+Clips are decoded by `sec2sec.offline.decoding` (the reader and windower of live replay), framed by the model's
+framing (`sec2sec.framing`) in the decoding worker, so training windows and live windows are the same.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from sec2sec.checkpoint import tensor_digest
 from sec2sec.config import ModelConfig, from_dict, to_dict
-from sec2sec.framing import Framer, framer_for
 from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
-from sec2sec.offline.distributed import RankStalled
-from sec2sec.video import same_size, trim_to_input
-from sec2sec.windows import Window, iter_file_windows
+from sec2sec.offline.decoding import DecodedClip
 
 FORMAT = "sec2sec-features"
 FORMAT_VERSION = 1
 ENCODE_BATCH = 8  # windows per encoder call (extract --batch default)
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
-DECODE_TIMEOUT_S = 600.0  # one clip's decoding (a 15 s clip takes well under a second): longer is a hung decoder
-MAX_GAP_S = 60  # a clip whose clock jumps further than this over nothing ends at the jump (see decode_clip)
 
 
 def encoder_identity(model: Sec2Sec) -> dict[str, str]:
@@ -60,152 +54,33 @@ def encoder_identity(model: Sec2Sec) -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True)
-class DecodedClip:
-    """One clip read into windows, padded/trimmed to T = clip_seconds.
-
-    frames uint8 (T, m, H, W, 3) (zeros where video_ok is False), audio float32 (T, sample_rate),
-    video_ok / audio_ok bool (T,), `length` positions up to the last window kept, `windows` seconds the file
-    spans (to its end, or to a jump that ended it: `note`); `error` is the reason the clip could not be read
-    ("" when it could).
-    """
-
-    clip_id: str
-    frames: torch.Tensor | None
-    audio: torch.Tensor | None
-    video_ok: torch.Tensor | None
-    audio_ok: torch.Tensor | None
-    length: int
-    windows: int
-    error: str = ""
-    note: str = ""  # why the clip was cut short (a jump in its clock), "" when it was read to its end
+Encode = Callable[[torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor | None, torch.Tensor | None]]
 
 
-def decode_clip(
-    record: ClipRecord,
-    frames_per_window: int,
-    sample_rate: int,
-    seconds: int,
-    short_side: int | None = None,
-    crop: int | None = None,
-    max_gap_s: int = MAX_GAP_S,
-    framer: Framer | None = None,
-    face_min_found: float = 0.5,
-) -> DecodedClip:
-    """Read a clip through `iter_file_windows` (only the frames a window slot uses are converted, scaled to
-    `short_side`, or framed by `framer`, in the decoding worker, as replay does) into `seconds` positions (window
-    i at position i; seconds with neither modality stay masked); with `crop` too, frames are trimmed to the
-    square the front end crops from (`trim_to_input`). Only the first `seconds` windows are kept. A jump of more
-    than `max_gap_s` seconds with neither video nor audio (a broken clock) ends the clip there, with a `note`.
-    Framed by face, a window whose frames held the subject's face in fewer than `face_min_found` of its slots
-    has no video. Never raises on a bad file."""
-    kept: list[Window] = []
-    span, note = 0, ""
-    windows = iter_file_windows(
-        str(record.path), frames_per_window, sample_rate, short_side, framer=framer, face_min_found=face_min_found
-    )
-    try:
-        for w in windows:
-            if w.index - span > max_gap_s:
-                note = f"ended at {span} s: the next data is {w.index - span} s later (more than {max_gap_s} s)"
-                break
-            span = w.index + 1
-            if w.index < seconds:
-                kept.append(w)
-    except (ValueError, OSError, RuntimeError) as exc:
-        return DecodedClip(record.clip_id, None, None, None, None, 0, 0, f"{type(exc).__name__}: {exc}")
-    if not kept:
-        return DecodedClip(record.clip_id, None, None, None, None, 0, 0, "the file decoded to no windows")
-    shape = next((w.frames.shape for w in kept if w.frames is not None), (frames_per_window, 8, 8, 3))
-    frames = np.zeros((seconds, *shape), dtype=np.uint8)
-    audio = np.zeros((seconds, sample_rate), dtype=np.float32)
-    video_ok = np.zeros(seconds, dtype=bool)
-    audio_ok = np.zeros(seconds, dtype=bool)
-    for w in kept:
-        if w.frames is not None:  # a clip whose resolution changed: every window at the first one's size
-            same = w.frames.shape[1:3] == shape[1:3]  # the usual case: copied once, not rescaled into a copy first
-            frames[w.index], video_ok[w.index] = w.frames if same else same_size(list(w.frames), shape[1:3]), True
-        if w.audio_ok:
-            audio[w.index], audio_ok[w.index] = w.audio, True
-    if short_side is not None and crop is not None:
-        frames = np.ascontiguousarray(trim_to_input(frames, short_side, crop))
-    return DecodedClip(
-        record.clip_id,
-        torch.from_numpy(frames),
-        torch.from_numpy(audio),
-        torch.from_numpy(video_ok),
-        torch.from_numpy(audio_ok),
-        kept[-1].index + 1,
-        span,
-        note=note,
-    )
+def encode_modality(encode: Encode, modality: int, x: torch.Tensor) -> torch.Tensor:
+    """One modality's batch (0: frames uint8 (B, m, H, W, 3), 1: audio (B, sample_rate)) -> tokens
+    (B, N, 512) through `encode` (`Sec2Sec.encode`); the model must have that modality's encoder."""
+    v, a = encode(x, None) if modality == 0 else encode(None, x)
+    tokens = v if modality == 0 else a
+    if tokens is None:
+        raise ValueError(f"the model has no {('video', 'audio')[modality]} encoder")
+    return tokens
 
 
-class ClipReader(torch.utils.data.Dataset):
-    """A torch Dataset of DecodedClip, so a DataLoader worker process decodes while the main one encodes.
-    What crosses to the main process is model-sized: m frames per window, at most (resize, resize) pixels.
-    Frames are framed as `config.video` says (`subject`: how a face framing chooses the subject)."""
-
-    def __init__(self, records: list[ClipRecord], config: ModelConfig, subject: str = "largest") -> None:
-        self.records = records
-        self.config = config
-        self.subject = subject
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> DecodedClip:
-        c = self.config
-        v = c.video
-        framer = framer_for(v, subject=self.subject)  # the face detector is loaded once per process
-        record, m, rate = self.records[i], v.frames_per_window, c.audio.sample_rate
-        return decode_clip(record, m, rate, c.clip_seconds, v.resize, v.crop, MAX_GAP_S, framer, v.face_min_found)
+Tokens = tuple[torch.Tensor | None, torch.Tensor | None]  # (video tokens, audio tokens), None: no such encoder
 
 
-def _keep(item: DecodedClip) -> DecodedClip:
-    return item
-
-
-def clip_loader(
-    records: list[ClipRecord],
-    config: ModelConfig,
-    workers: int,
-    decode_timeout_s: float = DECODE_TIMEOUT_S,
-    subject: str = "largest",
-) -> Iterator[DecodedClip]:
-    """Decoded clips in order; with `workers` >= 1, decoding runs in that many processes ahead of the caller,
-    and a clip that takes more than `decode_timeout_s` to arrive (a decoder that hung) raises RankStalled.
-    `subject`: how face framing chooses the subject (`sec2sec.framing.SUBJECTS`)."""
-    loader = torch.utils.data.DataLoader(
-        ClipReader(records, config, subject),
-        batch_size=None,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_keep,
-        prefetch_factor=2 if workers else None,
-        persistent_workers=False,
-        timeout=decode_timeout_s if workers else 0,
-    )
-    try:
-        yield from loader
-    except RuntimeError as exc:
-        if "timed out" not in str(exc):
-            raise
-        raise RankStalled(
-            f"no decoded clip came from the decoding workers for {decode_timeout_s:g} s (a decoder hung on a "
-            "clip); the run is stopped. A resumed run skips the clips already done; --workers 0 decodes inline"
-        ) from None
-
-
-def encode_clip(model: Sec2Sec, clip: DecodedClip, batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def encode_clip(model: Sec2Sec, clip: DecodedClip, batch: int) -> Tokens:
     """A decoded clip -> video tokens (T, Nv, 512) and audio tokens (T, Na, 512), float32, zero where not ok.
 
     Runs the model's encoders (with gradient if enabled by the caller) on the ok windows, `batch` at a time.
     """
-    outs = []
-    for encoder, data, ok, n in (
-        (model.video_encoder, clip.frames, clip.video_ok, model.video_tokens),
-        (model.audio_encoder, clip.audio, clip.audio_ok, model.audio_tokens),
+    outs: list[torch.Tensor | None] = []
+    for modality, (encoder, data, ok, n) in enumerate(
+        (
+            (model.video_encoder, clip.frames, clip.video_ok, model.video_tokens),
+            (model.audio_encoder, clip.audio, clip.audio_ok, model.audio_tokens),
+        )
     ):
         if encoder is None:
             outs.append(None)
@@ -216,8 +91,7 @@ def encode_clip(model: Sec2Sec, clip: DecodedClip, batch: int) -> tuple[torch.Te
         for start in range(0, len(rows), batch):
             part = rows[start : start + batch]
             x = data[part].to(device)
-            v, a = model.encode(x, None) if encoder is model.video_encoder else model.encode(None, x)
-            tokens = tokens.index_put((torch.tensor(part, device=device),), v if v is not None else a)
+            tokens = tokens.index_put((torch.tensor(part, device=device),), encode_modality(model.encode, modality, x))
         outs.append(tokens)
     return outs[0], outs[1]
 
@@ -347,29 +221,52 @@ def load_features(folder: str | Path, index: CacheIndex, ids: list[str]) -> Feat
     by_shard: dict[str, list[int]] = {}
     for position, cid in enumerate(ids):
         by_shard.setdefault(index.clips[cid]["shard"], []).append(position)
-    parts: dict[str, list[torch.Tensor | None]] = {k: [None] * len(ids) for k in ("v", "a", "vo", "ao", "n")}
+    found: dict[int, dict[str, torch.Tensor]] = {}  # position in ids -> that clip's row of each shard array
     for shard, positions in by_shard.items():
         data = torch.load(folder / shard, map_location="cpu", weights_only=True, mmap=True)
         for p in positions:
             row = index.clips[ids[p]]["row"]
-            for key, name in (("v", "video"), ("a", "audio"), ("vo", "video_ok"), ("ao", "audio_ok")):
-                parts[key][p] = data[name][row].clone()
-            parts["n"][p] = data["lengths"][row].clone()
+            found[p] = {name: data[name][row].clone() for name in ("video", "audio", "video_ok", "audio_ok", "lengths")}
     if not ids:
         empty = torch.zeros(0, index.config.clip_seconds, dtype=torch.bool)
         return Features([], None, None, empty, empty, torch.zeros(0, dtype=torch.long))
+    rows = [found[p] for p in range(len(ids))]
     return Features(
         ids=list(ids),
-        video=torch.stack(parts["v"]),
-        audio=torch.stack(parts["a"]),
-        video_ok=torch.stack(parts["vo"]),
-        audio_ok=torch.stack(parts["ao"]),
-        lengths=torch.stack(parts["n"]).long(),
+        video=torch.stack([r["video"] for r in rows]),
+        audio=torch.stack([r["audio"] for r in rows]),
+        video_ok=torch.stack([r["video_ok"] for r in rows]),
+        audio_ok=torch.stack([r["audio_ok"] for r in rows]),
+        lengths=torch.stack([r["lengths"] for r in rows]).long(),
     )
 
 
-def stack_features(ids: list[str], parts: list[tuple]) -> Features:
-    def stack(k: int) -> torch.Tensor | None:
-        return None if not parts or parts[0][k] is None else torch.stack([p[k] for p in parts])
+# One clip's tokens as `encode_clip` / `WindowBatcher` give them, with its masks and length: video tokens
+# (T, Nv, 512) or None (no video encoder), audio tokens (T, Na, 512) or None, video_ok (T,), audio_ok (T,), length.
+ClipTokens = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor, int]
 
-    return Features(ids, stack(0), stack(1), stack(2), stack(3), torch.tensor([p[4] for p in parts]).long())
+
+def stack_features(ids: list[str], parts: list[ClipTokens], clip_seconds: int) -> Features:
+    """Clips' tokens (in the order of `ids`) -> Features; T = `clip_seconds` shapes the masks of no clips."""
+    if not parts:
+        empty = torch.zeros(0, clip_seconds, dtype=torch.bool)
+        return Features(ids, None, None, empty, empty, torch.zeros(0, dtype=torch.long))
+    video, audio = [p[0] for p in parts], [p[1] for p in parts]
+    return Features(
+        ids,
+        _stacked(video),
+        _stacked(audio),
+        torch.stack([p[2] for p in parts]),
+        torch.stack([p[3] for p in parts]),
+        torch.tensor([p[4] for p in parts]).long(),
+    )
+
+
+def _stacked(tokens: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """Tokens of every clip stacked, or None where the model has no encoder of that modality (all None)."""
+    present = [t for t in tokens if t is not None]
+    if not present:
+        return None
+    if len(present) != len(tokens):
+        raise ValueError("some clips have tokens of a modality and others none; they come from one model")
+    return torch.stack(present)

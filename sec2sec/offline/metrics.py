@@ -172,8 +172,8 @@ def score_outputs(
                 base = majority_baseline(truth[:, k], float(train_positive_rate[k]))
                 row.update({f"majority_{m}": v for m, v in base.items()})
         else:
-            base = None if train_mean is None else float(train_mean[k])
-            row = regression_metrics(truth[:, k], probabilities[:, k], base)
+            mean = None if train_mean is None else float(train_mean[k])
+            row = regression_metrics(truth[:, k], probabilities[:, k], mean)
         out[name] = row
     return out
 

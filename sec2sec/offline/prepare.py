@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sec2sec.offline.datasets import FI_ANNOTATIONS, load_plain_pickle
 
@@ -129,7 +129,7 @@ class _Unpacker:
         self.out, self.report = out, report
         self.pwd = password.encode("utf-8") if password else None
         self.unpacked = self.skipped = 0
-        self.done: dict[str, dict] = {}
+        self.done: dict[str, dict[str, Any]] = {}
         marker = out / MARKER
         if marker.is_file():
             try:
@@ -144,7 +144,7 @@ class _Unpacker:
             archive.setpassword(self.pwd)
         return archive
 
-    def _mark(self, key: str, entry: dict) -> None:
+    def _mark(self, key: str, entry: dict[str, Any]) -> None:
         self.done[key] = entry
         tmp = self.out / f".{MARKER}.part"
         tmp.write_text(json.dumps(self.done, indent=1, sort_keys=True), encoding="utf-8")
@@ -167,8 +167,12 @@ class _Unpacker:
             self.unpacked += 1
         return sizes
 
-    def inner(self, outer: zipfile.ZipFile | None, source: Path, info: zipfile.ZipInfo | None, folder: Path) -> None:
-        """One inner zip of clips, a member `info` of `outer` (or the file `source` itself when `outer` is None)."""
+    def inner(
+        self, source: Path, folder: Path, member_of: tuple[zipfile.ZipFile, zipfile.ZipInfo] | None = None
+    ) -> None:
+        """One inner zip of clips: the file `source` itself, or (`member_of` = (outer, info)) the member `info`
+        of the open outer zip `source`."""
+        info = None if member_of is None else member_of[1]
         name = source.name if info is None else Path(info.filename).name
         key = name if info is None else f"{source.name}/{info.filename}"
         label = str(source) if info is None else f"{source} (member {info.filename})"
@@ -181,15 +185,15 @@ class _Unpacker:
             self.skipped += len(previous["clips"])
             return
         tmp = member = None
-        if info is None:
+        if member_of is None:
             archive = self._open(source, label, source.name)
-        elif info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+        elif member_of[1].compress_type == zipfile.ZIP_STORED and not member_of[1].flag_bits & 0x1:
             with _archive(label, source.name):
-                member = outer.open(info)  # stored, not encrypted: seekable in place, no copy needed
+                member = member_of[0].open(member_of[1])  # stored, not encrypted: seekable in place, no copy
                 archive = self._open(member, label, source.name)
         else:
             tmp = self.out / f".{name}.part"
-            with _archive(label, source.name), outer.open(info) as src, open(tmp, "wb") as dst:
+            with _archive(label, source.name), member_of[0].open(member_of[1]) as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, CHUNK)
             archive = self._open(tmp, label, source.name)
         try:
@@ -210,7 +214,7 @@ class _Unpacker:
             members = archive.infolist()
             for info in members:
                 if re.fullmatch(re.escape(inner_prefix) + r"\d+\.zip", Path(info.filename).name):
-                    self.inner(archive, path, info, folder)
+                    self.inner(path, folder, (archive, info))
             if any(Path(i.filename).name.lower().endswith(".mp4") for i in members):
                 self.clips(archive, folder, str(path), path.name)
 
@@ -269,7 +273,7 @@ def prepare_first_impressions(
         for path in outers:
             unpacker.outer(path, source.inner, folder)
         for path in loose:
-            unpacker.inner(None, path, None, folder)
+            unpacker.inner(path, folder)
         missing = _annotated(annotation) - {p.name for p in folder.glob("*.mp4")}
         if missing:
             parts = ", ".join(p.name for p in outers or loose)

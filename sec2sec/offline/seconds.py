@@ -10,21 +10,29 @@ import numpy as np
 import torch
 
 from sec2sec.model import Sec2Sec
-from sec2sec.offline.distributed import gather_rows
+from sec2sec.offline.distributed import DataParallelModel, gather_rows
 from sec2sec.offline.features import Features
 from sec2sec.offline.metrics import score_seconds
-from sec2sec.offline.prepared import Split
 from sec2sec.temporal import valid_mask
 
 
-def logits_of(model: Sec2Sec, features: Features, rows: torch.Tensor, per_second: bool = False) -> torch.Tensor:
+def logits_of(
+    model: Sec2Sec | DataParallelModel, features: Features, rows: torch.Tensor, per_second: bool = False
+) -> torch.Tensor:
     """Rows of cached clips -> logits (len(rows), n_outputs), tokens upcast to float32; with `per_second`,
     (len(rows), T, n_outputs) of every second (`Sec2Sec.forward_per_second`)."""
-    video = features.video[rows].float() if model.fusion.use_video else None
-    audio = features.audio[rows].float() if model.fusion.use_audio else None
+    video = _tokens(features.video, rows, "video") if model.fusion.use_video else None
+    audio = _tokens(features.audio, rows, "audio") if model.fusion.use_audio else None
     video_ok, audio_ok, lengths = features.video_ok[rows], features.audio_ok[rows], features.lengths[rows]
     logits, _ = model.forward_tokens(video, audio, lengths, video_ok, audio_ok, per_second=per_second)
     return logits
+
+
+def _tokens(tokens: torch.Tensor | None, rows: torch.Tensor, modality: str) -> torch.Tensor:
+    """Rows of one modality's cached tokens, upcast to float32; the features must hold that modality."""
+    if tokens is None:
+        raise ValueError(f"the features hold no {modality} tokens, but the model uses {modality}")
+    return tokens[rows].float()
 
 
 def labelled_seconds(seconds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -55,15 +63,16 @@ def predict(
 
 
 def second_scores(
-    model: Sec2Sec, split: Split, outputs: tuple[str, ...], task: str, batch: int
+    model: Sec2Sec, features: Features, seconds: torch.Tensor, outputs: tuple[str, ...], task: str, batch: int
 ) -> dict[str, dict[str, float]]:
-    """Per-second metrics of a split with per-second labels (every rank predicts its share, all get all)."""
-    steps, width = split.seconds.shape[1], len(outputs)
+    """Per-second metrics of a split's cached `features` against its per-second targets `seconds`
+    (N, T, n_outputs) (every rank predicts its share, all get all)."""
+    steps, width = seconds.shape[1], len(outputs)
     flat = gather_rows(
-        split.seconds.shape[0],
-        lambda rows: predict(model, split.features, batch, rows, per_second=True).reshape(len(rows), -1),
+        seconds.shape[0],
+        lambda rows: predict(model, features, batch, rows, per_second=True).reshape(len(rows), -1),
         steps * width,
     )
-    truth = split.seconds.cpu().clone()
-    truth[~labelled_seconds(truth, split.features.lengths.cpu())] = float("nan")
+    truth = seconds.cpu().clone()
+    truth[~labelled_seconds(truth, features.lengths.cpu())] = float("nan")
     return score_seconds(outputs, task, truth.numpy(), flat.reshape(-1, steps, width))

@@ -30,6 +30,7 @@ from sec2sec.checkpoint import save_checkpoint
 from sec2sec.config import Config, TrainConfig, to_dict
 from sec2sec.model import ENCODER_MODULES, Sec2Sec
 from sec2sec.offline.batching import features_from_clips
+from sec2sec.offline.decoding import UnreadableClip, clip_loader
 from sec2sec.offline.distributed import (
     DataParallelModel,
     Dist,
@@ -41,7 +42,7 @@ from sec2sec.offline.distributed import (
     share_batch,
     unwrap,
 )
-from sec2sec.offline.features import Features, clip_loader, encode_clip, read_index, stack_features
+from sec2sec.offline.features import ClipTokens, Features, encode_clip, read_index, stack_features
 from sec2sec.offline.metrics import headline, score_outputs
 from sec2sec.offline.prepared import Prepared, Split, drop_modalities, model_for_cache, prepare
 from sec2sec.offline.progress import progress_bar
@@ -54,6 +55,8 @@ from sec2sec.offline.train_state import (
     save_state,
     write_metrics,
 )
+
+Trainer = Sec2Sec | DataParallelModel  # the model, or (under torchrun) its DDP stand-in in the training step
 
 
 class Draw(enum.Enum):
@@ -77,7 +80,7 @@ def epoch_seed(seed: int, epoch: int, draw: Draw, rank: int = 0) -> int:
     return seed * EPOCH_STRIDE + epoch + (MODALITY_OFFSET if draw is Draw.MODALITY_DROPOUT else 0)
 
 
-def with_modality_dropout(model: Sec2Sec, features: Features, train: TrainConfig, epoch: int) -> Features:
+def with_modality_dropout(model: Trainer, features: Features, train: TrainConfig, epoch: int) -> Features:
     """The epoch's presence masks after modality dropout (two-modality models only), drawn once for every
     clip of the split with a generator seeded by (seed, epoch): the same masks in every torchrun process and
     in a resumed run, whichever rows a process takes."""
@@ -106,17 +109,23 @@ def loss_of(logits: torch.Tensor, targets: torch.Tensor, loss: str, reduction: s
 
 
 def per_second_loss(
-    model: Sec2Sec, features: Features, split: Split, rows: torch.Tensor, batch: torch.Tensor, loss: str
+    model: Trainer,
+    features: Features,
+    seconds: torch.Tensor,
+    rows: torch.Tensor,
+    batch: torch.Tensor,
+    loss: str,
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-    """The loss over every labelled second of this rank's `rows`, as a share of the global `batch` (the
+    """The loss over every labelled second of this rank's `rows` (`seconds`: the split's per-second targets
+    (N, T, n_outputs), NaN where unlabelled), as a share of the global `batch` (the
     sum over its labelled seconds divided by their count in the whole batch, times the number of
     processes, which DDP's gradient average divides out again); the clip logits (len(rows), n); the loss
     summed over the labelled seconds of `rows` and their number (for the epoch's mean)."""
     logits = logits_of(model, features, rows, per_second=True)
     lengths = features.lengths[rows]
-    mask = labelled_seconds(split.seconds[rows], lengths)
-    count = labelled_seconds(split.seconds[batch], features.lengths[batch]).sum().clamp_min(1)
-    total = loss_of(logits[mask], split.seconds[rows][mask], loss, reduction="sum")
+    mask = labelled_seconds(seconds[rows], lengths)
+    count = labelled_seconds(seconds[batch], features.lengths[batch]).sum().clamp_min(1)
+    total = loss_of(logits[mask], seconds[rows][mask], loss, reduction="sum")
     return total * rank_and_world()[1] / count, clip_logits(logits, lengths), float(total.detach()), int(mask.sum())
 
 
@@ -125,7 +134,7 @@ def _accuracy(task: str, scores: dict[str, dict[str, float]]) -> float:
     return float(np.mean([row[key] for row in scores.values()]))
 
 
-def validate(model: Sec2Sec, split: Split, train: TrainConfig) -> dict[str, float]:
+def validate(model: Trainer, split: Split, train: TrainConfig) -> dict[str, float]:
     """Loss, mean accuracy and the early-stopping metric on one split (under torchrun each rank predicts
     its share of the clips and all get every prediction, so every rank returns the same numbers)."""
     model = unwrap(model)
@@ -139,11 +148,12 @@ def validate(model: Sec2Sec, split: Split, train: TrainConfig) -> dict[str, floa
     scores = score_outputs(heads.outputs, heads.task, targets.numpy(), probabilities)
     metric = headline(heads.task, scores)[1]
     if split.seconds is not None and train.supervision == "second":
-        metric = headline(heads.task, second_scores(model, split, heads.outputs, heads.task, batch))[1]
+        per_second = second_scores(model, split.features, split.seconds, heads.outputs, heads.task, batch)
+        metric = headline(heads.task, per_second)[1]
     return {"loss": float(loss), "accuracy": _accuracy(heads.task, scores), "metric": metric}
 
 
-def _start_epoch(model: Sec2Sec, n: int, seed: int, epoch: int) -> torch.Tensor:
+def _start_epoch(model: Trainer, n: int, seed: int, epoch: int) -> torch.Tensor:
     """Train mode with the encoders' BatchNorm statistics kept (eval); the epoch's seeded order of n items."""
     model.train()
     for name in ENCODER_MODULES:
@@ -152,7 +162,7 @@ def _start_epoch(model: Sec2Sec, n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, Draw.ORDER)))
 
 
-def _step(model: Sec2Sec, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
+def _step(model: Trainer, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
     """Gradients of `loss` (zeroed first), clipped to `grad_clip` when > 0, then one optimizer step."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -168,7 +178,7 @@ def make_optimizer(params: list[torch.nn.Parameter], train: TrainConfig) -> torc
 
 
 def train_epoch(
-    model: Sec2Sec,
+    model: Trainer,
     optimizer: torch.optim.Optimizer,
     split: Split,
     t: TrainConfig,
@@ -181,24 +191,24 @@ def train_epoch(
     total, seen, outputs = 0.0, 0, []
     task = progress.add_task(f"epoch {epoch + 1}", total=n, note="") if progress is not None else None
     features = with_modality_dropout(model, split.features, t, epoch)
-    seconds = split.seconds is not None and t.supervision == "second"
+    seconds = split.seconds if t.supervision == "second" else None
     for start in range(0, n, t.batch_size):
         batch = order[start : start + t.batch_size]
         rows, weight = share_batch(batch)  # this rank's rows (all in 1 process)
-        if seconds:  # the reported loss is the mean over labelled seconds
-            loss, logits, *amount = per_second_loss(model, features, split, rows, batch, t.loss)
+        if seconds is not None:  # the reported loss is the mean over labelled seconds
+            loss, logits, summed, count = per_second_loss(model, features, seconds, rows, batch, t.loss)
             _step(model, optimizer, loss * (weight > 0), t.grad_clip)
         else:
             logits = logits_of(model, features, rows)
             loss = loss_of(logits, split.targets[rows], t.loss)
             _step(model, optimizer, loss * weight if weight != 1.0 else loss, t.grad_clip)
-            amount = (float(loss.detach()) * len(rows), len(rows))
+            summed, count = float(loss.detach()) * len(rows), len(rows)
         if weight > 0:
-            total, seen = total + amount[0], seen + amount[1]
+            total, seen = total + summed, seen + count
             outputs.append((rows, torch.sigmoid(logits.detach().float()).cpu()))
-        if progress is not None:
+        if progress is not None and task is not None:
             progress.update(task, advance=min(t.batch_size, n - start))
-    if progress is not None:
+    if progress is not None and task is not None:
         progress.remove_task(task)
     total, seen, outputs = reduce_epoch(total, seen, outputs)
     rows = torch.cat([r for r, _ in outputs])
@@ -227,12 +237,12 @@ def finetune_epoch(
     for start in range(0, n, t.batch_size):
         rows = order[start : start + t.batch_size]
         chosen = [split.records[i] for i in rows.tolist()]
-        parts = []
+        parts: list[ClipTokens] = []
         for record, clip in zip(chosen, clip_loader(chosen, model.config, 0), strict=True):
-            if clip.error:
+            if isinstance(clip, UnreadableClip):
                 raise ValueError(f"clip {record.path} cannot be read: {clip.error}")
             parts.append((*encode_clip(model, clip, 8), clip.video_ok, clip.audio_ok, clip.length))
-        features = _masked(stack_features([r.clip_id for r in chosen], parts), kept, rows)
+        features = _masked(stack_features([r.clip_id for r in chosen], parts, model.config.clip_seconds), kept, rows)
         loss = loss_of(logits_of(model, features, torch.arange(len(chosen))), split.targets[rows], t.loss)
         _step(model, optimizer, loss, t.grad_clip)
         total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
@@ -252,22 +262,25 @@ class TrainResult:
 
 
 def _one_epoch(
-    model: Sec2Sec,
+    model: Trainer,
     optimizer: torch.optim.Optimizer,
     data: Prepared,
     t: TrainConfig,
     epoch: int,
     finetune: bool,
-    progress,
+    progress: Progress | None,
 ) -> dict[str, float]:
     started = time.perf_counter()
-    step = finetune_epoch if finetune else train_epoch
-    train = step(model, optimizer, data.splits["train"], t, epoch, progress)
+    if finetune:  # in one process only (fit refuses torchrun): the model itself
+        train = finetune_epoch(unwrap(model), optimizer, data.splits["train"], t, epoch, progress)
+    else:
+        train = train_epoch(model, optimizer, data.splits["train"], t, epoch, progress)
     train_seconds = time.perf_counter() - started
     val_split = data.splits["validation"]
     if finetune:
         device = next(model.parameters()).device
-        val_split = replace(val_split, features=features_to(features_from_clips(model, val_split.records), device))
+        features = features_from_clips(unwrap(model), val_split.records)
+        val_split = replace(val_split, features=features_to(features, device))
     val = validate(model, val_split, t)
     return {
         "epoch": epoch + 1,
@@ -346,7 +359,7 @@ def fit(
     ident = identity(config, data.index, split_mode, split_seed, finetune)
     ident["split_digest"] = data.assignment.digest if data.assignment is not None else ""
     last = out / "last.pt"
-    history = History(rows=[])
+    history = History()
     if last.is_file() and not restart:
         history = load_state(last, model, optimizer, ident)
         console.print(f"resuming {out} after epoch {history.epoch} (best {history.best_metric:.4f})")
@@ -366,7 +379,7 @@ def fit(
             progress.update(task, completed=history.epoch, note=note)
     best = out / "best.pt"
     if dist.main:
-        load_trainable(model, history.best_state)
+        load_trainable(model, history.best_weights())
         meta = _checkpoint_meta(data, config, history, split_mode, split_seed, finetune)
         save_checkpoint(best, model.cpu(), trained=True, meta=meta)
     dist.barrier()  # best.pt exists on every rank's return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,14 @@ class History:
     best_epoch: int = -1
     bad_epochs: int = 0
     best_state: dict[str, torch.Tensor] | None = None
-    rows: list[dict[str, float]] | None = None
+    rows: list[dict[str, float]] = field(default_factory=list)
     finished: bool = False
+
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        """The trainable weights of the best epoch so far."""
+        if self.best_state is None:
+            raise ValueError("no training epoch has finished yet, so there are no best weights")
+        return self.best_state
 
     def record(self, row: dict[str, float], model: Sec2Sec, finetune: bool, patience: int) -> None:
         """Append an epoch's row; keep a copy of the weights when the validation metric improved."""
@@ -78,7 +84,12 @@ def identity(config: Config, index: CacheIndex, split_mode: str, split_seed: int
 
 
 def save_state(
-    path: Path, model: Sec2Sec, optimizer: torch.optim.Optimizer, history: History, ident: dict, finetune: bool
+    path: Path,
+    model: Sec2Sec,
+    optimizer: torch.optim.Optimizer,
+    history: History,
+    ident: dict[str, Any],
+    finetune: bool,
 ) -> None:
     """RUN/last.pt: everything needed to continue exactly where training stopped (weights_only-loadable)."""
     payload = {
@@ -100,7 +111,7 @@ def save_state(
     tmp.replace(path)
 
 
-def load_state(path: Path, model: Sec2Sec, optimizer: torch.optim.Optimizer, ident: dict) -> History:
+def load_state(path: Path, model: Sec2Sec, optimizer: torch.optim.Optimizer, ident: dict[str, Any]) -> History:
     """Restore RUN/last.pt into model and optimizer; refuse a state made with another config or cache."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
