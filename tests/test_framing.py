@@ -36,8 +36,9 @@ from sec2sec.framing import (
 from sec2sec.media import MediaReader, SlotThinning, VideoFrame, sample_frame_times
 from sec2sec.model import Sec2Sec
 from sec2sec.offline.datasets import ClipRecord
+from sec2sec.offline.decoding import MAX_GAP_S, DecodedClip, decode_clip
 from sec2sec.offline.extract import extract
-from sec2sec.offline.features import MAX_GAP_S, decode_clip, read_index
+from sec2sec.offline.features import read_index
 from sec2sec.offline.prepared import prepare
 from sec2sec.windows import Window, Windower, file_windows
 
@@ -261,6 +262,7 @@ def test_replay_a_fake_camera_and_extraction_frame_the_same_frames_alike(moving:
     assert all(np.array_equal(a.frames, b.frames) for a, b in zip(live, files, strict=True))
     record = ClipRecord("moving", path, "g", "train", {})
     clip = decode_clip(record, M, RATE, 4, 128, 112, MAX_GAP_S, _framer(), 0.5)
+    assert isinstance(clip, DecodedClip), clip
     assert clip.video_ok.tolist() == [True] * 4
     assert torch.equal(clip.frames, torch.from_numpy(np.stack([w.frames for w in files])))
 
